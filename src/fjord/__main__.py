@@ -1,0 +1,3 @@
+from fjord.cli import main
+
+main()

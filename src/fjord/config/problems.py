@@ -1,0 +1,46 @@
+"""A configuration problem: a key path, a message and, when known, where it stands in the file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fjord.errors import FjordError
+
+Path = tuple[str | int, ...]
+
+
+def format_path(path: Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out or "(top level)"
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    path: Path
+    message: str
+    line: int | None = None
+    column: int | None = None
+
+    def render(self, filename: str | None = None) -> str:
+        text = f"{format_path(self.path)}: {self.message}"
+        if self.line is not None:
+            where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
+            text += f" ({filename}, {where})" if filename else f" ({where})"
+        return text
+
+
+class ConfigError(FjordError):
+    """One or more problems with a configuration file: exit status 2."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Iterable[Problem], filename: str | None = None) -> None:
+        self.problems = sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message))
+        self.filename = filename
+        super().__init__("\n".join(p.render(filename) for p in self.problems))

@@ -1,0 +1,72 @@
+"""fjord's own state under /var/lib/fjord: small JSON files, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("fjord.state")
+
+DEFAULT_STATE_DIR = "/var/lib/fjord"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("FJORD_STATE_DIR", DEFAULT_STATE_DIR))
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dirfd = os.open(path.parent, os.O_DIRECTORY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+    except OSError:
+        pass
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``; None when absent or corrupt (the next write sets it aside)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except ValueError as exc:
+        log.warning("%s is corrupt (%s); rebuilding it from what exists", path, exc)
+        return None
+
+
+def write_json(path: Path, data: dict[str, Any], mode: int = 0o644) -> None:
+    """Write atomically; a corrupt previous file is kept as NAME.corrupt for inspection."""
+    try:
+        json.loads(path.read_bytes())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+    atomic_write(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode(), mode)
