@@ -211,13 +211,13 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
         if fwd.protocol == "tcp" and fwd.port == host.ssh_port:
             yield p(("host", "forwards", i, "port"),
                     f"tcp/{fwd.port} is the host's own SSH port: forwarding it would lock you out")
-        key = (fwd.protocol, fwd.port)
-        if key in seen_forwards:
+        fkey = (fwd.protocol, fwd.port)
+        if fkey in seen_forwards:
             yield p(("host", "forwards", i, "port"),
                     f"{fwd.protocol}/{fwd.port} is already forwarded "
-                    f"(host.forwards[{seen_forwards[key]}])")
+                    f"(host.forwards[{seen_forwards[fkey]}])")
         else:
-            seen_forwards[key] = i
+            seen_forwards[fkey] = i
 
     memory, cpus = host_capacity(config)
     owners: dict[tuple[str, object], list[Path]] = defaultdict(list)

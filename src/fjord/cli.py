@@ -1,0 +1,294 @@
+"""fjord's command line: parse, call, print. Heavy modules load inside the commands so
+that `fjord --help` answers at once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
+
+# Sub-groups living in their own modules, imported only when used.
+LAZY_GROUPS = {
+    "lab": ("fjord.lab.cli", "lab",
+            "Simulate a whole server in namespaces (tests, demo, dry runs)."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *LAZY_GROUPS])
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_GROUPS:
+            import importlib
+
+            module, attr, _ = LAZY_GROUPS[name]
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
+        return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in LAZY_GROUPS:
+                rows.append((name, LAZY_GROUPS[name][2]))
+            else:
+                cmd = super().get_command(ctx, name)
+                if cmd is not None and not cmd.hidden:
+                    rows.append((name, cmd.get_short_help_str(limit=70)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", metavar="FILE",
+    help=f"Configuration file (default: $FJORD_CONFIG, then {DEFAULT_CONFIG}).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def _more_verbose(ctx: click.Context, _param: click.Parameter, value: int) -> int:
+    if value:
+        root = ctx.find_root()
+        root.obj["verbose"] = root.obj.get("verbose", 0) + value
+        logging.getLogger("fjord.run").setLevel(logging.DEBUG)
+    return value
+
+
+verbose_option = click.option(
+    "-v", "--verbose", "_verbose", count=True, expose_value=False, callback=_more_verbose,
+    help="Show more: diffs, unchanged resources, every external command.",
+)
+
+
+def config_path(value: str | None) -> str:
+    return value or os.environ.get("FJORD_CONFIG") or DEFAULT_CONFIG
+
+
+def fail(error: Any) -> None:
+    """Print a FjordError (no traceback unless --debug) and exit with its status."""
+    from rich.markup import escape
+
+    from fjord.config.problems import ConfigError
+    from fjord.ui import console
+
+    err = console(stderr=True)
+    if isinstance(error, ConfigError):
+        for problem in error.problems:
+            err.print(escape(problem.render(error.filename)), highlight=False)
+        err.print(f"[red]{len(error.problems)} problem(s); nothing was changed.[/]")
+    else:
+        err.print(f"[red]fjord: error:[/] {escape(error.message)}")
+        if error.hint:
+            err.print(f"[dim]hint: {escape(error.hint)}[/]")
+    sys.exit(error.exit_code)
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        from fjord.errors import NotRootError
+
+        raise NotRootError(what)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Show every external command (-vv: debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_name="fjord")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """fjord: a rented Debian server as a light container host, from one YAML file.
+
+    \b
+    The file declares the host network (Open vSwitch br-ex with the uplink and the
+    public addresses, br-int a private IPv4 network NATed to the world, port
+    forwards), the host system and the Debian containers (libvirt LXC).
+
+    \b
+    Typical use:
+      fjord validate -c fjord.yaml     check the file, touch nothing
+      fjord plan -c fjord.yaml         show what apply would change
+      fjord apply -c fjord.yaml        converge the host (asks first)
+      fjord check -c fjord.yaml        prove connectivity (ssh, ping, ping6)
+      fjord lab up                     try it all on a simulated server
+    """
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    if verbose < 2:
+        logging.getLogger("fjord.run").setLevel(logging.DEBUG if verbose else logging.WARNING)
+        for noisy in ("ovsdbapp", "ovs", "pyroute2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx.obj = {"verbose": verbose, "debug": debug}
+
+
+def _load(path: str | None) -> Any:
+    from fjord.config.desired import load
+
+    return load(config_path(path))
+
+
+@cli.command()
+@config_option
+@json_option
+def validate(config_path: str | None, as_json: bool) -> None:
+    """Check a configuration file; touch nothing.
+
+    Exit 0 when valid; exit 2 with one line per problem, each naming its key path
+    (e.g. `containers.web.ipv4: 10.9.0.2 is outside the private network 10.1.0.0/16`).
+    """
+    desired = _load(config_path)
+    if as_json:
+        from fjord.ui import print_json
+
+        print_json({"valid": True, "containers": [c.name for c in desired.containers]})
+    else:
+        n = len(desired.containers)
+        click.echo(f"{desired.filename}: valid ({n} container{'s' if n != 1 else ''})")
+
+
+@cli.command()
+def schema() -> None:
+    """Print the configuration's JSON Schema (for editors and linters)."""
+    import json
+
+    from fjord.config.models import Config
+
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "fjord configuration"
+    click.echo(json.dumps(schema, indent=2))
+
+
+def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
+    from fjord.engine.plan import make_plan
+    from fjord.engine.resource import Context
+    from fjord.resources import all_resources
+
+    ctx = Context(desired, options=options)
+    resources = all_resources(desired)
+    return ctx, resources, make_plan(resources, ctx)
+
+
+@cli.command()
+@config_option
+@json_option
+@verbose_option
+@click.pass_context
+def plan(click_ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+    """Show, in order, the changes `apply` would make.
+
+    Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
+    with the file. Without root, what cannot be read is reported and planned as absent.
+    With -v, also shows file diffs and why unchanged resources need nothing.
+    """
+    from fjord.ui import console, print_json, render_plan
+
+    desired = _load(config_path)
+    ctx, _, p = _plan(desired, {})
+    try:
+        if as_json:
+            print_json(p.as_json())
+        else:
+            render_plan(p, console(), verbose=click_ctx.obj["verbose"] > 0)
+    finally:
+        ctx.close()
+
+
+@cli.command()
+@config_option
+@json_option
+@verbose_option
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+              help="Wait this long for another running apply to finish (default: refuse).")
+@click.pass_context
+def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
+          wait: float) -> None:
+    """Converge the host to the file.
+
+    Shows the plan and asks for confirmation (unless --yes), then executes the changes in
+    dependency order, re-reading each resource just before changing it. Stops at the
+    first failure, naming the resource, the command and its stderr; running apply again
+    continues from where the host is. A converged host gets no change.
+    """
+    from fjord.config.desired import save_allocations
+    from fjord.engine.apply import apply as run_apply
+    from fjord.engine.apply import apply_lock
+    from fjord.ui import ProgressReporter, console, print_json, render_plan
+
+    desired = _load(config_path)
+    require_root("fjord apply")
+    out = console(stderr=as_json)
+    with apply_lock(wait):
+        ctx, resources, p = _plan(desired, {"yes": yes})
+        try:
+            if p.empty:
+                if as_json:
+                    print_json({"changes": []})
+                else:
+                    out.print("No changes: the host is as declared.")
+                save_allocations(desired)
+                return
+            if not yes:
+                if not sys.stdin.isatty():
+                    from fjord.errors import FjordError
+
+                    raise FjordError("apply needs confirmation and there is no terminal",
+                                     hint="review `fjord plan`, then run `fjord apply --yes`")
+                render_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
+                click.confirm("Apply these changes?", abort=True, err=True)
+            save_allocations(desired)
+            done = run_apply(resources, ctx, ProgressReporter(out))
+        finally:
+            ctx.close()
+    if as_json:
+        print_json({"changes": [c.as_json() for c in done]})
+    else:
+        out.print(f"Applied {len(done)} change{'s' if len(done) != 1 else ''}.")
+
+
+@cli.command()
+@config_option
+@json_option
+def status(config_path: str | None, as_json: bool) -> None:
+    """Show the host and containers as they are, and what differs from the file."""
+    from fjord.status import collect, render
+
+    desired = _load(config_path)
+    report = collect(desired)
+    if as_json:
+        from fjord.ui import print_json
+
+        print_json(report)
+    else:
+        from fjord.ui import console
+
+        render(report, console())
+
+
+def main() -> None:
+    from fjord.errors import FjordError
+
+    debug = "--debug" in sys.argv
+    try:
+        cli.main(prog_name="fjord", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Aborted; nothing was changed.", err=True)
+        sys.exit(1)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except FjordError as exc:
+        if debug:
+            raise
+        fail(exc)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(130)

@@ -1,0 +1,70 @@
+"""The resource protocol."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fjord.engine.change import Change
+
+if TYPE_CHECKING:
+    from fjord.config.desired import Desired
+
+
+@dataclass
+class Context:
+    """What resources share during one plan or apply: the desired state, drivers, options.
+
+    Drivers (OVSDB, netlink, libvirt connections) are opened lazily and closed at the end,
+    so that `plan` of a file works without root as far as it can.
+    """
+
+    desired: Desired
+    drivers: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def driver(self, name: str, factory: Any) -> Any:
+        if name not in self.drivers:
+            self.drivers[name] = factory()
+        return self.drivers[name]
+
+    def close(self) -> None:
+        for drv in reversed(list(self.drivers.values())):
+            close = getattr(drv, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    pass
+        self.drivers.clear()
+
+
+class Resource(ABC):
+    """One thing on the host: reads its actual state, compares, yields changes.
+
+    ``changes`` must be "ensure" logic: called again after its changes ran, it returns
+    nothing. ``after`` names resources (by id) that must converge first.
+    """
+
+    kind: str = "resource"
+    after: Sequence[str] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind} {self.name}"
+
+    @abstractmethod
+    def changes(self, ctx: Context) -> list[Change]:
+        """Read the actual state and return what must change (empty: converged)."""
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        """Why nothing changes (shown by `plan -v`)."""
+        return "as declared"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"

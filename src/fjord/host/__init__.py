@@ -1,0 +1,1 @@
+"""The host system: files, sysctl, packages and APT, services, libvirt configuration."""

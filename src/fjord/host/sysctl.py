@@ -1,0 +1,74 @@
+"""Kernel parameters of the network stack: set live and persisted in /etc/sysctl.d."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fjord.config.desired import Desired
+from fjord.engine.change import Change
+from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, Resource
+from fjord.host.files import File
+
+PROC = Path("/proc/sys")
+SYSCTL_FILE = Path("/etc/sysctl.d/60-fjord.conf")
+
+
+def _proc_path(key: str) -> Path:
+    return PROC / key.replace(".", "/")
+
+
+class Sysctl(Resource):
+    kind = "sysctl"
+
+    def __init__(self, key: str, value: str, reason: str) -> None:
+        super().__init__(key)
+        self.key = key
+        self.value = value
+        self.reason = reason
+
+    def read(self) -> str | None:
+        try:
+            return _proc_path(self.key).read_text().strip()
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise StateUnreadable(f"cannot read {_proc_path(self.key)}") from exc
+
+    def changes(self, ctx: Context) -> list[Change]:
+        actual = self.read()
+        if actual == self.value:
+            return []
+        return [Change(self.id, "update", f"{self.key} = {self.value} ({self.reason}; is "
+                       f"{actual if actual is not None else 'absent'})", self._set)]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{self.key} is {self.value}"
+
+    def _set(self, ctx: Context) -> None:
+        _proc_path(self.key).write_text(self.value + "\n")
+
+
+def wanted(desired: Desired) -> list[tuple[str, str, str]]:
+    host = desired.host
+    out = [("net.ipv4.ip_forward", "1", "route the containers' private network")]
+    if host.ipv6 is not None:
+        out.append(("net.ipv6.conf.all.forwarding", "1", "route container IPv6"))
+        if host.ipv6.effective_mode == "routed" and host.ipv6.proxy_ndp:
+            out.append(("net.ipv6.conf.all.proxy_ndp", "1",
+                        "answer neighbour solicitations for container addresses"))
+    return out
+
+
+def render(settings: list[tuple[str, str, str]]) -> str:
+    lines = ["# Managed by fjord: changes here are overwritten by `fjord apply`."]
+    for key, value, reason in settings:
+        lines += [f"# {reason}", f"{key} = {value}"]
+    return "\n".join(lines) + "\n"
+
+
+def resources(desired: Desired) -> list[Resource]:
+    settings = wanted(desired)
+    out: list[Resource] = [File(SYSCTL_FILE, render(settings), reason="persist sysctl at boot")]
+    out += [Sysctl(k, v, why) for k, v, why in settings]
+    return out

@@ -1,0 +1,17 @@
+"""The catalogue: every resource that makes up a host, from the desired state, in the
+order a human would do the work (the engine then orders by dependency)."""
+
+from __future__ import annotations
+
+from fjord.config.desired import Desired
+from fjord.engine.resource import Resource
+
+
+def host_resources(desired: Desired) -> list[Resource]:
+    from fjord.host import sysctl
+
+    return [*sysctl.resources(desired)]
+
+
+def all_resources(desired: Desired) -> list[Resource]:
+    return host_resources(desired)

@@ -1,0 +1,85 @@
+"""Rendering plans, progress and errors for people (rich) and for programs (JSON)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from fjord.engine.change import Change
+from fjord.engine.plan import Plan
+
+SYMBOL = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def change_line(i: int, change: Change) -> str:
+    sym, colour = SYMBOL[change.action]
+    return (f"[{colour}]{i:>3}. {sym} {change.action:<6}[/] [bold]{escape(change.resource)}[/]"
+            f"  {escape(change.detail)}")
+
+
+def render_plan(plan: Plan, out: Console, *, verbose: bool = False) -> None:
+    for u in plan.unreadable:
+        out.print(f"[yellow]  ! cannot read {escape(u.resource)}: {escape(u.reason)}[/]")
+    for w in plan.warnings:
+        out.print(f"[yellow]  ! {escape(w)}[/]")
+    if verbose:
+        for same in plan.unchanged:
+            out.print(f"[dim]    = {escape(same.resource)}: {escape(same.reason)}[/]")
+    if plan.empty:
+        out.print("No changes: the host is as declared.")
+        return
+    for i, change in enumerate(plan.changes, 1):
+        out.print(change_line(i, change))
+        if verbose and change.diff:
+            for line in change.diff.rstrip("\n").splitlines():
+                colour = {"+": "green", "-": "red"}.get(line[:1], "dim")
+                out.print(f"[{colour}]        {escape(line)}[/]")
+    counts = {a: sum(1 for c in plan.changes if c.action == a) for a in SYMBOL}
+    summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n)
+    out.print(f"Plan: {len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''} "
+              f"({summary}).")
+    if plan.unreadable:
+        out.print(f"[yellow]{len(plan.unreadable)} resource(s) could not be read; "
+                  "they are planned as if absent.[/]")
+
+
+class ProgressReporter:
+    """One line per change as it runs, with its duration."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+        self.count = 0
+        self._status: Any = None
+
+    def started(self, change: Change) -> None:
+        self.count += 1
+        self._status = self.out.status(
+            f"{escape(change.resource)}: {escape(change.detail)}", spinner="dots"
+        )
+        self._status.start()
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def finished(self, change: Change, seconds: float) -> None:
+        self._stop()
+        self.out.print(f"{change_line(self.count, change)} [dim]({seconds:.2f} s)[/]")
+
+    def failed(self, change: Change, error: BaseException) -> None:
+        self._stop()
+        self.out.print(f"[red]{self.count:>3}. ✗ {escape(change.resource)}: "
+                       f"{escape(change.detail)}[/]")
