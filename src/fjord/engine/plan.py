@@ -59,4 +59,5 @@ def make_plan(resources: Sequence[Resource], ctx: Context) -> Plan:
             plan.changes.extend(result)
         else:
             plan.unchanged.append(Unchanged(resource.id, resource.unchanged_reason(ctx)))
+    plan.warnings.extend(ctx.warnings)
     return plan

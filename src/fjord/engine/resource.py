@@ -24,6 +24,12 @@ class Context:
     desired: Desired
     drivers: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def warn(self, message: str) -> None:
+        """Something the operator should know (shown by plan, status and check)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def driver(self, name: str, factory: Any) -> Any:
         if name not in self.drivers:
