@@ -1,0 +1,146 @@
+"""Engine behaviour with in-memory resources: ordering, plan, apply, convergence, failure."""
+
+from __future__ import annotations
+
+import pytest
+
+from fjord.config.desired import resolve
+from fjord.config.loader import parse
+from fjord.config.validate import check
+from fjord.engine.apply import ApplyError, apply, apply_lock
+from fjord.engine.change import Change
+from fjord.engine.order import order
+from fjord.engine.plan import StateUnreadable, make_plan
+from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
+
+CONFIG = """
+host:
+  fqdn: h.example.net
+  ipv4: {address: 192.0.2.5/24, gateway: 192.0.2.1}
+  dns: [192.0.2.53]
+"""
+
+
+@pytest.fixture
+def ctx() -> Context:
+    doc = parse(CONFIG)
+    return Context(resolve(doc, check(doc), {}))
+
+
+class Box(Resource):
+    """A resource whose 'host state' is a dict entry."""
+
+    kind = "box"
+
+    def __init__(self, name: str, world: dict, want: str, after=(), fail=False):
+        super().__init__(name)
+        self.world, self.want, self.after, self.fail = world, want, after, fail
+
+    def changes(self, ctx):
+        if self.world.get(self.name) == self.want:
+            return []
+        action = "create" if self.name not in self.world else "update"
+        return [Change(self.id, action, f"{self.name} = {self.want}", self._set)]
+
+    def _set(self, ctx):
+        if self.fail:
+            raise FjordError("boom")
+        self.world.setdefault("log", []).append(self.name)
+        self.world[self.name] = self.want
+
+
+class Recorder:
+    def __init__(self):
+        self.events = []
+
+    def started(self, c):
+        self.events.append(("start", c.resource))
+
+    def finished(self, c, s):
+        self.events.append(("done", c.resource))
+
+    def failed(self, c, e):
+        self.events.append(("fail", c.resource))
+
+
+def test_order_respects_dependencies_and_keeps_declared_order_otherwise():
+    w: dict = {}
+    a, b, c = Box("a", w, "1", after=("box c",)), Box("b", w, "1"), Box("c", w, "1")
+    assert [r.name for r in order([a, b, c])] == ["c", "a", "b"]
+
+
+def test_order_by_kind_prefix_and_cycle_detection():
+    w: dict = {}
+
+    class Other(Box):
+        kind = "other"
+
+    x = Other("x", w, "1", after=("box",))
+    assert [r.id for r in order([x, Box("a", w, "1"), Box("b", w, "1")])] == [
+        "box a", "box b", "other x"]
+    p, q = Box("p", w, "1", after=("box q",)), Box("q", w, "1", after=("box p",))
+    with pytest.raises(FjordError, match="cycle"):
+        order([p, q])
+
+
+def test_plan_then_apply_then_plan_is_empty(ctx):
+    w: dict = {"b": "0"}
+    rs = [Box("a", w, "1"), Box("b", w, "1")]
+    plan = make_plan(rs, ctx)
+    assert [(c.resource, c.action) for c in plan.changes] == [("box a", "create"),
+                                                             ("box b", "update")]
+    rec = Recorder()
+    done = apply(rs, ctx, rec)
+    assert len(done) == 2 and w["a"] == w["b"] == "1"
+    assert make_plan(rs, ctx).empty
+    assert apply(rs, ctx, Recorder()) == []
+
+
+def test_apply_stops_at_first_failure_and_rerun_continues(ctx):
+    w: dict = {}
+    bad = Box("b", w, "1", fail=True)
+    rs = [Box("a", w, "1"), bad, Box("c", w, "1")]
+    with pytest.raises(ApplyError) as exc:
+        apply(rs, ctx, Recorder())
+    assert "box b" in exc.value.message and "boom" in exc.value.message
+    assert w["log"] == ["a"] and "c" not in w
+    bad.fail = False
+    done = apply(rs, ctx, Recorder())
+    assert [c.resource for c in done] == ["box b", "box c"]
+
+
+def test_a_resource_that_does_not_converge_is_an_error(ctx):
+    class Liar(Box):
+        def _set(self, ctx):
+            pass
+
+    with pytest.raises(FjordError, match="did not converge"):
+        apply([Liar("x", {}, "1")], ctx, Recorder())
+
+
+def test_unreadable_state_is_reported_not_crashed_on(ctx):
+    class Secret(Box):
+        def changes(self, ctx):
+            raise StateUnreadable("permission denied: /secret")
+
+    plan = make_plan([Secret("s", {}, "1"), Box("a", {}, "1")], ctx)
+    assert [u.resource for u in plan.unreadable] == ["box s"]
+    assert plan.as_json()["unreadable"][0]["reason"].startswith("permission denied")
+    assert len(plan.changes) == 1
+
+
+def test_apply_lock_refuses_a_second_apply(tmp_path, monkeypatch):
+    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    with apply_lock():
+        import subprocess
+        import sys
+
+        code = ("from fjord.engine.apply import apply_lock\n"
+                "try:\n    apply_lock().__enter__()\nexcept Exception as e:\n"
+                "    print(e); raise SystemExit(3)\n")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={"FJORD_STATE_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"})
+        assert out.returncode == 3 and "another fjord apply is running" in out.stdout
+    with apply_lock():  # released
+        pass

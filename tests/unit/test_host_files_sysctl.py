@@ -1,0 +1,72 @@
+"""File and sysctl resources against a temporary directory."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+import pytest
+
+from fjord.engine.resource import Context
+from fjord.host import sysctl
+from fjord.host.files import File
+
+
+@pytest.fixture
+def ctx(tmp_path, monkeypatch):
+    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    return Context(desired=None)  # type: ignore[arg-type]
+
+
+def test_file_create_update_mode_and_backup(tmp_path: Path, ctx):
+    owner = getpass.getuser()
+    target = tmp_path / "etc" / "x.conf"
+    f = File(target, "one\n", mode=0o600, owner=owner)
+    (c,) = f.changes(ctx)
+    assert c.action == "create" and "+one" in (c.diff or "")
+    c.run(ctx)
+    assert target.read_text() == "one\n" and (target.stat().st_mode & 0o777) == 0o600
+    assert f.changes(ctx) == []
+    f2 = File(target, "two\n", mode=0o600, owner=owner)
+    (c,) = f2.changes(ctx)
+    assert c.action == "update" and "-one" in (c.diff or "") and "+two" in (c.diff or "")
+    c.run(ctx)
+    backups = list((tmp_path / "state" / "backups").iterdir())
+    assert len(backups) == 1 and backups[0].read_text() == "one\n"
+    os.chmod(target, 0o644)
+    (c,) = f2.changes(ctx)
+    assert "mode 0600" in c.detail
+    c.run(ctx)
+    assert f2.changes(ctx) == []
+
+
+def test_file_absent(tmp_path, ctx):
+    target = tmp_path / "gone"
+    target.write_text("x")
+    f = File(target, None, ensure="absent")
+    (c,) = f.changes(ctx)
+    assert c.action == "delete"
+    c.run(ctx)
+    assert not target.exists() and f.changes(ctx) == []
+
+
+def test_sysctl_rendering_follows_ipv6_mode():
+    from fjord.config.desired import load
+
+    desired = load("examples/lab.yaml", allocations={})
+    keys = [k for k, _, _ in sysctl.wanted(desired)]
+    assert keys == ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
+                    "net.ipv6.conf.all.proxy_ndp"]
+    text = sysctl.render(sysctl.wanted(desired))
+    assert "net.ipv4.ip_forward = 1" in text and text.startswith("# Managed by fjord")
+
+
+def test_sysctl_reads_proc(monkeypatch, tmp_path, ctx):
+    monkeypatch.setattr(sysctl, "PROC", tmp_path)
+    (tmp_path / "net" / "ipv4").mkdir(parents=True)
+    (tmp_path / "net" / "ipv4" / "ip_forward").write_text("0\n")
+    r = sysctl.Sysctl("net.ipv4.ip_forward", "1", "why")
+    (c,) = r.changes(ctx)
+    c.run(ctx)
+    assert r.changes(ctx) == []
