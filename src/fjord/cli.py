@@ -206,9 +206,13 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool) -> No
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
               help="Wait this long for another running apply to finish (default: refuse).")
+@click.option("--confirm-timeout", type=click.FloatRange(min=5), metavar="SECONDS",
+              help="After moving the uplink, wait this long for `fjord confirm` (run it over "
+                   "a new SSH connection) before rolling back. Default: the automatic "
+                   "gateway check is the confirmation.")
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
-          wait: float) -> None:
+          wait: float, confirm_timeout: float | None) -> None:
     """Converge the host to the file.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
@@ -225,7 +229,13 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     require_root("fjord apply")
     out = console(stderr=as_json)
     with apply_lock(wait):
-        ctx, resources, p = _plan(desired, {"yes": yes})
+        def prompt(seconds: float) -> None:
+            out.print(f"[bold]The uplink moved and the gateways answer. Run `fjord confirm` "
+                      f"from a new SSH connection within {seconds:.0f} s, or everything is "
+                      f"rolled back.[/]")
+
+        ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
+                                            "confirm_prompt": prompt})
         try:
             if p.empty:
                 if as_json:
@@ -250,6 +260,23 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
         print_json({"changes": [c.as_json() for c in done]})
     else:
         out.print(f"Applied {len(done)} change{'s' if len(done) != 1 else ''}.")
+
+
+@cli.command()
+def confirm() -> None:
+    """Confirm a pending switchover (see `apply --confirm-timeout`).
+
+    Run it over a new SSH connection: that it gets through is the proof that the host
+    is still reachable. Without it, the guard restores the previous network state.
+    """
+    from fjord.net import switchover
+
+    require_root("fjord confirm")
+    if not switchover.confirm():
+        from fjord.errors import FjordError
+
+        raise FjordError("no switchover is waiting for confirmation")
+    click.echo("Switchover confirmed.")
 
 
 @cli.command()

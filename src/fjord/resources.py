@@ -13,5 +13,11 @@ def host_resources(desired: Desired) -> list[Resource]:
     return [*sysctl.resources(desired)]
 
 
+def network_resources(desired: Desired) -> list[Resource]:
+    from fjord.net import resources
+
+    return resources.resources(desired)
+
+
 def all_resources(desired: Desired) -> list[Resource]:
-    return host_resources(desired)
+    return host_resources(desired) + network_resources(desired)

@@ -52,7 +52,7 @@ def render_plan(plan: Plan, out: Console, *, verbose: bool = False) -> None:
               f"({summary}).")
     if plan.unreadable:
         out.print(f"[yellow]{len(plan.unreadable)} resource(s) could not be read; "
-                  "they are planned as if absent.[/]")
+                  "what they would change is not in this plan.[/]")
 
 
 class ProgressReporter:

@@ -160,7 +160,7 @@ class Netlink:
 
 
 def driver(ctx: Any) -> Netlink:
-    return ctx.driver("netlink", Netlink)  # type: ignore[no-any-return]
+    return ctx.driver("netlink", Netlink)
 
 
 def ip(text: str) -> IPv4Address | IPv6Address:

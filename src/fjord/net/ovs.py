@@ -50,7 +50,7 @@ class Ovs:
                 idl = connection.OvsdbIdl.from_server(f"unix:{self.socket}", "Open_vSwitch")
                 self._conn = connection.Connection(idl=idl, timeout=self.timeout)
                 self._api = impl_idl.OvsdbIdl(self._conn)
-            except Exception as exc:  # noqa: BLE001 - ovsdbapp raises many kinds
+            except Exception as exc:
                 raise StateUnreadable(f"cannot connect to ovsdb-server: {exc}") from exc
         return self._api
 
@@ -85,7 +85,7 @@ class Ovs:
                     txn.add(command)
         except FjordError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise FjordError(f"Open vSwitch: {what} failed: {exc}",
                              hint="see ovs-vswitchd's log (/var/log/openvswitch)") from exc
 
@@ -113,4 +113,4 @@ class Ovs:
 
 
 def driver(ctx: Any) -> Ovs:
-    return ctx.driver("ovs", Ovs)  # type: ignore[no-any-return]
+    return ctx.driver("ovs", Ovs)

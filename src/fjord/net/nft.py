@@ -1,0 +1,266 @@
+"""A small nftables driver: build rule text safely, check it, load fjord's tables atomically.
+
+fjord owns its own tables only. Every ruleset it loads replaces whole tables named
+``fjord…`` with the standard idiom (declare, delete, redeclare in one ``nft -f``
+transaction); anything else (``flush ruleset``, another program's table) is refused
+before nft even sees it. Text is always checked with ``nft -c`` before it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Any
+
+from fjord import runner
+from fjord.errors import FjordError
+
+NFT = "nft"
+FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+TIMEOUT = 30.0
+
+# Same rule as the configuration's interface names (fjord.config.types): checked again
+# here because these words end up inside nft's language.
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_COMMENT = re.compile(r"^[A-Za-z0-9 _.,:;/()+=@<>'*-]{1,128}$")
+_PRIORITY = re.compile(r"^(-?[0-9]{1,4}|(raw|mangle|dstnat|filter|security|srcnat)( [+-] [0-9]{1,3})?)$")
+
+
+# --- words of the nft language, each from a typed value ------------------------------------
+
+
+def ifname(name: str) -> str:
+    """An interface name as an nft string literal."""
+    if not _IFNAME.match(name):
+        raise ValueError(f"{name!r} is not an interface name")
+    return f'"{name}"'
+
+
+def ident(name: str) -> str:
+    """A table or chain name (bare word)."""
+    if not _IDENT.match(name):
+        raise ValueError(f"{name!r} is not an nft identifier")
+    return name
+
+
+def comment(text: str) -> str:
+    """A comment as an nft string literal: plain printable text, no quotes, no newline."""
+    if not _COMMENT.match(text):
+        raise ValueError(f"{text!r} cannot be an nft comment")
+    return f'comment "{text}"'
+
+
+def family(name: str) -> str:
+    if name not in FAMILIES:
+        raise ValueError(f"{name!r} is not an nft family")
+    return name
+
+
+def address(value: IPv4Address | IPv6Address | IPv4Network | IPv6Network) -> str:
+    """An address or network: only ``ipaddress`` objects, whose text is always safe."""
+    if not isinstance(value, IPv4Address | IPv6Address | IPv4Network | IPv6Network):
+        raise TypeError(f"{value!r} is not an address")
+    return str(value)
+
+
+def port(value: int) -> str:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"{value!r} is not a port number")
+    return str(value)
+
+
+def anonymous_set(words: Iterable[str]) -> str:
+    """``{ a, b }``, or the single element alone (nft lists a one-element set that way)."""
+    items = list(words)
+    if not items:
+        raise ValueError("an empty set matches nothing")
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+
+
+# --- tables as data ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule: words already made safe by the functions above, and a comment."""
+
+    words: tuple[str, ...]
+    why: str | None = None
+
+    def render(self) -> str:
+        words = list(self.words)
+        if self.why:
+            words.append(comment(self.why))
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    """A chain attached to a hook (``type filter hook forward …``)."""
+
+    name: str
+    type: str
+    hook: str
+    priority: str
+    policy: str = "accept"
+    device: str | None = None
+    rules: tuple[Rule, ...] = ()
+
+    def render(self) -> list[str]:
+        device = f" device {ifname(self.device)}" if self.device else ""
+        if self.type not in ("filter", "nat", "route"):
+            raise ValueError(f"bad chain type {self.type!r}")
+        if self.policy not in ("accept", "drop"):
+            raise ValueError(f"bad policy {self.policy!r}")
+        if not _PRIORITY.match(self.priority):
+            raise ValueError(f"bad priority {self.priority!r}")
+        head = (f"type {self.type} hook {ident(self.hook)}{device} "
+                f"priority {self.priority}; policy {self.policy};")
+        return [f"\tchain {ident(self.name)} {{", f"\t\t{head}",
+                *(f"\t\t{r.render()}" for r in self.rules), "\t}"]
+
+
+@dataclass(frozen=True)
+class Table:
+    family: str
+    name: str
+    chains: tuple[BaseChain, ...]
+    why: str | None = None
+    header: tuple[str, ...] = field(default=())
+
+    @property
+    def spec(self) -> str:
+        return f"{family(self.family)} {ident(self.name)}"
+
+    def render(self) -> str:
+        """The whole file: header comments, then the atomic replace of this one table."""
+        lines = [f"# {line}".rstrip() for line in self.header]
+        lines += [
+            "# Replace fjord's table atomically; other tables are left alone.",
+            f"table {self.spec}",
+            f"delete table {self.spec}",
+            "",
+            f"table {self.spec} {{",
+        ]
+        if self.why:
+            lines.append(f"\t{comment(self.why)}")
+        for i, chain in enumerate(self.chains):
+            if i:
+                lines.append("")
+            lines += chain.render()
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+# --- what a ruleset text may touch ----------------------------------------------------------
+
+_TOP = re.compile(r"^(?P<verb>add |create |delete |destroy )?table (?P<family>\S+) (?P<name>[^\s{]+)")
+
+
+def touched_tables(text: str) -> list[tuple[str, str]]:
+    """The (family, name) of every table the top level of ``text`` declares or deletes.
+
+    Raises FjordError on any other top-level command (``flush ruleset``, ``include``, …):
+    such a file could change what is not fjord's."""
+    out: list[tuple[str, str]] = []
+    depth = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if depth == 0:
+            m = _TOP.match(line)
+            if m is None:
+                raise FjordError(f"nft text line {number}: only whole tables may be loaded, "
+                                 f"not {line!r}")
+            out.append((m["family"], m["name"]))
+        depth += line.count("{") - line.count("}")
+    return out
+
+
+def ensure_fjords(text: str) -> list[tuple[str, str]]:
+    """Refuse text that touches a table not named fjord…; the tables it touches."""
+    tables = touched_tables(text)
+    for fam, name in tables:
+        if fam not in FAMILIES or not name.startswith("fjord"):
+            raise FjordError(f"refusing to load table {fam} {name}: fjord only replaces its "
+                             "own tables (named fjord…)")
+    if not tables:
+        raise FjordError("no table in the nft text to load")
+    return tables
+
+
+# --- the driver -------------------------------------------------------------------------------
+
+
+@dataclass
+class Nft:
+    """Runs nft. ``prefix`` runs it elsewhere, e.g. ``("ip", "netns", "exec", NS)``."""
+
+    prefix: Sequence[str] = ()
+
+    def _run(self, args: Sequence[str], *, input: str | None = None,
+             check: bool = True, hint: str | None = None) -> runner.Result:
+        return runner.run([*self.prefix, NFT, *args], input=input, check=check,
+                          timeout=TIMEOUT, hint=hint)
+
+    def check(self, text: str) -> None:
+        """``nft -c``: parse and check against the kernel without changing anything."""
+        ensure_fjords(text)
+        self._run(["-c", "-f", "-"], input=text,
+                  hint="fjord generated a ruleset the kernel refuses: please report it")
+
+    def load(self, text: str) -> None:
+        """Check, then load atomically (one transaction: all of it or nothing)."""
+        self.check(text)
+        self._run(["-f", "-"], input=text)
+
+    def list_table(self, fam: str, name: str) -> str | None:
+        """The table as nft lists it without counters (stable across loads); None if absent."""
+        result = self._run(["-s", "list", "table", family(fam), ident(name)], check=False)
+        if result.ok:
+            return result.stdout
+        if "No such file or directory" in result.stderr:
+            return None
+        raise _unreadable(result)
+
+    def ruleset(self) -> dict[str, Any]:
+        """``nft -j list ruleset``, parsed."""
+        result = self._run(["-j", "list", "ruleset"], check=False)
+        if not result.ok:
+            raise _unreadable(result)
+        try:
+            data = json.loads(result.stdout or "{}")
+        except ValueError as exc:
+            raise FjordError(f"nft printed JSON fjord cannot read: {exc}") from exc
+        return data if isinstance(data, dict) else {}
+
+    def delete_table(self, fam: str, name: str) -> bool:
+        """Remove one of fjord's tables; False when it was not there."""
+        if not name.startswith("fjord"):
+            raise FjordError(f"refusing to delete table {fam} {name}: not fjord's")
+        if self.list_table(fam, name) is None:
+            return False
+        self._run(["delete", "table", family(fam), ident(name)])
+        return True
+
+
+def _unreadable(result: runner.Result) -> FjordError:
+    from fjord.engine.plan import StateUnreadable
+
+    stderr = result.stderr.strip()
+    if "Operation not permitted" in stderr or "Permission denied" in stderr:
+        return StateUnreadable("nft cannot read the ruleset (needs root)",
+                               hint="run as root to see the live firewall")
+    return StateUnreadable(f"{runner.format_argv(result.argv)}: {stderr or 'failed'}")
+
+
+def load_table(text: str, nft: Nft | None = None) -> None:
+    """Load a ruleset of fjord's own tables atomically, after ``nft -c``.
+
+    For callers outside the engine (the network switchover's uplink guard)."""
+    (nft or Nft()).load(text)

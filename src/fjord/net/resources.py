@@ -1,0 +1,253 @@
+"""Network resources of the host: bridges, the uplink switchover, the internal gateway,
+container routes and proxy NDP entries, and the files that make them survive a reboot."""
+
+from __future__ import annotations
+
+import socket
+from ipaddress import IPv6Address, ip_address, ip_interface
+from typing import Any
+
+from fjord.config.desired import Desired
+from fjord.engine.change import Change
+from fjord.engine.resource import Context, Resource
+from fjord.host.files import File
+from fjord.net import interfaces, links, switch, switchover, uplink_guard
+
+INTERFACES = "/etc/network/interfaces"
+
+
+class Bridge(Resource):
+    """A bridge (OVS or Linux) with its datapath, MAC and link up."""
+
+    kind = "bridge"
+
+    def __init__(self, name: str, *, datapath: str, mac_of: str | None = None,
+                 role: str = "") -> None:
+        super().__init__(name)
+        self.datapath = datapath
+        self.mac_of = mac_of  # take this link's MAC (the uplink's, for the provider)
+        self.role = role
+
+    def _wanted_mac(self, ctx: Context, current: Any) -> str | None:
+        if self.mac_of is None:
+            return None
+        uplink = links.driver(ctx).link(self.mac_of)
+        if uplink is not None:
+            return uplink.mac
+        return current.hwaddr if current else None
+
+    def changes(self, ctx: Context) -> list[Change]:
+        sw = switch.driver(ctx)
+        current = sw.bridges().get(self.name)
+        mac = self._wanted_mac(ctx, current)
+        link = links.driver(ctx).link(self.name)
+
+        def ensure(c: Context) -> None:
+            sw.ensure_bridge(self.name, self.datapath, mac)
+            links.driver(c).set_up(self.name)
+
+        if current is None:
+            dp = f" ({self.datapath} datapath)" if sw.kind == "ovs" else ""
+            extra = f", MAC {mac} of {self.mac_of}" if mac else ""
+            return [Change(self.id, "create", f"{sw.kind} bridge {self.name}{dp}{extra}"
+                           f"{': ' + self.role if self.role else ''}", ensure)]
+        diffs = []
+        if sw.kind == "ovs" and current.datapath_type != self.datapath:
+            diffs.append(f"datapath {current.datapath_type} -> {self.datapath}")
+        if mac and (current.hwaddr or "").lower() != mac.lower():
+            diffs.append(f"MAC {current.hwaddr or 'unset'} -> {mac}")
+        if link is None or not link.up:
+            diffs.append("link up")
+        if not diffs:
+            return []
+        return [Change(self.id, "update", f"{self.name}: {', '.join(diffs)}", ensure)]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{self.name} exists, up, {self.datapath} datapath"
+
+
+class Uplink(Resource):
+    """The uplink as a port of the external bridge, which holds the public addresses and
+    the default routes. Changing it is the risky step: done as a guarded switchover."""
+
+    kind = "uplink"
+    after = ("bridge",)
+
+    def __init__(self, desired: Desired) -> None:
+        host = desired.host
+        super().__init__(host.uplink)
+        addrs = [str(host.ipv4.address)]
+        if host.ipv6 is not None:
+            addrs.append(str(host.ipv6.address))
+        self.target = switchover.Target(
+            uplink=host.uplink, bridge=host.switch.external, switch_kind=host.switch.kind,
+            netdev=host.switch.kind == "ovs" and host.switch.datapath == "netdev",
+            addresses=addrs, gateway4=str(host.ipv4.gateway),
+            gateway6=str(host.ipv6.gateway) if host.ipv6 else None,
+        )
+
+    def _missing(self, ctx: Context) -> list[str]:
+        t = self.target
+        nl = links.driver(ctx)
+        sw = switch.driver(ctx)
+        if nl.link(t.uplink) is None:
+            from fjord.errors import FjordError
+
+            raise FjordError(f"the uplink {t.uplink} does not exist",
+                             hint="set host.uplink to the server's physical NIC")
+        todo = []
+        if sw.port_bridge(t.uplink) != t.bridge:
+            todo.append(f"{t.uplink} into {t.bridge}")
+        have = {str(a) for a in nl.addresses(t.bridge)}
+        move = [a for a in t.addresses if a not in have]
+        if move:
+            todo.append("addresses " + ", ".join(move) + f" onto {t.bridge}")
+        left = nl.addresses(t.uplink)
+        if left:
+            todo.append(f"no address on {t.uplink}")
+        for fam, gw in ((socket.AF_INET, t.gateway4), (socket.AF_INET6, t.gateway6)):
+            if gw is None:
+                continue
+            r = nl.default_route(fam)
+            if r is None or r.dev != t.bridge or ip_address(r.gateway or "::") != ip_address(gw):
+                todo.append(f"default route via {gw} dev {t.bridge}")
+        if t.netdev and not uplink_guard.loaded():
+            todo.append(f"ingress guard on {t.uplink} (userspace datapath)")
+        return todo
+
+    def changes(self, ctx: Context) -> list[Change]:
+        todo = self._missing(ctx)
+        if not todo:
+            return []
+        timeout = ctx.options.get("confirm_timeout")
+        prompt = ctx.options.get("confirm_prompt")
+
+        def run(c: Context) -> None:
+            c.close()  # fresh connections after the links move
+            switchover.execute(self.target, confirm_timeout=timeout, prompt=prompt)
+
+        return [Change(self.id, "update", "switchover: " + "; ".join(todo)
+                       + " (verified, rolled back automatically on failure)", run, risky=True)]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        t = self.target
+        return f"{t.uplink} is a port of {t.bridge}, which holds the public addresses"
+
+
+class Address(Resource):
+    """An address on a link (not the public ones: those move with the switchover)."""
+
+    kind = "address"
+
+    def __init__(self, dev: str, address: str, reason: str, after: tuple[str, ...]) -> None:
+        super().__init__(f"{address} on {dev}")
+        self.dev = dev
+        self.address = ip_interface(address)
+        self.reason = reason
+        self.after = after
+
+    def changes(self, ctx: Context) -> list[Change]:
+        nl = links.driver(ctx)
+        link_local = self.address.ip.is_link_local
+        if nl.link(self.dev) is not None and self.address in nl.addresses(
+                self.dev, link_local=link_local):
+            return []
+        return [Change(self.id, "create", f"address {self.address} on {self.dev} "
+                       f"({self.reason})",
+                       lambda c: links.driver(c).add_address(self.dev, self.address))]
+
+
+class HostRoute(Resource):
+    """A /128 route to a container's public IPv6 address (routed mode)."""
+
+    kind = "route"
+
+    def __init__(self, dst: IPv6Address, dev: str, container: str) -> None:
+        super().__init__(f"{dst}/128 dev {dev}")
+        self.dst = f"{dst}/128"
+        self.dev = dev
+        self.container = container
+        self.after = ("bridge", "address")
+
+    def changes(self, ctx: Context) -> list[Change]:
+        nl = links.driver(ctx)
+        if any(r.dst == self.dst and r.dev == self.dev
+               for r in nl.routes(socket.AF_INET6, dev=self.dev)):
+            return []
+        return [Change(self.id, "create", f"route {self.dst} to container "
+                       f"{self.container} via {self.dev}",
+                       lambda c: links.driver(c).replace_route(self.dst, self.dev))]
+
+
+class ProxyNdp(Resource):
+    """Answer the provider's neighbour solicitations for a container's address."""
+
+    kind = "proxy-ndp"
+
+    def __init__(self, addr: IPv6Address, dev: str, container: str) -> None:
+        super().__init__(f"{addr} on {dev}")
+        self.addr = addr
+        self.dev = dev
+        self.container = container
+        self.after = ("uplink",)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        if self.addr in links.driver(ctx).proxy_neighbours(self.dev):
+            return []
+        return [Change(self.id, "create", f"proxy NDP for {self.addr} (container "
+                       f"{self.container}) on {self.dev}",
+                       lambda c: links.driver(c).add_proxy(self.dev, self.addr))]
+
+
+class StaleProxyNdp(Resource):
+    """Proxy entries on the external bridge for addresses no container has any more."""
+
+    kind = "proxy-ndp-cleanup"
+
+    def __init__(self, dev: str, keep: set[IPv6Address], prefix: Any) -> None:
+        super().__init__(dev)
+        self.dev, self.keep, self.prefix = dev, keep, prefix
+        self.after = ("proxy-ndp",)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        stale = sorted(a for a in links.driver(ctx).proxy_neighbours(self.dev)
+                       if a in self.prefix and a not in self.keep)
+        return [Change(f"proxy-ndp {a} on {self.dev}", "delete",
+                       f"proxy NDP for {a}: no container has it any more", self._remover(a))
+                for a in stale]
+
+    def _remover(self, addr: IPv6Address) -> Any:
+        return lambda c: links.driver(c).delete_proxy(self.dev, addr)
+
+
+def resources(desired: Desired) -> list[Resource]:
+    host = desired.host
+    sw = host.switch
+    datapath = sw.datapath if sw.kind == "ovs" else "system"
+    out: list[Resource] = [
+        Bridge(sw.external, datapath=datapath, mac_of=host.uplink,
+               role=f"uplink {host.uplink} and the public addresses"),
+        Bridge(sw.internal, datapath=datapath, role="the containers' private network"),
+        Address(sw.internal, str(host.private.address), "the containers' IPv4 gateway",
+                after=(f"bridge {sw.internal}",)),
+    ]
+    if sw.kind == "ovs" and sw.datapath == "netdev":
+        out.append(File(uplink_guard.PERSISTED, uplink_guard.render(host.uplink),
+                        reason="uplink ingress guard, loaded at boot by ifupdown"))
+    out.append(Uplink(desired))
+    if host.ipv6 is not None and host.ipv6.effective_mode == "routed":
+        out.append(Address(sw.internal, f"{interfaces.ROUTED_GATEWAY6}/64",
+                           "the containers' IPv6 gateway", after=(f"bridge {sw.internal}",)))
+        keep = set()
+        for c in desired.containers:
+            if c.ipv6 is None:
+                continue
+            out.append(HostRoute(c.ipv6, sw.internal, c.name))
+            if host.ipv6.proxy_ndp:
+                out.append(ProxyNdp(c.ipv6, sw.external, c.name))
+                keep.add(c.ipv6)
+        if host.ipv6.proxy_ndp:
+            out.append(StaleProxyNdp(sw.external, keep, host.ipv6.address.network))
+    out.append(File(INTERFACES, interfaces.render(desired),
+                    reason="bring the bridges up at boot", after=("uplink",)))
+    return out

@@ -1,0 +1,267 @@
+"""Moving the uplink into the external bridge without locking the owner out.
+
+The sequence is short (OVS port, addresses, routes by netlink), then the gateways are
+verified (neighbour resolution and ping). Before anything moves, the previous state is
+written to /var/lib/fjord/switchover.json and a guard process is started in its own
+session: unless the switchover is confirmed before the deadline, the guard restores
+that state — also when fjord itself was killed. Confirmation comes from this apply once
+verification passed, or, with --confirm-timeout, from `fjord confirm` (better proof: it
+shows a new SSH connection works).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from ipaddress import ip_address, ip_interface
+from pathlib import Path
+from typing import Any
+
+from fjord.errors import FjordError
+from fjord.net import uplink_guard
+from fjord.net.links import Netlink
+from fjord.runner import run
+from fjord.state import atomic_write, state_dir
+
+log = logging.getLogger("fjord.switchover")
+
+STATE = "switchover.json"
+CONFIRM = "switchover.confirmed"
+DEFAULT_GUARD_SECONDS = 30.0
+
+
+def state_path() -> Path:
+    return state_dir() / STATE
+
+
+def confirm_path() -> Path:
+    return state_dir() / CONFIRM
+
+
+@dataclass
+class Snapshot:
+    """What the host looked like before the switchover: enough to put it back exactly."""
+
+    uplink: str
+    bridge: str
+    switch_kind: str
+    netdev: bool
+    uplink_addresses: list[str]
+    bridge_addresses: list[str]
+    routes: dict[str, dict[str, str | None] | None]  # "4"/"6" -> {gateway, dev}
+    uplink_was_port: bool
+    guard_was_loaded: bool
+    deadline: float = 0.0
+    guard_pid: int | None = None
+    ovsdb: str | None = field(default=None)
+
+    def save(self) -> None:
+        atomic_write(state_path(), json.dumps(asdict(self), indent=2).encode(), 0o600)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Snapshot:
+        return cls(**json.loads((path or state_path()).read_text()))
+
+
+@dataclass(frozen=True)
+class Target:
+    uplink: str
+    bridge: str
+    switch_kind: str
+    netdev: bool
+    addresses: list[str]
+    gateway4: str
+    gateway6: str | None
+
+
+def _switch(kind: str, ovsdb: str | None = None) -> Any:
+    from fjord.net.switch import LinuxBridgeSwitch, OvsSwitch
+
+    return OvsSwitch(ovsdb) if kind == "ovs" else LinuxBridgeSwitch()
+
+
+def snapshot(nl: Netlink, sw: Any, t: Target) -> Snapshot:
+    routes: dict[str, dict[str, str | None] | None] = {}
+    for fam, key in ((socket.AF_INET, "4"), (socket.AF_INET6, "6")):
+        r = nl.default_route(fam)
+        routes[key] = {"gateway": r.gateway, "dev": r.dev} if r else None
+    return Snapshot(
+        uplink=t.uplink, bridge=t.bridge, switch_kind=t.switch_kind, netdev=t.netdev,
+        uplink_addresses=sorted(str(a) for a in nl.addresses(t.uplink)),
+        bridge_addresses=sorted(str(a) for a in nl.addresses(t.bridge)),
+        routes=routes,
+        uplink_was_port=sw.port_bridge(t.uplink) == t.bridge,
+        guard_was_loaded=uplink_guard.loaded() if t.netdev else False,
+        ovsdb=getattr(sw, "socket", None),
+    )
+
+
+def move(nl: Netlink, sw: Any, t: Target, before: Snapshot) -> None:
+    """Uplink into the bridge, addresses and default routes onto the bridge."""
+    if t.netdev:
+        uplink_guard.load(t.uplink)
+    sw.add_port(t.bridge, t.uplink)
+    nl.set_up(t.bridge)
+    nl.set_up(t.uplink)
+    # Every address the uplink had moves too: none is lost, declared ones are ensured.
+    wanted = {ip_interface(a) for a in t.addresses} | {
+        ip_interface(a) for a in before.uplink_addresses}
+    for addr in sorted(wanted, key=str):
+        nl.add_address(t.bridge, addr)
+    for addr in nl.addresses(t.uplink):
+        nl.delete_address(t.uplink, addr)
+    nl.replace_default(socket.AF_INET, ip_address(t.gateway4), t.bridge)
+    if t.gateway6:
+        nl.replace_default(socket.AF_INET6, ip_address(t.gateway6), t.bridge)
+
+
+def restore(before: Snapshot) -> None:
+    """Put links, addresses, routes and ports back as they were in ``before``."""
+    nl = Netlink()
+    sw = _switch(before.switch_kind, before.ovsdb)
+    try:
+        if not before.uplink_was_port and sw.port_bridge(before.uplink) == before.bridge:
+            sw.delete_port(before.uplink, before.bridge)
+        if before.netdev and not before.guard_was_loaded:
+            uplink_guard.unload()
+        nl.set_up(before.uplink)
+        for addr in before.uplink_addresses:
+            nl.add_address(before.uplink, ip_interface(addr))
+        keep = {ip_interface(a) for a in before.bridge_addresses}
+        if nl.link(before.bridge) is not None:
+            for addr in nl.addresses(before.bridge) - keep:
+                nl.delete_address(before.bridge, addr)
+        for key, fam in (("4", socket.AF_INET), ("6", socket.AF_INET6)):
+            r = before.routes.get(key)
+            if r and r.get("gateway") and r.get("dev"):
+                nl.replace_default(fam, ip_address(str(r["gateway"])), str(r["dev"]))
+    finally:
+        nl.close()
+        sw.close()
+
+
+def verify(t: Target, attempts: int = 3) -> tuple[bool, str]:
+    """Can the host reach its gateways through the bridge? (ARP/NDP, then echo.)"""
+    checks = [("IPv4 gateway", ["ping", "-n", "-q", "-c", "1", "-W", "1", "-I", t.bridge,
+                                t.gateway4])]
+    if t.gateway6:
+        gw6 = t.gateway6 + (f"%{t.bridge}" if ip_address(t.gateway6).is_link_local else "")
+        checks.append(("IPv6 gateway", ["ping", "-6", "-n", "-q", "-c", "1", "-W", "1",
+                                        "-I", t.bridge, gw6]))
+    failed = []
+    for name, argv in checks:
+        for _ in range(attempts):
+            if run(argv, check=False, timeout=5).ok:
+                break
+        else:
+            failed.append(f"{name} {argv[-1]} does not answer")
+    return (not failed, "; ".join(failed) or "gateways answer")
+
+
+def start_guard(deadline: float) -> int:
+    """A process in its own session that outlives fjord and rolls back at the deadline."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fjord.net.guard", str(state_path()), str(deadline)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=open(state_dir() / "guard.log", "ab"),
+        start_new_session=True, close_fds=True,
+        env={**os.environ, "FJORD_STATE_DIR": str(state_dir())},
+    )
+    return proc.pid
+
+
+def confirm() -> bool:
+    """Mark the pending switchover as confirmed; False when none is pending."""
+    if not state_path().exists():
+        return False
+    atomic_write(confirm_path(), f"{time.time()}\n".encode(), 0o600)
+    return True
+
+
+def wait_confirmed(deadline: float) -> bool:
+    while time.time() < deadline:
+        if confirm_path().exists():
+            return True
+        time.sleep(0.1)
+    return confirm_path().exists()
+
+
+def finish() -> None:
+    for p in (state_path(), confirm_path()):
+        p.unlink(missing_ok=True)
+
+
+def pending() -> Snapshot | None:
+    try:
+        return Snapshot.load()
+    except (FileNotFoundError, ValueError, TypeError):
+        return None
+
+
+def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> None:
+    """Run the switchover with its safety net; raise FjordError after a rollback."""
+    old = pending()
+    if old is not None and old.guard_pid and _alive(old.guard_pid):
+        raise FjordError("a switchover is already pending confirmation",
+                         hint="run `fjord confirm`, or wait for its guard to roll back")
+    finish()
+    nl = Netlink()
+    sw = _switch(t.switch_kind)
+    try:
+        before = snapshot(nl, sw, t)
+        window = (confirm_timeout or 0) + DEFAULT_GUARD_SECONDS
+        before.deadline = time.time() + window
+        before.save()
+        before.guard_pid = start_guard(before.deadline)
+        before.save()
+        try:
+            move(nl, sw, t, before)
+            ok, detail = verify(t)
+        except Exception as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        if ok and confirm_timeout:
+            if prompt is not None:
+                prompt(confirm_timeout)
+            ok = wait_confirmed(time.time() + confirm_timeout)
+            detail = "confirmed" if ok else f"not confirmed within {confirm_timeout:.0f} s"
+        if not ok:
+            _stop_guard(before.guard_pid)
+            restore(before)
+            finish()
+            raise FjordError(
+                f"switchover of {t.uplink} into {t.bridge} rolled back: {detail}",
+                hint="the host is back on its previous addresses and routes; check the "
+                     "gateways in the file (host.ipv4.gateway, host.ipv6.gateway)",
+            )
+        confirm()
+        _stop_guard(before.guard_pid)
+        finish()
+    finally:
+        nl.close()
+        sw.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _stop_guard(pid: int | None) -> None:
+    if pid is None:
+        return
+    try:
+        os.kill(pid, 15)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
