@@ -1,0 +1,202 @@
+"""Network resources: the rendered interfaces file (golden) and the plan logic above the
+drivers (fake switch and netlink standing in for OVSDB and the kernel)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_interface
+from pathlib import Path
+
+import pytest
+
+from fjord.config.desired import load
+from fjord.engine.resource import Context
+from fjord.net import interfaces, resources
+from fjord.net.links import Link, Route
+from fjord.net.ovs import BridgeState
+
+GOLDEN = Path(__file__).parent / "golden" / "net"
+REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
+
+
+def golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if REGENERATE or not path.exists():
+        path.write_text(text)
+    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+
+
+def test_interfaces_lab_ovs_netdev_routed():
+    golden("interfaces.lab", interfaces.render(load("examples/lab.yaml", allocations={})))
+
+
+def test_interfaces_seed():
+    text = interfaces.render(load("examples/seed.yaml", allocations={}))
+    golden("interfaces.seed", text)
+    assert "allow-ovs br-ex" in text and "ovs_ports eth0" in text
+    assert "datapath_type=system" in text and "uplink-guard" not in text
+
+
+def test_interfaces_linux_bridge(tmp_path):
+    cfg = Path("examples/lab.yaml").read_text().replace("kind: ovs", "kind: linux-bridge")
+    cfg = cfg.replace("datapath: netdev", "datapath: system")
+    f = tmp_path / "lb.yaml"
+    f.write_text(cfg)
+    text = interfaces.render(load(str(f), allocations={}))
+    golden("interfaces.linux-bridge", text)
+    assert "bridge_ports eth0" in text and "ovs_" not in text
+
+
+# --- fakes standing in for the drivers --------------------------------------------------
+
+
+@dataclass
+class FakeSwitch:
+    kind: str = "ovs"
+    br: dict = field(default_factory=dict)
+    ports: dict = field(default_factory=dict)
+
+    def bridges(self):
+        return {n: BridgeState(n, dp, mac, tuple(p for p, b in self.ports.items() if b == n))
+                for n, (dp, mac) in self.br.items()}
+
+    def port_bridge(self, port):
+        return self.ports.get(port)
+
+    def ensure_bridge(self, name, datapath_type, hwaddr):
+        self.br[name] = (datapath_type, hwaddr)
+
+    def close(self):
+        pass
+
+
+@dataclass
+class FakeNetlink:
+    links: dict = field(default_factory=dict)
+    addrs: dict = field(default_factory=dict)
+    routes6: list = field(default_factory=list)
+    defaults: dict = field(default_factory=dict)
+    proxies: set = field(default_factory=set)
+
+    def link(self, name):
+        if name not in self.links:
+            return None
+        return Link(name, 1, self.links[name], True, None)
+
+    def set_up(self, name):
+        pass
+
+    def addresses(self, name, link_local=False):
+        return {a for a in self.addrs.get(name, set()) if link_local or not a.ip.is_link_local}
+
+    def add_address(self, name, addr):
+        self.addrs.setdefault(name, set()).add(addr)
+
+    def routes(self, family, dev=None):
+        return [r for r in self.routes6 if dev is None or r.dev == dev]
+
+    def replace_route(self, dst, dev):
+        self.routes6.append(Route(dst, None, dev, socket.AF_INET6))
+
+    def default_route(self, family):
+        return self.defaults.get(family)
+
+    def proxy_neighbours(self, name):
+        return {a for d, a in self.proxies if d == name}
+
+    def add_proxy(self, name, addr):
+        self.proxies.add((name, addr))
+
+    def delete_proxy(self, name, addr):
+        self.proxies.discard((name, addr))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def lab_ctx():
+    desired = load("examples/lab.yaml", allocations={})
+    ctx = Context(desired)
+    ctx.drivers["switch"] = FakeSwitch()
+    ctx.drivers["netlink"] = FakeNetlink(links={"eth0": "52:54:00:aa:bb:cc"})
+    return ctx
+
+
+def by_kind(rs, kind):
+    return [r for r in rs if r.kind == kind]
+
+
+def test_bridges_created_then_converged(lab_ctx):
+    rs = resources.resources(lab_ctx.desired)
+    ex, internal = by_kind(rs, "bridge")
+    (c,) = ex.changes(lab_ctx)
+    assert c.action == "create" and "netdev" in c.detail and "52:54:00:aa:bb:cc" in c.detail
+    c.run(lab_ctx)
+    lab_ctx.drivers["netlink"].links["br-ex"] = "52:54:00:aa:bb:cc"
+    assert ex.changes(lab_ctx) == []
+    # someone changes the datapath: an update, not a re-create
+    lab_ctx.drivers["switch"].br["br-ex"] = ("system", "52:54:00:aa:bb:cc")
+    (c,) = ex.changes(lab_ctx)
+    assert c.action == "update" and "datapath system -> netdev" in c.detail
+
+
+def test_uplink_plan_lists_the_whole_switchover_as_one_risky_change(lab_ctx):
+    nl = lab_ctx.drivers["netlink"]
+    nl.addrs["eth0"] = {ip_interface("192.0.2.5/27"), ip_interface("2001:db8:151:7307::2/64")}
+    nl.defaults[socket.AF_INET] = Route("default", "192.0.2.1", "eth0", socket.AF_INET)
+    (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
+    from unittest import mock
+
+    with mock.patch("fjord.net.uplink_guard.loaded", return_value=False):
+        (c,) = uplink.changes(lab_ctx)
+    assert c.risky and c.action == "update"
+    for part in ("eth0 into br-ex", "192.0.2.5/27", "no address on eth0",
+                 "default route via 192.0.2.1 dev br-ex", "ingress guard"):
+        assert part in c.detail
+
+
+def test_uplink_converged(lab_ctx):
+    nl, sw = lab_ctx.drivers["netlink"], lab_ctx.drivers["switch"]
+    nl.links["br-ex"] = "52:54:00:aa:bb:cc"
+    sw.ports["eth0"] = "br-ex"
+    nl.addrs["br-ex"] = {ip_interface("192.0.2.5/27"), ip_interface("2001:db8:151:7307::2/64")}
+    nl.defaults[socket.AF_INET] = Route("default", "192.0.2.1", "br-ex", socket.AF_INET)
+    nl.defaults[socket.AF_INET6] = Route("default", "fe80::1", "br-ex", socket.AF_INET6)
+    (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
+    from unittest import mock
+
+    with mock.patch("fjord.net.uplink_guard.loaded", return_value=True):
+        assert uplink.changes(lab_ctx) == []
+
+
+def test_routed_ipv6_routes_and_proxy_ndp_follow_containers(lab_ctx):
+    nl = lab_ctx.drivers["netlink"]
+    nl.links["br-int"] = nl.links["br-ex"] = "x"
+    rs = resources.resources(lab_ctx.desired)
+    (route,) = by_kind(rs, "route")
+    (proxy,) = by_kind(rs, "proxy-ndp")
+    for r in (route, proxy):
+        (c,) = r.changes(lab_ctx)
+        c.run(lab_ctx)
+        assert r.changes(lab_ctx) == []
+    assert ("br-ex", ip_address("2001:db8:151:7307:1::1")) in nl.proxies
+    # an entry for a container that no longer exists is removed; foreign prefixes are not
+    nl.proxies |= {("br-ex", ip_address("2001:db8:151:7307:1::9")),
+                   ("br-ex", ip_address("2001:db8:ffff::1"))}
+    (cleanup,) = by_kind(rs, "proxy-ndp-cleanup")
+    (c,) = cleanup.changes(lab_ctx)
+    assert c.action == "delete" and "1::9" in c.detail
+    c.run(lab_ctx)
+    assert cleanup.changes(lab_ctx) == []
+    assert ("br-ex", ip_address("2001:db8:ffff::1")) in nl.proxies
+
+
+def test_bridged_mode_has_no_routes_or_proxies(tmp_path):
+    cfg = Path("examples/lab.yaml").read_text().replace("mode: routed", "mode: bridged")
+    f = tmp_path / "b.yaml"
+    f.write_text(cfg)
+    rs = resources.resources(load(str(f), allocations={}))
+    assert not by_kind(rs, "route") and not by_kind(rs, "proxy-ndp")
