@@ -27,7 +27,8 @@ TIMEOUT = 30.0
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _COMMENT = re.compile(r"^[A-Za-z0-9 _.,:;/()+=@<>'*-]{1,128}$")
-_PRIORITY = re.compile(r"^(-?[0-9]{1,4}|(raw|mangle|dstnat|filter|security|srcnat)( [+-] [0-9]{1,3})?)$")
+_PRIORITY = re.compile(
+    r"^(-?[0-9]{1,4}|(raw|mangle|dstnat|filter|security|srcnat)( [+-] [0-9]{1,3})?)$")
 
 
 # --- words of the nft language, each from a typed value ------------------------------------
@@ -35,21 +36,21 @@ _PRIORITY = re.compile(r"^(-?[0-9]{1,4}|(raw|mangle|dstnat|filter|security|srcna
 
 def ifname(name: str) -> str:
     """An interface name as an nft string literal."""
-    if not _IFNAME.match(name):
+    if not _IFNAME.fullmatch(name):
         raise ValueError(f"{name!r} is not an interface name")
     return f'"{name}"'
 
 
 def ident(name: str) -> str:
     """A table or chain name (bare word)."""
-    if not _IDENT.match(name):
+    if not _IDENT.fullmatch(name):
         raise ValueError(f"{name!r} is not an nft identifier")
     return name
 
 
 def comment(text: str) -> str:
     """A comment as an nft string literal: plain printable text, no quotes, no newline."""
-    if not _COMMENT.match(text):
+    if not _COMMENT.fullmatch(text):
         raise ValueError(f"{text!r} cannot be an nft comment")
     return f'comment "{text}"'
 
@@ -116,7 +117,7 @@ class BaseChain:
             raise ValueError(f"bad chain type {self.type!r}")
         if self.policy not in ("accept", "drop"):
             raise ValueError(f"bad policy {self.policy!r}")
-        if not _PRIORITY.match(self.priority):
+        if not _PRIORITY.fullmatch(self.priority):
             raise ValueError(f"bad priority {self.priority!r}")
         head = (f"type {self.type} hook {ident(self.hook)}{device} "
                 f"priority {self.priority}; policy {self.policy};")
@@ -158,7 +159,8 @@ class Table:
 
 # --- what a ruleset text may touch ----------------------------------------------------------
 
-_TOP = re.compile(r"^(?P<verb>add |create |delete |destroy )?table (?P<family>\S+) (?P<name>[^\s{]+)")
+_TOP = re.compile(
+    r"^(?P<verb>add |create |delete |destroy )?table (?P<family>\S+) (?P<name>[^\s{]+)")
 
 
 def touched_tables(text: str) -> list[tuple[str, str]]:
