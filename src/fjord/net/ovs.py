@@ -91,13 +91,13 @@ class Ovs:
 
     def ensure_bridge(self, name: str, datapath_type: str, hwaddr: str | None) -> None:
         api = self.api
-        commands = [
-            api.add_br(name, may_exist=True, datapath_type=datapath_type),
-            api.db_set("Bridge", name, ("datapath_type", datapath_type)),
-        ]
+        exists = name in self.bridges()
+        commands = [api.add_br(name, may_exist=True, datapath_type=datapath_type)]
+        if exists:
+            commands.append(api.db_set("Bridge", name, ("datapath_type", datapath_type)))
         if hwaddr:
             commands.append(api.db_set("Bridge", name, ("other_config", {"hwaddr": hwaddr})))
-        else:
+        elif exists:
             commands.append(api.db_remove("Bridge", name, "other_config", "hwaddr",
                                           if_exists=True))
         self._commit(f"bridge {name}", commands)

@@ -33,7 +33,9 @@ log = logging.getLogger("fjord.switchover")
 
 STATE = "switchover.json"
 CONFIRM = "switchover.confirmed"
-DEFAULT_GUARD_SECONDS = 30.0
+# Moving and verifying take a few seconds (three pings per gateway at most); the guard
+# waits that long, plus the operator's confirmation time when one is asked for.
+VERIFY_SECONDS = 8.0
 
 
 def state_path() -> Path:
@@ -103,44 +105,55 @@ def snapshot(nl: Netlink, sw: Any, t: Target) -> Snapshot:
 
 
 def move(nl: Netlink, sw: Any, t: Target, before: Snapshot) -> None:
-    """Uplink into the bridge, addresses and default routes onto the bridge."""
-    if t.netdev:
-        uplink_guard.load(t.uplink)
-    sw.add_port(t.bridge, t.uplink)
+    """Uplink into the bridge, addresses and default routes onto the bridge.
+
+    The bridge gets the addresses before it gets the uplink (harmless: the uplink still
+    answers), so that the moment the uplink joins, the bridge answers at once."""
     nl.set_up(t.bridge)
-    nl.set_up(t.uplink)
     # Every address the uplink had moves too: none is lost, declared ones are ensured.
     wanted = {ip_interface(a) for a in t.addresses} | {
         ip_interface(a) for a in before.uplink_addresses}
     for addr in sorted(wanted, key=str):
         nl.add_address(t.bridge, addr)
-    for addr in nl.addresses(t.uplink):
-        nl.delete_address(t.uplink, addr)
+    if t.netdev:
+        uplink_guard.check(t.uplink)
+    sw.add_port(t.bridge, t.uplink)
+    if t.netdev:
+        # Right after the port is added, not before: a few duplicate replies instead of
+        # a few lost frames.
+        uplink_guard.load(t.uplink, checked=True)
+    nl.set_up(t.uplink)
     nl.replace_default(socket.AF_INET, ip_address(t.gateway4), t.bridge)
     if t.gateway6:
         nl.replace_default(socket.AF_INET6, ip_address(t.gateway6), t.bridge)
+    for addr in nl.addresses(t.uplink):
+        nl.delete_address(t.uplink, addr)
 
 
 def restore(before: Snapshot) -> None:
-    """Put links, addresses, routes and ports back as they were in ``before``."""
+    """Put links, addresses, routes and ports back as they were in ``before``.
+
+    Ordered so that something always answers: the uplink gets its addresses back and the
+    guard goes (for a moment both the uplink and the bridge answer), then the uplink
+    leaves the bridge and routes point at it again."""
     nl = Netlink()
     sw = _switch(before.switch_kind, before.ovsdb)
     try:
-        if not before.uplink_was_port and sw.port_bridge(before.uplink) == before.bridge:
-            sw.delete_port(before.uplink, before.bridge)
-        if before.netdev and not before.guard_was_loaded:
-            uplink_guard.unload()
         nl.set_up(before.uplink)
         for addr in before.uplink_addresses:
             nl.add_address(before.uplink, ip_interface(addr))
-        keep = {ip_interface(a) for a in before.bridge_addresses}
-        if nl.link(before.bridge) is not None:
-            for addr in nl.addresses(before.bridge) - keep:
-                nl.delete_address(before.bridge, addr)
+        if before.netdev and not before.guard_was_loaded:
+            uplink_guard.unload()
+        if not before.uplink_was_port and sw.port_bridge(before.uplink) == before.bridge:
+            sw.delete_port(before.uplink, before.bridge)
         for key, fam in (("4", socket.AF_INET), ("6", socket.AF_INET6)):
             r = before.routes.get(key)
             if r and r.get("gateway") and r.get("dev"):
                 nl.replace_default(fam, ip_address(str(r["gateway"])), str(r["dev"]))
+        keep = {ip_interface(a) for a in before.bridge_addresses}
+        if nl.link(before.bridge) is not None:
+            for addr in nl.addresses(before.bridge) - keep:
+                nl.delete_address(before.bridge, addr)
     finally:
         nl.close()
         sw.close()
@@ -215,8 +228,7 @@ def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> 
     sw = _switch(t.switch_kind)
     try:
         before = snapshot(nl, sw, t)
-        window = (confirm_timeout or 0) + DEFAULT_GUARD_SECONDS
-        before.deadline = time.time() + window
+        before.deadline = time.time() + VERIFY_SECONDS
         before.save()
         before.guard_pid = start_guard(before.deadline)
         before.save()
@@ -226,9 +238,12 @@ def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> 
         except Exception as exc:
             ok, detail = False, f"{type(exc).__name__}: {exc}"
         if ok and confirm_timeout:
+            # The guard re-reads the deadline: from now on it is the operator's time.
+            before.deadline = time.time() + confirm_timeout
+            before.save()
             if prompt is not None:
                 prompt(confirm_timeout)
-            ok = wait_confirmed(time.time() + confirm_timeout)
+            ok = wait_confirmed(before.deadline)
             detail = "confirmed" if ok else f"not confirmed within {confirm_timeout:.0f} s"
         if not ok:
             _stop_guard(before.guard_pid)

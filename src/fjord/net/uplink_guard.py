@@ -29,12 +29,15 @@ def loaded() -> bool:
     return run(["nft", "list", "table", "netdev", TABLE], check=False, timeout=10).ok
 
 
-def load(uplink: str) -> None:
-    text = render(uplink)
-    run(["nft", "-c", "-f", "-"], input=text, timeout=10)
-    run(["nft", "-f", "-"], input=text, timeout=10)
+def check(uplink: str) -> None:
+    run(["nft", "-c", "-f", "-"], input=render(uplink), timeout=10)
+
+
+def load(uplink: str, *, checked: bool = False) -> None:
+    if not checked:
+        check(uplink)
+    run(["nft", "-f", "-"], input=render(uplink), timeout=10)
 
 
 def unload() -> None:
-    if loaded():
-        run(["nft", "delete", "table", "netdev", TABLE], timeout=10)
+    run(["nft", "delete", "table", "netdev", TABLE], check=False, timeout=10)
