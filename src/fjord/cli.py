@@ -263,6 +263,36 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
 
 
 @cli.command()
+@config_option
+@json_option
+def check(config_path: str | None, as_json: bool) -> None:
+    """Prove connectivity: gateways, forwarding, firewall, declared state, containers.
+
+    For every container: it runs, answers ping, takes the configured SSH key, reaches
+    the outside over IPv4 (NAT) and IPv6, and resolves a name; every port forward is
+    tried. Exit 0 only if all pass; each failure says what to look at.
+    """
+    from rich.markup import escape
+
+    from fjord.check import run_checks
+    from fjord.ui import console, print_json
+
+    desired = _load(config_path)
+    results = run_checks(desired)
+    if as_json:
+        print_json({"checks": [r.as_json() for r in results]})
+    else:
+        out = console()
+        for r in results:
+            mark = "[green]✓[/]" if r.ok else "[red]✗[/]"
+            out.print(f"{mark} {escape(r.name)}  [dim]{escape(r.detail)}[/]")
+        failed = sum(1 for r in results if not r.ok)
+        out.print(f"{len(results) - failed} passed, {failed} failed")
+    if any(not r.ok for r in results):
+        sys.exit(1)
+
+
+@cli.command()
 def confirm() -> None:
     """Confirm a pending switchover (see `apply --confirm-timeout`).
 

@@ -14,9 +14,9 @@ def host_resources(desired: Desired) -> list[Resource]:
 
 
 def network_resources(desired: Desired) -> list[Resource]:
-    from fjord.net import resources
+    from fjord.net import firewall, resources
 
-    return resources.resources(desired)
+    return resources.resources(desired) + firewall.resources(desired)
 
 
 def all_resources(desired: Desired) -> list[Resource]:
