@@ -19,7 +19,8 @@ test-unit: setup
 test-lab: setup
 	$(PY) -m pytest -q tests/lab $(PYTEST_ARGS)
 
-test: setup lint test-unit test-lab
+test:
+	@./scripts/test $(PYTEST_ARGS)
 
 demo: setup
 	@./scripts/demo
