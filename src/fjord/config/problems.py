@@ -10,14 +10,25 @@ from fjord.errors import FjordError
 Path = tuple[str | int, ...]
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other invisible characters escaped (\\x1b, \\n, \\u200b).
+
+    Keys and values come from the file; printed raw, they could move the cursor, clear
+    the terminal or split one problem over several lines.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def format_path(path: Path) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + part
-    return out or "(top level)"
+            out += ("." if out else "") + (part or '""')
+    return printable(out) or "(top level)"
 
 
 @dataclass(frozen=True, order=True)
@@ -28,11 +39,12 @@ class Problem:
     column: int | None = None
 
     def render(self, filename: str | None = None) -> str:
-        text = f"{format_path(self.path)}: {self.message}"
+        """One line: ``key.path: message (file, line L, column C)``."""
+        text = f"{format_path(self.path)}: {printable(self.message)}"
+        where = [printable(filename)] if filename else []
         if self.line is not None:
-            where = f"line {self.line}" + (f", column {self.column}" if self.column else "")
-            text += f" ({filename}, {where})" if filename else f" ({where})"
-        return text
+            where.append(f"line {self.line}" + (f", column {self.column}" if self.column else ""))
+        return f"{text} ({', '.join(where)})" if where else text
 
 
 class ConfigError(FjordError):
