@@ -20,6 +20,9 @@ except ImportError:  # pragma: no cover
 
 MAX_BYTES = 1 << 20
 MAX_NODES = 200_000
+# Values reached again through aliases (*name). Legitimate files barely use aliases;
+# a "billion laughs" file expands to billions of values from a few hundred bytes.
+MAX_ALIASED = 10_000
 MAX_DEPTH = 64
 
 
@@ -48,6 +51,8 @@ class _Walker:
         self.loader = loader
         self.filename = filename
         self.nodes = 0
+        self.aliased = 0
+        self.seen: set[int] = set()
         self.marks: dict[Path, tuple[int, int]] = {}
         self.problems: list[Problem] = []
 
@@ -59,18 +64,30 @@ class _Walker:
             Problem(path, message, node.start_mark.line + 1, node.start_mark.column + 1)
         )
 
-    def walk(self, node: yaml.Node, path: Path, depth: int = 0) -> Any:
+    def walk(self, node: yaml.Node, path: Path, depth: int = 0, aliased: bool = False) -> Any:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _TooBig(f"more than {MAX_NODES} values (an alias bomb?)")
+            raise _TooBig(f"more than {MAX_NODES} values", node)
         if depth > MAX_DEPTH:
-            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels")
+            raise _TooBig(f"nested deeper than {MAX_DEPTH} levels", node)
+        if not aliased and id(node) in self.seen:
+            aliased = True
+        self.seen.add(id(node))
+        if aliased:
+            self.aliased += 1
+            if self.aliased > MAX_ALIASED:
+                raise _TooBig(f"aliases (*name) expand to more than {MAX_ALIASED} values "
+                              "(an alias bomb?)", node)
         self._mark(path, node)
         if isinstance(node, yaml.MappingNode):
+            if node.tag != _MAP:
+                self._fail(path, node, _unsupported_tag(node.tag))
+                return None
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    self._fail(path, key_node, "YAML merge keys (<<) are not supported")
+                if key_node.tag == _MERGE:
+                    self._fail(path, key_node, "YAML merge keys (<<) are not supported; "
+                               "write the keys out (use `defaults:` for shared container settings)")
                     continue
                 if not isinstance(key_node, yaml.ScalarNode):
                     self._fail(path, key_node, "a key must be a plain string")
@@ -78,27 +95,78 @@ class _Walker:
                 key = key_node.value
                 child = (*path, key)
                 if key in out:
-                    self._fail(child, key_node, f"duplicate key '{key}'")
+                    line = self.marks[child][0]
+                    self._fail(child, key_node, f"duplicate key '{key}' (first on line {line})")
                     continue
                 self._mark(child, key_node)
-                out[key] = self.walk(value_node, child, depth + 1)
+                out[key] = self.walk(value_node, child, depth + 1, aliased)
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.walk(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            if node.tag != _SEQ:
+                self._fail(path, node, _unsupported_tag(node.tag))
+                return None
+            return [self.walk(item, (*path, i), depth + 1, aliased)
+                    for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.ScalarNode)
-        try:
-            value = self.loader.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            self._fail(path, node, f"cannot read value: {exc}")
-            return None
-        if not isinstance(value, str | int | float | bool | type(None)):
-            # timestamps, binary: keep the text, the schema will judge it
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: Path) -> Any:
+        if node.tag in _AS_TEXT:
+            # dates, `=`, `<<` as a value: keep the text, the schema will judge it
             return node.value
-        return value
+        if _yaml11_only(node):
+            return node.value
+        if node.tag not in _CONSTRUCTED:
+            self._fail(path, node, _unsupported_tag(node.tag))
+            return None
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except yaml.MarkedYAMLError as exc:
+            reason = exc.problem or "invalid value"
+        except (ValueError, TypeError, ArithmeticError, AttributeError):
+            # PyYAML's constructors raise plain exceptions for e.g. `!!int x`, `!!float x`
+            # or an integer of more than 4300 digits.
+            kind = node.tag.rpartition(":")[2]
+            reason = ("too many digits" if len(node.value) > 4000
+                      else f"not a valid {_KIND_NAMES.get(kind, kind)}")
+        self._fail(path, node, f"cannot read {_short(node.value)}: {reason}")
+        return None
+
+
+_TAG = "tag:yaml.org,2002:"
+_MAP, _SEQ, _MERGE = _TAG + "map", _TAG + "seq", _TAG + "merge"
+_CONSTRUCTED = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_KIND_NAMES = {"int": "integer", "float": "number", "bool": "boolean (true or false)"}
+_AS_TEXT = frozenset(_TAG + t for t in ("timestamp", "value", "merge"))
+
+
+def _yaml11_only(node: yaml.ScalarNode) -> bool:
+    """Plain scalars that only YAML 1.1 turns into numbers or booleans: read as text, as
+    YAML 1.2 (and JSON Schema tooling) does. Otherwise an unquoted MAC address such as
+    52:54:00:00:00:10 becomes a base-60 integer, and a container named `no` becomes false.
+    """
+    if node.tag == _TAG + "bool":
+        return node.value.lower() not in ("true", "false")
+    if node.tag in (_TAG + "int", _TAG + "float"):
+        return ":" in node.value
+    return False
+
+
+def _unsupported_tag(tag: str) -> str:
+    shown = "!!" + tag.removeprefix(_TAG) if tag.startswith(_TAG) else tag
+    return f"the YAML tag {_short(shown)} is not supported; write plain values"
+
+
+def _short(text: str, limit: int = 40) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 class _TooBig(Exception):
-    pass
+    def __init__(self, message: str, node: yaml.Node) -> None:
+        super().__init__(message)
+        self.line = node.start_mark.line + 1
+        self.column = node.start_mark.column + 1
 
 
 def parse(text: str, filename: str | None = None) -> Document:
@@ -106,7 +174,8 @@ def parse(text: str, filename: str | None = None) -> Document:
     if len(text.encode("utf-8", errors="replace")) > MAX_BYTES:
         raise ConfigError([Problem((), f"file larger than {MAX_BYTES} bytes")], filename)
     if "\x00" in text:
-        raise ConfigError([Problem((), "file contains a NUL byte")], filename)
+        raise ConfigError([Problem((), "file contains a NUL byte",
+                                   *_line_column(text, text.index("\x00")))], filename)
     loader = _Loader(text)
     try:
         try:
@@ -119,8 +188,14 @@ def parse(text: str, filename: str | None = None) -> Document:
             raise ConfigError(
                 [Problem((), f"YAML syntax error: {reason}", line, column)], filename
             ) from None
+        except yaml.reader.ReaderError as exc:
+            raise ConfigError([Problem(
+                (), f"character {_codepoint(exc.character)} is not allowed in YAML",
+                *_line_column(text, exc.position),
+            )], filename) from None
         except yaml.YAMLError as exc:
-            raise ConfigError([Problem((), f"YAML error: {exc}")], filename) from None
+            first = str(exc).splitlines()[0] if str(exc) else "invalid YAML"
+            raise ConfigError([Problem((), f"YAML error: {first}")], filename) from None
         except RecursionError:
             raise ConfigError([Problem((), "YAML nested too deeply")], filename) from None
         if root is None:
@@ -129,7 +204,7 @@ def parse(text: str, filename: str | None = None) -> Document:
         try:
             data = walker.walk(root, ())
         except _TooBig as exc:
-            raise ConfigError([Problem((), str(exc))], filename) from None
+            raise ConfigError([Problem((), str(exc), exc.line, exc.column)], filename) from None
         except RecursionError:
             raise ConfigError([Problem((), "YAML nested too deeply")], filename) from None
         if walker.problems:
@@ -142,6 +217,16 @@ def parse(text: str, filename: str | None = None) -> Document:
         return Document(data, walker.marks, filename)
     finally:
         loader.dispose()
+
+
+def _codepoint(character: int | str) -> str:
+    code = character if isinstance(character, int) else ord(character[:1] or "\0")
+    return f"U+{code:04X}"
+
+
+def _line_column(text: str, position: int) -> tuple[int, int]:
+    before = text[:position]
+    return before.count("\n") + 1, position - (before.rfind("\n") + 1) + 1
 
 
 def read(path: str) -> Document:
