@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
+from decimal import Decimal
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Annotated, Any
 
@@ -17,34 +20,71 @@ _SSH_KEY = re.compile(
     r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
     r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n\x00]*)?$"
 )
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
+_SIZE_PATTERN = r"^ *([0-9]{1,20}(?:\.[0-9]{1,20})?) *(?:([kKmMgGtT])[iI]?[bB]?|[bB])? *$"
+_SIZE = re.compile(_SIZE_PATTERN)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"expected {what} as a string, got {type(value).__name__}")
+        if isinstance(value, bool | int | float):
+            shown = str(value).lower() if isinstance(value, bool) else str(value)[:30]
+            raise ValueError(f"expected {what}, got the {_KINDS[type(value)]} {shown}"
+                             " (put it in quotes if it is meant as text)")
+        kind = ("a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list)
+                else type(value).__name__)
+        raise ValueError(f"expected {what}, got {kind}")
     return value
+
+
+_KINDS = {bool: "boolean", int: "number", float: "number"}
 
 
 def check_name(value: Any) -> str:
     value = _text(value, "a name")
     if not _LABEL.match(value):
         raise ValueError(
-            f"{value!r} is not a valid name: use 1 to 63 lowercase letters, digits and "
-            "hyphens, not starting or ending with a hyphen"
+            f"{_short(value)} is not a valid name ({_label_fault(value)}): use 1 to 63 "
+            "lowercase letters, digits and hyphens, not starting or ending with a hyphen"
         )
     return value
 
 
+def _label_fault(label: str) -> str:
+    """Why ``label`` is not a DNS label, in words (the first reason found)."""
+    if not label:
+        return "empty"
+    if len(label) > 63:
+        return f"{len(label)} characters long"
+    for c in label:
+        if c.isascii() and (c.islower() or c.isdigit() or c == "-"):
+            continue
+        if not c.isascii():
+            return f"{c!r} (U+{ord(c):04X}) is not an ASCII letter"
+        if c.isupper():
+            return "uppercase letters"
+        if c.isspace():
+            return "whitespace"
+        return f"{c!r} is not allowed"
+    return "starts or ends with a hyphen"
+
+
+def _short(value: str, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def check_fqdn(value: Any) -> str:
     value = _text(value, "a domain name").rstrip(".")
-    labels = value.split(".")
-    if len(value) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(
-            f"{value!r} is not a valid domain name: dot-separated labels of lowercase letters, "
-            "digits and hyphens, at most 253 characters"
-        )
+    if len(value) > 253:
+        raise ValueError(f"{_short(value)} is longer than 253 characters")
+    for label in value.split("."):
+        if not _LABEL.match(label):
+            raise ValueError(
+                f"{_short(value)} is not a valid domain name (label {_short(label)}: "
+                f"{_label_fault(label)}): use dot-separated labels of lowercase letters, "
+                "digits and hyphens"
+            )
     return value
 
 
@@ -52,7 +92,7 @@ def check_ifname(value: Any) -> str:
     value = _text(value, "an interface name")
     if not _IFNAME.match(value):
         raise ValueError(
-            f"{value!r} is not a valid interface name: 1 to 15 letters, digits, '_', '.', '-'"
+            f"{_short(value)} is not a valid interface name: 1 to 15 letters, digits, '_', '.', '-'"
         )
     return value
 
@@ -60,21 +100,21 @@ def check_ifname(value: Any) -> str:
 def check_package(value: Any) -> str:
     value = _text(value, "a package name")
     if not _PACKAGE.match(value):
-        raise ValueError(f"{value!r} is not a valid Debian package name")
+        raise ValueError(f"{_short(value)} is not a valid Debian package name")
     return value
 
 
 def check_suite(value: Any) -> str:
     value = _text(value, "a suite")
     if not _SUITE.match(value):
-        raise ValueError(f"{value!r} is not a valid Debian suite or codename")
+        raise ValueError(f"{_short(value)} is not a valid Debian suite or codename")
     return value
 
 
 def check_mac(value: Any) -> str:
     value = _text(value, "a MAC address").lower()
     if not _MAC.match(value):
-        raise ValueError(f"{value!r} is not a MAC address (like 52:54:00:12:34:56)")
+        raise ValueError(f"{_short(value)} is not a MAC address (like 52:54:00:12:34:56)")
     if int(value[:2], 16) & 1:
         raise ValueError(f"{value} is a multicast MAC address")
     return value
@@ -82,28 +122,46 @@ def check_mac(value: Any) -> str:
 
 def check_ssh_key(value: Any) -> str:
     value = _text(value, "an SSH public key").strip()
+    if "PRIVATE KEY" in value:
+        raise ValueError("this is a PRIVATE key: never put it here; use the .pub file's line")
     if not _SSH_KEY.match(value):
         raise ValueError(
-            "not an OpenSSH public key (expected 'ssh-ed25519 AAAA… comment' on one line)"
+            f"{_short(value, 40)} is not an OpenSSH public key (expected one line "
+            "'ssh-ed25519 AAAA… comment', as in ~/.ssh/id_ed25519.pub)"
         )
+    kind, blob = value.split()[:2]
+    try:
+        raw = base64.b64decode(blob, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            f"the {kind} key's base64 data is damaged (copied incompletely?)"
+        ) from None
+    # The blob starts with the key type again, as a length-prefixed string.
+    size = int.from_bytes(raw[:4], "big")
+    if len(raw) < 4 + size + 4 or raw[4 : 4 + size] != kind.encode():
+        raise ValueError(f"the key data does not match its type {kind} "
+                         "(copied incompletely, or the type was edited?)")
     return value
 
 
 def parse_size(value: Any) -> int:
-    """'512M', '1GiB', '2g' or a number of bytes, to bytes."""
+    """'512M', '1GiB', '2g', '1.5G' or a number of bytes, to bytes."""
     if isinstance(value, bool):
         raise ValueError("expected a size such as 512MiB or 2G")
     if isinstance(value, int):
-        size = value
+        size = Decimal(value)
     elif isinstance(value, str) and (m := _SIZE.match(value)):
-        size = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+        size = Decimal(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
     else:
-        raise ValueError(f"{value!r} is not a size (such as 512MiB or 2G)")
-    if size <= 0:
-        raise ValueError("a size must be positive")
-    if size > 1 << 50:
-        raise ValueError(f"{value!r} is larger than any host")
-    return size
+        raise ValueError(f"{_short(str(value))} is not a size (such as 512MiB or 2G)")
+    if size < 1:
+        raise ValueError("a size must be at least one byte")
+    if size > MAX_SIZE:
+        raise ValueError(f"{_short(str(value))} is larger than any host")
+    return int(size)
+
+
+MAX_SIZE = 1 << 50
 
 
 def format_size(size: int) -> str:
@@ -116,21 +174,29 @@ def format_size(size: int) -> str:
 def _ipv4_interface(value: Any) -> IPv4Interface:
     text = _text(value, "an IPv4 address with prefix")
     if "/" not in text:
-        raise ValueError(f"{text!r} needs a prefix length, like {text}/24")
+        raise ValueError(f"{_short(text)} needs a prefix length, like {text[:40]}/24")
     try:
         return IPv4Interface(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 address with prefix") from None
+        raise ValueError(f"{_short(text)} is not an IPv4 address with prefix") from None
+
+
+def _no_scope(text: str) -> str:
+    # ipaddress accepts 'fe80::1%anything' (a scope id); it has no place here and would
+    # carry arbitrary text into generated files.
+    if "%" in text:
+        raise ValueError(f"{_short(text)}: a scope (%…) is not allowed in an IPv6 address")
+    return text
 
 
 def _ipv6_interface(value: Any) -> IPv6Interface:
-    text = _text(value, "an IPv6 address with prefix")
+    text = _no_scope(_text(value, "an IPv6 address with prefix"))
     if "/" not in text:
-        raise ValueError(f"{text!r} needs a prefix length, like {text}/64")
+        raise ValueError(f"{_short(text)} needs a prefix length, like {text[:40]}/64")
     try:
         return IPv6Interface(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv6 address with prefix") from None
+        raise ValueError(f"{_short(text)} is not an IPv6 address with prefix") from None
 
 
 def _ipv4(value: Any) -> IPv4Address:
@@ -138,16 +204,16 @@ def _ipv4(value: Any) -> IPv4Address:
     try:
         return IPv4Address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
+        raise ValueError(f"{_short(text)} is not an IPv4 address") from None
 
 
 def _ipv6(value: Any) -> IPv6Address:
     """An IPv6 address; a /prefix is accepted and dropped (the host's prefix applies)."""
-    text = _text(value, "an IPv6 address")
+    text = _no_scope(_text(value, "an IPv6 address"))
     try:
         return IPv6Interface(text).ip if "/" in text else IPv6Address(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IPv6 address") from None
+        raise ValueError(f"{_short(text)} is not an IPv6 address") from None
 
 
 def _ip(value: Any) -> IPv4Address | IPv6Address:
@@ -159,34 +225,43 @@ IPV4_EXAMPLE = "192.0.2.10/24"
 
 _str = PlainSerializer(str, return_type=str)
 
-Name = Annotated[str, BeforeValidator(check_name), WithJsonSchema(
-    {"type": "string", "pattern": _LABEL.pattern, "maxLength": 63})]
-FQDN = Annotated[str, BeforeValidator(check_fqdn), WithJsonSchema(
-    {"type": "string", "maxLength": 253, "pattern": r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.?$"})]
-IfName = Annotated[str, BeforeValidator(check_ifname), WithJsonSchema(
-    {"type": "string", "pattern": _IFNAME.pattern})]
-Package = Annotated[str, BeforeValidator(check_package), WithJsonSchema(
-    {"type": "string", "pattern": _PACKAGE.pattern})]
-Suite = Annotated[str, BeforeValidator(check_suite), WithJsonSchema(
-    {"type": "string", "pattern": _SUITE.pattern})]
-MAC = Annotated[str, BeforeValidator(check_mac), WithJsonSchema(
-    {"type": "string", "pattern": r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$"})]
-SSHKey = Annotated[str, BeforeValidator(check_ssh_key), WithJsonSchema({"type": "string"})]
+def _schema(title: str, **schema: Any) -> WithJsonSchema:
+    """The JSON Schema of a value type; ``title`` names the type in docs/configuration.md."""
+    return WithJsonSchema({"title": title, **schema})
+
+
+_IPV6_WITH_PREFIX = r"^[0-9A-Fa-f:.]+/[0-9]{1,3}$"
+
+Name = Annotated[str, BeforeValidator(check_name),
+                 _schema("name", type="string", pattern=_LABEL.pattern, maxLength=63)]
+FQDN = Annotated[str, BeforeValidator(check_fqdn), _schema(
+    "domain name", type="string", maxLength=254, pattern=r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?\.?$")]
+IfName = Annotated[str, BeforeValidator(check_ifname),
+                   _schema("interface name", type="string", pattern=_IFNAME.pattern)]
+Package = Annotated[str, BeforeValidator(check_package),
+                    _schema("Debian package", type="string", pattern=_PACKAGE.pattern)]
+Suite = Annotated[str, BeforeValidator(check_suite),
+                  _schema("Debian suite", type="string", pattern=_SUITE.pattern)]
+MAC = Annotated[str, BeforeValidator(check_mac), _schema(
+    "MAC address", type="string", pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")]
+SSHKey = Annotated[str, BeforeValidator(check_ssh_key), _schema(
+    "SSH public key", type="string", pattern=r"^(ssh-|ecdsa-|sk-)[a-z0-9@.-]+ [A-Za-z0-9+/=]+")]
 Size = Annotated[int, BeforeValidator(parse_size), PlainSerializer(format_size, return_type=str),
-                 WithJsonSchema({"anyOf": [{"type": "string", "pattern": _SIZE.pattern},
-                                           {"type": "integer", "minimum": 1}]})]
-IPv4Net = Annotated[IPv4Interface, BeforeValidator(_ipv4_interface), _str, WithJsonSchema(
-    {"type": "string", "format": "ipv4-interface", "examples": ["192.0.2.10/24"]})]
-IPv6Net = Annotated[IPv6Interface, BeforeValidator(_ipv6_interface), _str, WithJsonSchema(
-    {"type": "string", "format": "ipv6-interface", "examples": ["2001:db8::2/64"]})]
-IPv4 = Annotated[IPv4Address, BeforeValidator(_ipv4), _str, WithJsonSchema(
-    {"type": "string", "format": "ipv4"})]
-IPv6 = Annotated[IPv6Address, BeforeValidator(_ipv6), _str, WithJsonSchema(
-    {"type": "string", "format": "ipv6"})]
-IP = Annotated[IPv4Address | IPv6Address, BeforeValidator(_ip), _str, WithJsonSchema(
-    {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]})]
-Port = Annotated[int, AfterValidator(lambda p: _port(p)), WithJsonSchema(
-    {"type": "integer", "minimum": 1, "maximum": 65535})]
+                 _schema("size", anyOf=[{"type": "string", "pattern": _SIZE_PATTERN},
+                                        {"type": "integer", "minimum": 1, "maximum": MAX_SIZE}])]
+IPv4Net = Annotated[IPv4Interface, BeforeValidator(_ipv4_interface), _str, _schema(
+    "IPv4 address/prefix", type="string", pattern=r"^[0-9.]+/[0-9]{1,2}$")]
+IPv6Net = Annotated[IPv6Interface, BeforeValidator(_ipv6_interface), _str, _schema(
+    "IPv6 address/prefix", type="string", pattern=_IPV6_WITH_PREFIX)]
+IPv4 = Annotated[IPv4Address, BeforeValidator(_ipv4), _str,
+                 _schema("IPv4 address", type="string", format="ipv4")]
+IPv6 = Annotated[IPv6Address, BeforeValidator(_ipv6), _str, _schema(
+    "IPv6 address", type="string",
+    anyOf=[{"format": "ipv6"}, {"pattern": _IPV6_WITH_PREFIX}])]
+IP = Annotated[IPv4Address | IPv6Address, BeforeValidator(_ip), _str, _schema(
+    "IP address", type="string", anyOf=[{"format": "ipv4"}, {"format": "ipv6"}])]
+Port = Annotated[int, AfterValidator(lambda p: _port(p)),
+                 _schema("port", type="integer", minimum=1, maximum=65535)]
 
 
 def _port(value: int) -> int:
