@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -16,11 +17,16 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fjord.config.loader import Document
-from fjord.config.models import MAC_FILTERING_PROVIDERS, Config
+from fjord.config.models import MAC_FILTERING_PROVIDERS, Config, PublicIPv6
 from fjord.config.problems import ConfigError, Path, Problem, format_path
 from fjord.config.types import format_size
 
 DEFAULT_MEMORY = 512 << 20
+# RFC 1918. (ipaddress's is_private also covers loopback, link-local and documentation
+# ranges, none of which may be a NATed container network.)
+PRIVATE_RANGES = tuple(
+    IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
 
 
 def check(doc: Document) -> Config:
@@ -88,38 +94,85 @@ def _schema_problems(doc: Document, exc: ValidationError) -> list[Problem]:
         for part in err["loc"]:
             if part == "[key]":
                 continue
-            if isinstance(part, str) and part[:1].isupper() and part not in doc.marks:
-                # pydantic names union members (e.g. 'IPv4Address'): not a key of the file
-                if not loc or (*loc, part) not in doc.marks:
-                    continue
+            if isinstance(part, str) and (*loc, part) not in doc.marks and (
+                not part.islower() or "[" in part
+            ):
+                # pydantic names union members ('IPv4Address', 'function-after[…]'): not
+                # keys of the file. (A missing key is not in the file either, but every
+                # field name is lowercase.)
+                continue
             loc.append(part)
         path = tuple(loc)
         kind = err["type"]
-        if kind == "extra_forbidden":
-            key = str(path[-1]) if path else ""
-            message = f"unknown key '{key}'"
-            model = _schema_model(path[:-1])
-            if model is not None:
-                close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-                if close:
-                    message += f" (did you mean '{close[0]}'?)"
-                else:
-                    message += f"; allowed: {', '.join(model.model_fields)}"
-        elif kind == "missing":
-            message = "required key is missing"
-        elif kind in ("value_error", "assertion_error"):
-            message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
-        elif kind == "literal_error":
-            expected = err.get("ctx", {}).get("expected", "")
-            message = f"must be one of {expected}; got {_short(err.get('input'))}"
-        elif kind == "string_pattern_mismatch":
-            message = f"{_short(err.get('input'))} is not in the expected form"
-        else:
-            message = err["msg"].replace("Input should be", "must be").replace(" should ", " must ")
-            if kind.endswith("_type") or kind.endswith("_parsing"):
-                message += f"; got {_short(err.get('input'))}"
+        message = _schema_message(path, kind, err)
         problems.append(doc.problem(path, message))
-    return problems
+    # A misspelt key is reported once, as unknown with its suggestion, and not a second
+    # time as the required key that is then missing.
+    suggested = {(p.path[:-1], m) for p in problems
+                 for m in re.findall(r"\(did you mean '([^']+)'\?\)", p.message)}
+    return [p for p in problems if not (
+        p.message.startswith("required key is missing") and (p.path[:-1], p.path[-1]) in suggested
+    )]
+
+
+_TYPE_WORDS = {
+    "model_type": "a mapping (`key: value` lines)",
+    "dict_type": "a mapping (`key: value` lines)",
+    "model_attributes_type": "a mapping (`key: value` lines)",
+    "list_type": "a list (`[a, b]`, or lines starting with `- `)",
+    "int_type": "a whole number",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "float_type": "a number",
+}
+
+
+def _schema_message(path: Path, kind: str, err: Any) -> str:
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(path[-1]) if path else ""
+        message = f"unknown key {_short(key)}"
+        model = _schema_model(path[:-1])
+        if model is not None:
+            close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+            if close:
+                message += f" (did you mean '{close[0]}'?)"
+            else:
+                message += f"; allowed: {', '.join(model.model_fields)}"
+        return message
+    if kind == "missing":
+        model = _schema_model(path[:-1])
+        info = model.model_fields.get(str(path[-1])) if model is not None and path else None
+        what = info.description.rstrip(".") if info is not None and info.description else ""
+        if what[:2].istitle():  # "The host's …" but not "IPv4 …"
+            what = what[0].lower() + what[1:]
+        return "required key is missing" + (f": {what}" if what else "")
+    if kind in ("value_error", "assertion_error"):
+        return str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind == "literal_error":
+        expected = err.get("ctx", {}).get("expected", "")
+        return f"must be one of {expected}; got {_short(value)}"
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        return f"{_short(value)} is not in the expected form (a match for {pattern})"
+    if kind in _TYPE_WORDS:
+        message = f"must be {_TYPE_WORDS[kind]}; got {_short(value)}"
+        if kind == "int_type" and isinstance(value, str) and value.strip().isdigit():
+            message += " (remove the quotes)"
+        elif kind == "bool_type" and isinstance(value, str):
+            message += " (YAML's yes/no/on/off are text here: write true or false)"
+        return message
+    if kind in ("too_short", "too_long"):
+        ctx = err.get("ctx", {})
+        if kind == "too_short":
+            n = ctx.get("min_length", 1)
+            return f"needs at least {n} item{'s' if n != 1 else ''}"
+        n = ctx.get("max_length", 0)
+        return f"has too many items (at most {n})"
+    message = str(err["msg"]).replace("Input should be", "must be").replace(" should ", " must ")
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        message += f"; got {_short(value)}"
+    return message
 
 
 def _short(value: Any) -> str:
@@ -164,7 +217,7 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
     if priv.overlaps(pub4):
         yield p(("host", "private", "address"),
                 f"the private network {priv} overlaps the public network {pub4}")
-    if not priv.is_private:
+    if not any(priv.subnet_of(r) for r in PRIVATE_RANGES):
         yield p(("host", "private", "address"),
                 f"{priv} is not a private range (use 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)")
     if priv.prefixlen > 30:
@@ -232,7 +285,7 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
             if host.ipv6 is None or pub6 is None:
                 yield p((*base, "ipv6"), "the host has no IPv6 (host.ipv6 is not set)")
             else:
-                yield from _check_public6(spec.ipv6, pub6, host.ipv6.address.ip, (*base, "ipv6"), p)
+                yield from _check_public6(spec.ipv6, pub6, host.ipv6, (*base, "ipv6"), p)
         for iface in ("private", "public"):
             mac = getattr(spec.mac, iface)
             if mac is not None:
@@ -266,11 +319,13 @@ def _check_private(addr: IPv4Address, net: IPv4Network, reserved: set[IPv4Addres
         yield p(path, f"{addr} is the host's own address (the containers' gateway)")
 
 
-def _check_public6(addr: IPv6Address, net: IPv6Network, own: IPv6Address, path: Path,
+def _check_public6(addr: IPv6Address, net: IPv6Network, v6: PublicIPv6, path: Path,
                    p: Any) -> Iterator[Problem]:
     if addr not in net:
         yield p(path, f"{addr} is outside the host's IPv6 prefix {net}")
     elif addr == net.network_address:
         yield p(path, f"{addr} is the subnet-router anycast address of {net}")
-    elif addr == own:
+    elif addr == v6.address.ip:
         yield p(path, f"{addr} is the host's own address")
+    elif addr == v6.gateway:
+        yield p(path, f"{addr} is the IPv6 gateway (host.ipv6.gateway)")
