@@ -10,19 +10,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
 
 from fjord.config.loader import Document, read
 from fjord.config.models import Config, ContainerSpec, Host, Puppet
-from fjord.config.problems import ConfigError, Problem
+from fjord.config.problems import ConfigError
+from fjord.config.types import check_mac
 from fjord.config.validate import DEFAULT_MEMORY, check
 from fjord.state import read_json, state_dir, write_json
 
 ALLOCATIONS = "allocations.json"
 # Containers' public IPv6 addresses start at PREFIX:1::1, as in the original setup.
 IPV6_CONTAINER_BASE = 1 << 48
+IPV6_SEARCH = 1 << 16
+MAC_PREFIX = "52:54:00:"
 
 
 @dataclass(frozen=True)
@@ -71,25 +74,26 @@ def load(path: str, *, allocations: Mapping[str, Mapping[str, str]] | None = Non
 
 def resolve(doc: Document, config: Config,
             allocations: Mapping[str, Mapping[str, str]] | None = None) -> Desired:
+    """Apply defaults and allocate addresses. ``allocations`` are the remembered ones
+    (default: read from the state directory; pass ``{}`` for none)."""
     known = read_allocations() if allocations is None else allocations
     alloc = Allocator(config, known)
-    problems: list[Problem] = []
-    containers = []
-    for name in sorted(config.containers):
-        spec = config.containers[name]
-        try:
-            containers.append(_container(config, name, spec, alloc))
-        except _Exhausted as exc:
-            problems.append(doc.problem(("containers", name), str(exc)))
-    if problems:
-        raise ConfigError(problems, doc.filename)
-    return Desired(config, tuple(containers), alloc.result(), doc.filename)
+    try:
+        given = alloc.allocate()
+    except _Exhausted as exc:
+        raise ConfigError([doc.problem(("containers", exc.name), exc.reason)],
+                          doc.filename) from None
+    containers = tuple(_container(config, name, config.containers[name], given[name])
+                       for name in sorted(config.containers))
+    return Desired(config, containers, alloc.result(), doc.filename)
 
 
-def _container(config: Config, name: str, spec: ContainerSpec, alloc: Allocator) -> Container:
+def _container(config: Config, name: str, spec: ContainerSpec,
+               given: Mapping[str, str]) -> Container:
     d = config.defaults
 
     def pick(key: str, default: Any) -> Any:
+        """The container's value, else the defaults' value, else the built-in default."""
         value = getattr(spec, key)
         if value is None:
             value = getattr(d, key)
@@ -100,10 +104,10 @@ def _container(config: Config, name: str, spec: ContainerSpec, alloc: Allocator)
     return Container(
         name=name,
         fqdn=f"{name}.{domain}",
-        ipv4=alloc.ipv4(name, spec.ipv4),
-        ipv6=alloc.ipv6(name, spec.ipv6) if has_v6 else None,
-        mac_private=alloc.mac(name, "private", spec.mac.private),
-        mac_public=alloc.mac(name, "public", spec.mac.public) if has_v6 else None,
+        ipv4=IPv4Address(given["ipv4"]),
+        ipv6=IPv6Address(given["ipv6"]) if has_v6 else None,
+        mac_private=given["mac_private"],
+        mac_public=given["mac_public"] if has_v6 else None,
         suite=pick("suite", config.host.apt.suite),
         packages=tuple(pick("packages", [])),
         memory=pick("memory", DEFAULT_MEMORY),
@@ -118,90 +122,159 @@ def _container(config: Config, name: str, spec: ContainerSpec, alloc: Allocator)
 
 
 class _Exhausted(Exception):
-    pass
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name, self.reason = name, reason
 
 
 class Allocator:
-    """Hands out addresses and MACs: explicit ones first, then remembered ones, then new."""
+    """Hands out addresses and MACs in three rounds, so that no container can take what
+    another one holds:
+
+    1. explicit values from the file, the host's own addresses, and what containers that
+       were removed but not yet pruned still hold, are reserved;
+    2. every container gets back what it was given before (``known``), if still valid;
+    3. what is still missing is allocated: the lowest free IPv4 of the private network,
+       the lowest free IPv6 from PREFIX:1::1, a MAC derived from host and container names.
+    """
 
     def __init__(self, config: Config, known: Mapping[str, Mapping[str, str]]) -> None:
         self.config = config
-        self.known = {n: dict(v) for n, v in known.items() if isinstance(v, Mapping)}
+        self.has_v6 = config.host.ipv6 is not None
+        self.known = {n: _valid_entries(v) for n, v in known.items() if isinstance(v, Mapping)}
         self.assigned: dict[str, dict[str, str]] = {}
-        explicit = [(n, s) for n, s in config.containers.items()]
-        self.taken: set[str] = {str(config.host.private.address.ip)}
-        if config.host.ipv6 is not None:
-            self.taken.add(str(config.host.ipv6.address.ip))
-        for _, s in explicit:
-            for value in (s.ipv4, s.ipv6, s.mac.private, s.mac.public):
-                if value is not None:
-                    self.taken.add(str(value))
-        # What other (possibly removed, not yet pruned) containers hold stays theirs.
-        for n, values in self.known.items():
-            if n not in config.containers:
-                self.taken.update(values.values())
+        self.taken: set[str] = set()
 
-    def _remember(self, name: str, key: str, value: str) -> str:
+    def keys(self) -> tuple[str, ...]:
+        if self.has_v6:
+            return ("ipv4", "mac_private", "ipv6", "mac_public")
+        return ("ipv4", "mac_private")
+
+    def allocate(self) -> dict[str, dict[str, str]]:
+        host = self.config.host
+        names = sorted(self.config.containers)
+        self.taken.add(str(host.private.address.ip))
+        if host.ipv6 is not None:
+            self.taken.update((str(host.ipv6.address.ip), str(host.ipv6.gateway)))
+        for n, values in self.known.items():
+            if n not in self.config.containers:
+                self.taken.update(values.values())
+        for name in names:
+            for key, value in self._explicit(name).items():
+                self._claim(name, key, value)
+        for name in names:
+            for key in self.keys():
+                old = self.known.get(name, {}).get(key)
+                if key not in self.assigned.get(name, {}) and old is not None \
+                        and old not in self.taken and self._fits(key, old):
+                    self._claim(name, key, old)
+        fresh = _Fresh(self.config, self.taken)
+        for name in names:
+            mine = self.assigned.setdefault(name, {})
+            for key in self.keys():
+                if key not in mine:
+                    try:
+                        self._claim(name, key, fresh.next(key, name))
+                    except _NoneLeft as exc:
+                        raise _Exhausted(name, str(exc)) from None
+        return self.assigned
+
+    def _explicit(self, name: str) -> dict[str, str]:
+        spec = self.config.containers[name]
+        values = {"ipv4": spec.ipv4, "ipv6": spec.ipv6,
+                  "mac_private": spec.mac.private, "mac_public": spec.mac.public}
+        return {k: str(v) for k, v in values.items() if v is not None and k in self.keys()}
+
+    def _claim(self, name: str, key: str, value: str) -> None:
         self.assigned.setdefault(name, {})[key] = value
         self.taken.add(value)
-        return value
 
-    def _remembered(self, name: str, key: str, valid: Any) -> str | None:
-        value = self.known.get(name, {}).get(key)
-        if value is None or value in self.taken:
-            return None
-        try:
-            return value if valid(value) else None
-        except ValueError:
-            return None
-
-    def ipv4(self, name: str, explicit: IPv4Address | None) -> IPv4Address:
-        if explicit is not None:
-            return IPv4Address(self._remember(name, "ipv4", str(explicit)))
-        net = self.config.host.private.address.network
-        old = self._remembered(name, "ipv4", lambda v: IPv4Address(v) in net)
-        if old is not None:
-            return IPv4Address(self._remember(name, "ipv4", old))
-        for addr in net.hosts():
-            if str(addr) not in self.taken:
-                return IPv4Address(self._remember(name, "ipv4", str(addr)))
-        raise _Exhausted(f"no free IPv4 address left in {net}")
-
-    def ipv6(self, name: str, explicit: IPv6Address | None) -> IPv6Address:
-        if explicit is not None:
-            return IPv6Address(self._remember(name, "ipv6", str(explicit)))
-        assert self.config.host.ipv6 is not None
-        net: IPv6Network = self.config.host.ipv6.address.network
-        old = self._remembered(name, "ipv6", lambda v: IPv6Address(v) in net)
-        if old is not None:
-            return IPv6Address(self._remember(name, "ipv6", old))
-        base = int(net.network_address) + (IPV6_CONTAINER_BASE if net.prefixlen <= 64 else 0)
-        for i in range(1, 1 << 16):
-            addr = IPv6Address(base + i)
-            if addr in net and str(addr) not in self.taken:
-                return IPv6Address(self._remember(name, "ipv6", str(addr)))
-        raise _Exhausted(f"no free IPv6 address left in {net}")
-
-    def mac(self, name: str, iface: str, explicit: str | None) -> str:
-        key = f"mac_{iface}"
-        if explicit is not None:
-            return self._remember(name, key, explicit)
-        old = self._remembered(name, key, lambda v: v.startswith("52:54:00:"))
-        if old is not None:
-            return self._remember(name, key, old)
-        for attempt in range(1000):
-            seed = f"{self.config.host.fqdn}/{name}/{iface}/{attempt}".encode()
-            digest = hashlib.sha256(seed).digest()
-            mac = "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
-            if mac not in self.taken:
-                return self._remember(name, key, mac)
-        raise _Exhausted("no free MAC address")  # pragma: no cover
+    def _fits(self, key: str, value: str) -> bool:
+        """Whether a remembered value still fits this file's networks."""
+        host = self.config.host
+        if key == "ipv4":
+            net4 = host.private.address.network
+            addr4 = IPv4Address(value)
+            return addr4 in net4 and addr4 not in (net4.network_address, net4.broadcast_address)
+        if key == "ipv6":
+            assert host.ipv6 is not None
+            net6 = host.ipv6.address.network
+            addr6 = IPv6Address(value)
+            return addr6 in net6 and addr6 != net6.network_address
+        return value.startswith(MAC_PREFIX)
 
     def result(self) -> dict[str, dict[str, str]]:
         """Allocations to persist: this config's plus those of containers not yet pruned."""
         out = {n: v for n, v in self.known.items() if n not in self.config.containers}
         out.update(self.assigned)
         return out
+
+
+class _NoneLeft(Exception):
+    pass
+
+
+class _Fresh:
+    """New values, lowest first. ``taken`` only grows while allocating, so each search
+    resumes where the previous one stopped: n containers cost O(n), not O(n²)."""
+
+    def __init__(self, config: Config, taken: set[str]) -> None:
+        self.config, self.taken = config, taken
+        net4 = config.host.private.address.network
+        self.v4 = int(net4.network_address) + 1
+        self.v4_end = int(net4.broadcast_address)
+        if config.host.ipv6 is not None:
+            net6 = config.host.ipv6.address.network
+            base = int(net6.network_address) + (IPV6_CONTAINER_BASE if net6.prefixlen <= 64 else 0)
+            self.v6 = base + 1
+            self.v6_end = min(base + IPV6_SEARCH, int(net6.broadcast_address) + 1)
+
+    def next(self, key: str, name: str) -> str:
+        if key == "ipv4":
+            while self.v4 < self.v4_end:
+                text = str(IPv4Address(self.v4))
+                self.v4 += 1
+                if text not in self.taken:
+                    return text
+            net4 = self.config.host.private.address.network
+            raise _NoneLeft(f"no free IPv4 address left in {net4}")
+        if key == "ipv6":
+            while self.v6 < self.v6_end:
+                text = str(IPv6Address(self.v6))
+                self.v6 += 1
+                if text not in self.taken:
+                    return text
+            raise _NoneLeft("no free IPv6 address left for containers")
+        return self._mac(name, key.removeprefix("mac_"))
+
+    def _mac(self, name: str, iface: str) -> str:
+        # Derived from the names, so that a container gets the same MAC on every run even
+        # without remembered allocations; collisions move on to the next attempt.
+        for attempt in range(1000):
+            seed = f"{self.config.host.fqdn}/{name}/{iface}/{attempt}".encode()
+            digest = hashlib.sha256(seed).digest()
+            mac = MAC_PREFIX + ":".join(f"{b:02x}" for b in digest[:3])
+            if mac not in self.taken:
+                return mac
+        raise _NoneLeft("no free MAC address")  # pragma: no cover
+
+
+def _valid_entries(values: Mapping[str, Any]) -> dict[str, str]:
+    """Remembered values in their canonical form; damaged ones are dropped (reallocated)."""
+    out = {}
+    for key, value in values.items():
+        if not isinstance(value, str):
+            continue
+        try:
+            if key == "ipv4":
+                out[key] = str(IPv4Address(value))
+            elif key == "ipv6":
+                out[key] = str(IPv6Address(value))
+            elif key in ("mac_private", "mac_public"):
+                out[key] = check_mac(value)
+        except ValueError:
+            continue
+    return out
 
 
 def allocations_path() -> Path:
