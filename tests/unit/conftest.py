@@ -1,0 +1,34 @@
+"""Shared fixtures of the unit tests, and the Hypothesis profiles.
+
+Hypothesis: the default profile keeps the fuzz tests quick enough for every run (about
+300 examples per strategy); FJORD_FUZZ_EXAMPLES=N raises it for a longer hunt, e.g.
+`FJORD_FUZZ_EXAMPLES=20000 .venv/bin/pytest tests/unit/test_fuzz_config.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+FUZZ_EXAMPLES = int(os.environ.get("FJORD_FUZZ_EXAMPLES", "300"))
+
+settings.register_profile(
+    "fjord",
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,  # the first example pays for imports and pydantic's schema build
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    derandomize=FUZZ_EXAMPLES <= 300,  # CI runs are reproducible; long hunts explore
+    print_blob=True,
+)
+settings.load_profile("fjord")
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private FJORD_STATE_DIR, so no test reads or writes /var/lib/fjord."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("FJORD_STATE_DIR", str(path))
+    return path
