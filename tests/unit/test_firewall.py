@@ -329,3 +329,50 @@ def test_golden_files_pass_nft_check(netns: str) -> None:
     for path in sorted(GOLDEN.glob("*.nft")):
         subprocess.run(["ip", "netns", "exec", netns, "nft", "-c", "-f", str(path)],
                        check=True, capture_output=True, text=True)
+
+
+def test_other_firewalls_unreadable_is_a_warning_not_a_failure(state: Path) -> None:
+    class Unreadable(FakeNft):
+        def ruleset(self) -> dict[str, object]:
+            raise FjordError("nft printed JSON fjord cannot read")
+
+    d = desired("lab")
+    ctx = context(d, Unreadable())
+    [change] = Firewall(Ruleset.from_desired(d)).changes(ctx)
+    assert change.action == "create"
+    assert ctx.warnings and "could not look for other firewalls" in ctx.warnings[0]
+
+
+def test_without_nft_the_state_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fjord.engine.plan import StateUnreadable
+
+    monkeypatch.setattr(nft, "NFT", "/nonexistent/nft")
+    with pytest.raises(StateUnreadable, match="nft is not installed"):
+        nft.Nft().list_table("inet", "fjord")
+
+
+def test_nft_runs_only_after_the_packages() -> None:
+    live = firewall.resources(desired("lab"))[0]
+    assert "packages" in live.after
+
+
+def test_without_root_the_state_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fjord.engine.plan import StateUnreadable
+    from fjord.runner import Result
+
+    def refused(argv: list[str], **kwargs: object) -> Result:
+        return Result(list(argv), 1, "", "Operation not permitted (you must be root)\n", 0.0)
+
+    monkeypatch.setattr(nft.runner, "run", refused)
+    with pytest.raises(StateUnreadable, match="needs root"):
+        nft.Nft().list_table("inet", "fjord")
+
+
+def test_an_absent_table_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fjord.runner import Result
+
+    def absent(argv: list[str], **kwargs: object) -> Result:
+        return Result(list(argv), 1, "", "Error: No such file or directory\n", 0.0)
+
+    monkeypatch.setattr(nft.runner, "run", absent)
+    assert nft.Nft().list_table("inet", "fjord") is None

@@ -29,6 +29,7 @@ from typing import Any
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
 from fjord.host.files import File, unified_diff
 from fjord.net import nft
 from fjord.net.nft import BaseChain, Nft, Rule, Table
@@ -232,15 +233,15 @@ class Firewall(Resource):
 
     kind = "nftables"
 
-    def __init__(self, ruleset: Ruleset) -> None:
+    def __init__(self, ruleset: Ruleset, *, after: tuple[str, ...] = ()) -> None:
         super().__init__(f"{FAMILY} {NAME}")
         self.ruleset = ruleset
+        self.after = after
 
     def changes(self, ctx: Context) -> list[Change]:
         driver: Nft = ctx.driver("nft", Nft)
         live = driver.list_table(FAMILY, NAME)
-        for block in foreign_blocks(driver.ruleset(), self.ruleset):
-            ctx.warn(block.message())
+        self._warn_about_other_firewalls(ctx, driver)
         what = f"load nftables table {FAMILY} {NAME} ({self.ruleset.summary()})"
         if live is None:
             return [Change(self.id, "create", what, self._load)]
@@ -250,6 +251,17 @@ class Firewall(Resource):
             return []
         reason, diff = stale
         return [Change(self.id, "update", f"re{what}: {reason}", self._load, diff=diff)]
+
+    def _warn_about_other_firewalls(self, ctx: Context, driver: Nft) -> None:
+        # Only advice: a ruleset fjord cannot read must not stop fjord's own table.
+        try:
+            data = driver.ruleset()
+        except FjordError as exc:
+            ctx.warn(f"could not look for other firewalls ({exc.message}): if containers "
+                     "lose their traffic, see docs/firewall.md")
+            return
+        for block in foreign_blocks(data, self.ruleset):
+            ctx.warn(block.message())
 
     def _stale(self, recorded: Mapping[str, Any], live: str) -> tuple[str, str | None] | None:
         if recorded.get("sha256") is None:
@@ -282,7 +294,7 @@ def resources(desired: Desired) -> list[Resource]:
     The file is written after the live load: a ruleset the kernel refuses never
     reaches the file the next boot would load."""
     ruleset = Ruleset.from_desired(desired)
-    live = Firewall(ruleset)
+    live = Firewall(ruleset, after=("packages",))  # nft comes with the nftables package
     return [
         live,
         File(RULESET_FILE, ruleset.render(), mode=0o644, after=(live.id,),

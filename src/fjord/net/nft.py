@@ -210,6 +210,19 @@ class Nft:
         return runner.run([*self.prefix, NFT, *args], input=input, check=check,
                           timeout=TIMEOUT, hint=hint)
 
+    def _read(self, args: Sequence[str]) -> runner.Result:
+        """Run a read-only command; a missing nft makes the state unreadable, not an error
+        (plan on a host where the nftables package is not installed yet)."""
+        from fjord.engine.plan import StateUnreadable
+
+        try:
+            return self._run(args, check=False)
+        except FjordError as exc:
+            if exc.message.startswith("program not found"):
+                raise StateUnreadable("nft is not installed",
+                                      hint="apt-get install nftables") from exc
+            raise
+
     def check(self, text: str) -> None:
         """``nft -c``: parse and check against the kernel without changing anything."""
         ensure_fjords(text)
@@ -223,7 +236,7 @@ class Nft:
 
     def list_table(self, fam: str, name: str) -> str | None:
         """The table as nft lists it without counters (stable across loads); None if absent."""
-        result = self._run(["-s", "list", "table", family(fam), ident(name)], check=False)
+        result = self._read(["-s", "list", "table", family(fam), ident(name)])
         if result.ok:
             return result.stdout
         if "No such file or directory" in result.stderr:
@@ -232,7 +245,7 @@ class Nft:
 
     def ruleset(self) -> dict[str, Any]:
         """``nft -j list ruleset``, parsed."""
-        result = self._run(["-j", "list", "ruleset"], check=False)
+        result = self._read(["-j", "list", "ruleset"])
         if not result.ok:
             raise _unreadable(result)
         try:
