@@ -376,3 +376,22 @@ def test_an_absent_table_is_none(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(nft.runner, "run", absent)
     assert nft.Nft().list_table("inet", "fjord") is None
+
+
+@pytest.mark.parametrize("text", [
+    "table inet fjord {\n}; flush ruleset\n",
+    "table inet fjord { chain c { } } flush ruleset\n",
+    'table inet fjord {\n\tcomment "}"\n}\nflush ruleset\n',
+    'table inet fjord {\n\tinclude "/etc/nftables.conf"\n}\n',
+    "table inet fjord {\n",
+    "}\ntable inet fjord {\n}\n",
+])
+def test_statements_hidden_after_a_block_or_in_a_string_are_found(text: str) -> None:
+    with pytest.raises(FjordError):
+        nft.ensure_fjords(text)
+
+
+def test_comments_and_strings_do_not_confuse_the_guard() -> None:
+    text = ('# include nothing; flush ruleset\ntable netdev fjord-uplink\n'
+            'table netdev fjord-uplink {\n\tcomment "a { b ; c # d"\n}\n')
+    assert nft.ensure_fjords(text) == [("netdev", "fjord-uplink")] * 2

@@ -160,7 +160,35 @@ class Table:
 # --- what a ruleset text may touch ----------------------------------------------------------
 
 _TOP = re.compile(
-    r"^(?P<verb>add |create |delete |destroy )?table (?P<family>\S+) (?P<name>[^\s{]+)")
+    r"((add|create|delete|destroy) )?table (?P<family>[a-z0-9]+) (?P<name>[A-Za-z0-9_.-]+)\s*")
+
+
+def _code(text: str) -> str:
+    """``text`` with quoted strings blanked and comments removed: what nft executes.
+    Blanking strings first keeps a brace, ``;`` or ``#`` inside one from hiding anything."""
+    return re.sub(r"#[^\n]*", "", re.sub(r'"[^"\n]*"', '""', text))
+
+
+def _top_level(text: str) -> list[str]:
+    """The top-level statements of ``text``, block contents left out."""
+    statements: list[str] = []
+    current: list[str] = []
+    depth = 0
+    for ch in _code(text) + "\n":
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth < 0:
+                raise FjordError("nft text has an unbalanced '}'")
+        elif depth == 0 and ch in ";\n":
+            statements.append("".join(current).strip())
+            current = []
+        elif depth == 0:
+            current.append(ch)
+    if depth:
+        raise FjordError("nft text has an unclosed '{'")
+    return [st for st in statements if st]
 
 
 def touched_tables(text: str) -> list[tuple[str, str]]:
@@ -168,19 +196,14 @@ def touched_tables(text: str) -> list[tuple[str, str]]:
 
     Raises FjordError on any other top-level command (``flush ruleset``, ``include``, …):
     such a file could change what is not fjord's."""
+    if re.search(r"\binclude\b", _code(text)):
+        raise FjordError("nft text may not include other files")
     out: list[tuple[str, str]] = []
-    depth = 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if depth == 0:
-            m = _TOP.match(line)
-            if m is None:
-                raise FjordError(f"nft text line {number}: only whole tables may be loaded, "
-                                 f"not {line!r}")
-            out.append((m["family"], m["name"]))
-        depth += line.count("{") - line.count("}")
+    for statement in _top_level(text):
+        m = _TOP.fullmatch(statement)
+        if m is None:
+            raise FjordError(f"only whole tables may be loaded, not {statement!r}")
+        out.append((m["family"], m["name"]))
     return out
 
 
