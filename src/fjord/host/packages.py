@@ -1,0 +1,314 @@
+"""Debian packages: what the host needs, read from dpkg, planned with APT, installed
+non-interactively.
+
+Two package managers, chosen by FJORD_PACKAGE_MANAGER like the service manager:
+
+- ``apt`` (default): the real thing.
+- ``simulate``: for the lab, which shares /usr with the machine it runs on, so that
+  nothing may ever be installed. Installation is planned with `apt-get -s` (so unknown
+  or uninstallable packages still fail the way they would on a server) and what would
+  have been installed is recorded in /var/lib/fjord/simulated-packages.json; `apt-get
+  update` is skipped (the lab has no route to the archive) and the machine's package
+  lists are read, never written.
+
+Every read-only query runs with APT's binary caches disabled, so that `plan` writes
+nothing, not even /var/cache/apt/*.bin.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from fjord import runner
+from fjord.engine.change import Change
+from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
+from fjord.state import read_json, state_dir, write_json
+
+if TYPE_CHECKING:
+    from fjord.config.desired import Desired
+
+log = logging.getLogger("fjord.host.packages")
+
+ENV = "FJORD_PACKAGE_MANAGER"
+DRIVER = "package-manager"
+SIMULATED = "simulated-packages.json"
+
+# What every fjord host needs, and why (shown in the plan).
+REQUIRED: tuple[tuple[str, str], ...] = (
+    ("openvswitch-switch", "the bridges, and ifupdown's OVS stanzas"),
+    ("libvirt-daemon-system", "libvirtd, which runs the containers"),
+    ("libvirt-daemon-driver-lxc", "libvirt's LXC driver"),
+    ("libvirt-clients", "virsh, for the operator"),
+    ("lxc", "lxc-checkconfig and the LXC tools"),
+    ("mmdebstrap", "builds the containers' root filesystems"),
+    ("nftables", "the firewall and NAT"),
+    ("ifupdown", "brings the network up at boot from /etc/network/interfaces"),
+    ("iproute2", "ip, for the operator and ifupdown"),
+)
+# Not dnsmasq-base: containers get static addresses and the host's DNS servers, and
+# fjord defines no libvirt network that would start a dnsmasq.
+
+DPKG_FORMAT = "${Package} ${Status}\n"
+READ_ONLY = ["-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
+NONINTERACTIVE = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "APT_LISTCHANGES_FRONTEND": "none",
+    # needrestart, where installed, would restart daemons behind fjord's back (restarting
+    # Open vSwitch drops the network): list only.
+    "NEEDRESTART_MODE": "l",
+}
+KEEP_CONFFILES = ["-o", "Dpkg::Options::=--force-confdef",
+                  "-o", "Dpkg::Options::=--force-confold"]
+INSTALL_TIMEOUT = 1800.0
+UPDATE_TIMEOUT = 600.0
+
+Run = Callable[..., runner.Result]
+
+
+def base_name(package: str) -> str:
+    """dpkg-query's ${Package} has no architecture: `foo:i386` is looked up as `foo`."""
+    return package.partition(":")[0]
+
+
+def parse_dpkg_status(text: str) -> dict[str, str]:
+    """``dpkg-query -W -f='${Package} ${Status}\\n'`` → package → its state word
+    (installed, config-files, half-configured, …). A multi-arch package listed once per
+    architecture counts as installed when any of them is."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) != 4:
+            continue
+        name, state = fields[0], fields[3]
+        if out.get(name) != "installed":
+            out[name] = state
+    return out
+
+
+_POLICY_HEAD = re.compile(r"^(\S+):$")
+_CANDIDATE = re.compile(r"^\s+Candidate:\s*(\S+)")
+
+
+def parse_policy(text: str) -> dict[str, str | None]:
+    """``apt-cache policy NAMES`` → package → candidate version (None: "(none)").
+    Packages APT does not know at all are simply missing from the output."""
+    out: dict[str, str | None] = {}
+    current: str | None = None
+    for line in text.splitlines():
+        head = _POLICY_HEAD.match(line)
+        if head:
+            current = head.group(1)
+            out[current] = None
+            continue
+        cand = _CANDIDATE.match(line)
+        if cand and current is not None:
+            out[current] = None if cand.group(1) == "(none)" else cand.group(1)
+    return out
+
+
+def parse_simulation(text: str) -> list[str]:
+    """``apt-get -s install`` → the packages it would unpack, in its order."""
+    return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
+
+
+def apt_errors(text: str) -> str:
+    lines = [ln for ln in text.splitlines() if ln.startswith(("E:", " ")) or "Depends:" in ln]
+    return "\n".join(lines) or text.strip()
+
+
+class PackageManager(Protocol):
+    name: str
+
+    def installed(self) -> dict[str, str]: ...
+
+    def candidates(self, names: Sequence[str]) -> dict[str, str | None]: ...
+
+    def simulate(self, names: Sequence[str]) -> list[str]:
+        """What installing ``names`` would unpack; raises FjordError if APT cannot."""
+        ...
+
+    def install(self, names: Sequence[str]) -> None: ...
+
+    def update(self) -> None: ...
+
+
+class AptManager:
+    """dpkg-query, apt-cache and apt-get. ``run`` is injectable for tests."""
+
+    name = "apt"
+
+    def __init__(self, run: Run = runner.run) -> None:
+        self._run = run
+
+    def installed(self) -> dict[str, str]:
+        try:
+            res = self._run(["dpkg-query", "-W", f"-f={DPKG_FORMAT}"])
+        except FjordError as exc:
+            raise StateUnreadable(f"cannot list installed packages: {exc.message}",
+                                  hint="fjord manages Debian hosts (dpkg)") from exc
+        return parse_dpkg_status(res.stdout)
+
+    def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
+        res = self._run(["apt-cache", *READ_ONLY, "policy", *names])
+        return parse_policy(res.stdout)
+
+    def simulate(self, names: Sequence[str]) -> list[str]:
+        res = self._run(["apt-get", "-s", *READ_ONLY, "install", "--no-install-recommends",
+                         *names], check=False, env=NONINTERACTIVE)
+        if res.returncode != 0:
+            raise FjordError(
+                f"APT cannot install {', '.join(names)}:\n{apt_errors(res.stdout + res.stderr)}",
+                hint="check host.packages and host.apt (suites, pins); "
+                "`apt-get -s install PACKAGE` shows the same",
+            )
+        return parse_simulation(res.stdout)
+
+    def install(self, names: Sequence[str]) -> None:
+        self._run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                   *KEEP_CONFFILES, *names], env=NONINTERACTIVE, timeout=INSTALL_TIMEOUT)
+
+    def update(self) -> None:
+        # --error-on=any: a repository that cannot be fetched is an error, not a warning
+        # followed by stale lists.
+        self._run(["apt-get", "update", "-q", "--error-on=any"], env=NONINTERACTIVE,
+                  timeout=UPDATE_TIMEOUT, hint="check the mirror and repositories in host.apt")
+
+
+class SimulatedManager(AptManager):
+    """Plans with APT, installs nothing: what would be installed is recorded."""
+
+    name = "simulate"
+
+    def __init__(self, run: Run = runner.run, record: Path | None = None) -> None:
+        super().__init__(run)
+        self.record = record or state_dir() / SIMULATED
+
+    def _recorded(self) -> dict[str, list[str]]:
+        data = read_json(self.record) or {}
+        installed = data.get("installed", {})
+        return installed if isinstance(installed, dict) else {}
+
+    def installed(self) -> dict[str, str]:
+        out = super().installed()
+        for name in self._recorded():
+            out[name] = "installed"
+        return out
+
+    def install(self, names: Sequence[str]) -> None:
+        unpacked = self.simulate(names)
+        installed = self._recorded()
+        for name in names:
+            installed[base_name(name)] = unpacked
+        write_json(self.record, {"version": 1, "installed": installed})
+        log.info("simulated: would install %s", " ".join(unpacked) or "nothing")
+
+    def update(self) -> None:
+        log.info("simulated: apt-get update skipped; the machine's package lists are read")
+
+
+def package_manager() -> PackageManager:
+    """The package manager of this environment: $FJORD_PACKAGE_MANAGER, default apt."""
+    choice = os.environ.get(ENV, "apt")
+    if choice == "apt":
+        return AptManager()
+    if choice == "simulate":
+        return SimulatedManager()
+    raise FjordError(f"{ENV}={choice!r} is not a package manager",
+                     hint="use apt (real servers) or simulate (the lab)")
+
+
+def manager(ctx: Context) -> PackageManager:
+    pm: PackageManager = ctx.driver(DRIVER, package_manager)
+    return pm
+
+
+class ListsPending(Protocol):
+    """The apt-get update resource, asked whether the package lists are about to change."""
+
+    def pending(self) -> bool: ...
+
+
+class Packages(Resource):
+    """The host's packages, installed in one APT transaction."""
+
+    kind = "packages"
+
+    def __init__(self, wanted: dict[str, str], *, lists: ListsPending | None = None,
+                 after: Sequence[str] = ()) -> None:
+        super().__init__("host")
+        self.wanted = wanted  # package → why
+        self.lists = lists
+        self.after = tuple(after)
+
+    def missing(self, ctx: Context) -> list[tuple[str, str]]:
+        """Wanted packages not installed, each with its dpkg state ("absent" if unknown)."""
+        installed = manager(ctx).installed()
+        out = []
+        for name in self.wanted:
+            state = installed.get(base_name(name), "absent")
+            if state != "installed":
+                out.append((name, state))
+        return out
+
+    def changes(self, ctx: Context) -> list[Change]:
+        missing = self.missing(ctx)
+        if not missing:
+            return []
+        names = [name for name, _ in missing]
+        shown = ", ".join(n if s in ("absent", "not-installed", "config-files") else f"{n} (is {s})"
+                          for n, s in missing)
+        detail = f"install {shown}{self._check(ctx, names)}"
+        return [Change(self.id, "create", detail, lambda ctx: manager(ctx).install(names))]
+
+    def _check(self, ctx: Context, names: list[str]) -> str:
+        """Fail now, not half-way, for packages APT does not know or cannot install.
+
+        While sources are about to change (apt-get update pending), what the old lists
+        do not know is only noted: apply re-reads this resource right before installing,
+        after the update, and fails there if APT still does not know it."""
+        pm = manager(ctx)
+        pending = self.lists is not None and self.lists.pending()
+        known = pm.candidates(names)
+        unknown = [n for n in names if (known.get(n) or known.get(base_name(n))) is None]
+        if unknown and pending:
+            return f" ({', '.join(unknown)}: not in the package lists yet, checked after " \
+                   "apt-get update)"
+        if unknown:
+            why = "; ".join(f"{n} ({self.wanted[n]})" for n in unknown)
+            raise FjordError(
+                f"not installable from the configured APT sources: {why}",
+                hint="check the names with `apt-cache policy NAME`; a package from another "
+                "repository needs it under host.apt.repositories",
+            )
+        try:
+            unpacked = pm.simulate(names)
+        except FjordError:
+            if pending:
+                return " (APT cannot install it with the current lists: checked again after " \
+                       "apt-get update)"
+            raise
+        wanted = {base_name(n) for n in names}
+        extra = [p for p in unpacked if p not in wanted]
+        return f" (+{len(extra)} dependencies)" if extra else ""
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{len(self.wanted)} packages installed"
+
+
+def wanted(desired: Desired) -> dict[str, str]:
+    out = dict(REQUIRED)
+    for name in desired.host.packages:
+        out.setdefault(name, "host.packages")
+    return out
+
+
+def resources(desired: Desired, *, lists: ListsPending | None = None,
+              after: Iterable[str] = ()) -> list[Resource]:
+    return [Packages(wanted(desired), lists=lists, after=tuple(after))]

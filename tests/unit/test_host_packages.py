@@ -1,0 +1,222 @@
+"""Packages: parsing captured dpkg-query/apt-cache/apt-get output, the commands fjord
+runs, planning (unknown packages fail at plan time) and the simulated manager."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context
+from fjord.errors import FjordError
+from fjord.host import packages
+from fjord.runner import Result
+
+CAPTURED = Path(__file__).parent / "golden" / "host" / "captured"
+
+
+def captured(name: str) -> str:
+    return (CAPTURED / name).read_text()
+
+
+class FakeRun:
+    """Answers commands from captured output, keyed by the program and its verb."""
+
+    def __init__(self, answers: dict[str, tuple[int, str, str]]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[list[str], dict[str, Any]]] = []
+
+    def __call__(self, argv: Sequence[str], **kw: Any) -> Result:
+        argv = list(argv)
+        self.calls.append((argv, kw))
+        key = next((k for k in self.answers if " ".join(argv).startswith(k)), None)
+        if key is None:
+            raise AssertionError(f"unexpected command {argv}")
+        rc, out, err = self.answers[key]
+        if rc and kw.get("check", True):
+            raise FjordError(f"command failed: {argv}")
+        return Result(argv, rc, out, err, 0.0)
+
+
+def answers(policy: str = "") -> dict[str, tuple[int, str, str]]:
+    return {
+        "dpkg-query -W": (0, captured("dpkg-query.txt"), ""),
+        "apt-cache": (0, captured("apt-cache-policy.txt") + policy, ""),
+        "apt-get -s -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= install "
+        "--no-install-recommends nosuchpkg":
+            (100, captured("apt-get-s-unknown.stdout"), captured("apt-get-s-unknown.stderr")),
+        "apt-get -s": (0, captured("apt-get-s-install.txt"), ""),
+        "apt-get install": (0, "", ""),
+        "apt-get update": (0, "", ""),
+    }
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+
+def test_parse_dpkg_status():
+    status = packages.parse_dpkg_status(captured("dpkg-query.txt"))
+    assert status["openvswitch-switch"] == "installed"
+    assert status["rc-pkg"] == "config-files"
+    assert status["half"] == "half-configured"
+    assert "emacs-nox" not in status
+
+
+def test_multiarch_installed_wins():
+    text = "libfoo install ok installed\nlibfoo deinstall ok config-files\n"
+    assert packages.parse_dpkg_status(text) == {"libfoo": "installed"}
+
+
+def test_parse_policy():
+    policy = packages.parse_policy(captured("apt-cache-policy.txt"))
+    assert policy == {"emacs-nox": "1:28.2+1-15+deb12u4",
+                      "openvswitch-switch": "3.1.0-2+deb12u1",
+                      "mail-transport-agent": None}  # virtual: no candidate; nosuchpkg: absent
+
+
+def test_parse_simulation():
+    assert packages.parse_simulation(captured("apt-get-s-install.txt")) == [
+        "install-info", "emacs-el", "emacsen-common", "emacs-common", "emacs-bin-common",
+        "libgccjit0", "emacs-nox"]
+
+
+# -- the commands ----------------------------------------------------------------------
+
+
+def test_install_is_noninteractive_and_keeps_conffiles():
+    run = FakeRun(answers())
+    packages.AptManager(run).install(["emacs-nox"])
+    ((argv, kw),) = run.calls
+    assert argv == ["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                    "-o", "Dpkg::Options::=--force-confdef",
+                    "-o", "Dpkg::Options::=--force-confold", "emacs-nox"]
+    assert kw["env"]["DEBIAN_FRONTEND"] == "noninteractive"
+    assert kw["timeout"] >= 600
+
+
+def test_update_fails_on_any_unreachable_source():
+    run = FakeRun(answers())
+    packages.AptManager(run).update()
+    assert run.calls[0][0] == ["apt-get", "update", "-q", "--error-on=any"]
+
+
+def test_read_only_queries_write_no_apt_cache():
+    run = FakeRun(answers())
+    pm = packages.AptManager(run)
+    pm.candidates(["emacs-nox"])
+    pm.simulate(["emacs-nox"])
+    for argv, _ in run.calls:
+        assert "Dir::Cache::pkgcache=" in argv and "Dir::Cache::srcpkgcache=" in argv
+
+
+def test_simulation_failure_carries_apts_message():
+    with pytest.raises(FjordError, match="Unable to locate package nosuchpkg"):
+        packages.AptManager(FakeRun(answers())).simulate(["nosuchpkg"])
+
+
+def test_no_dpkg_is_unreadable():
+    def run(argv: Sequence[str], **kw: Any) -> Result:
+        raise FjordError("program not found: dpkg-query")
+
+    with pytest.raises(StateUnreadable):
+        packages.AptManager(run).installed()
+
+
+# -- planning --------------------------------------------------------------------------
+
+
+def ctx_with(pm: Any) -> Context:
+    ctx = Context(desired=None)  # type: ignore[arg-type]
+    ctx.drivers[packages.DRIVER] = pm
+    return ctx
+
+
+class Lists:
+    def __init__(self, pending: bool) -> None:
+        self._pending = pending
+
+    def pending(self) -> bool:
+        return self._pending
+
+
+def test_required_set_installed_means_no_change():
+    ctx = ctx_with(packages.AptManager(FakeRun(answers())))
+    r = packages.Packages(dict(packages.REQUIRED) | {"dbus": "host.packages"})
+    assert r.changes(ctx) == []
+    assert "dnsmasq-base" not in dict(packages.REQUIRED)
+
+
+def test_plan_lists_missing_packages_with_dependencies():
+    known = "".join(f"{n}:\n  Installed: 1.0\n  Candidate: 1.0\n" for n in ("rc-pkg", "half"))
+    run = FakeRun(answers(policy=known))
+    ctx = ctx_with(packages.AptManager(run))
+    (change,) = packages.Packages({"emacs-nox": "host.packages", "dbus": "x",
+                                   "rc-pkg": "y", "half": "z"}).changes(ctx)
+    assert change.action == "create"
+    assert change.detail == "install emacs-nox, rc-pkg, half (is half-configured) (+6 dependencies)"
+    change.run(ctx)
+    assert run.calls[-1][0][-3:] == ["emacs-nox", "rc-pkg", "half"]
+
+
+def test_unknown_package_fails_at_plan_time():
+    ctx = ctx_with(packages.AptManager(FakeRun(answers())))
+    with pytest.raises(FjordError, match=r"nosuchpkg \(host.packages\)"):
+        packages.Packages({"nosuchpkg": "host.packages"}).changes(ctx)
+
+
+def test_unknown_package_waits_for_pending_update():
+    ctx = ctx_with(packages.AptManager(FakeRun(answers())))
+    r = packages.Packages({"nosuchpkg": "host.packages"}, lists=Lists(pending=True))
+    (change,) = r.changes(ctx)
+    assert "checked after apt-get update" in change.detail
+
+
+def test_wanted_adds_host_packages_to_the_required_set():
+    from fjord.config.desired import load
+
+    wanted = packages.wanted(load("examples/lab.yaml", allocations={}))
+    assert list(wanted)[: len(packages.REQUIRED)] == [n for n, _ in packages.REQUIRED]
+    assert wanted["emacs-nox"] == "host.packages"
+
+
+# -- simulated -------------------------------------------------------------------------
+
+
+def test_simulated_install_records_and_never_installs(tmp_path: Path):
+    run = FakeRun(answers())
+    record = tmp_path / "simulated-packages.json"
+    pm = packages.SimulatedManager(run, record=record)
+    ctx = ctx_with(pm)
+    r = packages.Packages({"emacs-nox": "host.packages"})
+    (change,) = r.changes(ctx)
+    change.run(ctx)
+    assert not any(argv[:2] == ["apt-get", "install"] for argv, _ in run.calls)
+    assert json.loads(record.read_text())["installed"]["emacs-nox"][-1] == "emacs-nox"
+    assert r.changes(ctx) == []
+    pm.update()
+    assert not any(argv[:2] == ["apt-get", "update"] for argv, _ in run.calls)
+
+
+def test_simulated_install_still_fails_like_apt(tmp_path: Path):
+    pm = packages.SimulatedManager(FakeRun(answers()), record=tmp_path / "s.json")
+    with pytest.raises(FjordError, match="Unable to locate"):
+        pm.install(["nosuchpkg"])
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_factory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv(packages.ENV, raising=False)
+    assert packages.package_manager().name == "apt"
+    monkeypatch.setenv(packages.ENV, "simulate")
+    pm = packages.package_manager()
+    assert pm.name == "simulate"
+    assert isinstance(pm, packages.SimulatedManager)
+    assert pm.record == tmp_path / "simulated-packages.json"
+    monkeypatch.setenv(packages.ENV, "yum")
+    with pytest.raises(FjordError, match="not a package manager"):
+        packages.package_manager()
