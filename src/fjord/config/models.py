@@ -359,6 +359,16 @@ class _SchemaGenerator(GenerateJsonSchema):
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of the configuration file (`fjord schema`, editors, the reference)."""
     schema = Config.model_json_schema(schema_generator=_SchemaGenerator)
+    # The loader reads an empty `defaults:`, `containers:` or `  web:` as empty (see
+    # Config's validators); say so, or editors flag what fjord accepts.
+    props = schema["properties"]
+    for key in ("defaults", "containers"):
+        inner = props[key]
+        outer = {k: inner.pop(k) for k in ("description", "default") if k in inner}
+        props[key] = {**outer, "anyOf": [inner, {"type": "null"}]}
+    names = props["containers"]["anyOf"][0]["patternProperties"]
+    for pattern, spec in names.items():
+        names[pattern] = {"anyOf": [spec, {"type": "null"}]}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "fjord configuration",

@@ -136,12 +136,27 @@ def check_ssh_key(value: Any) -> str:
         raise ValueError(
             f"the {kind} key's base64 data is damaged (copied incompletely?)"
         ) from None
-    # The blob starts with the key type again, as a length-prefixed string.
-    size = int.from_bytes(raw[:4], "big")
-    if len(raw) < 4 + size + 4 or raw[4 : 4 + size] != kind.encode():
+    # The blob is a series of length-prefixed fields, the first one the key type again.
+    fields = _ssh_fields(raw)
+    if fields and fields[0] != kind.encode():
         raise ValueError(f"the key data does not match its type {kind} "
                          "(copied incompletely, or the type was edited?)")
+    if fields is None or len(fields) < 2:
+        raise ValueError(f"the {kind} key's data is incomplete or damaged "
+                         "(copied incompletely?)")
     return value
+
+
+def _ssh_fields(raw: bytes) -> list[bytes] | None:
+    """The length-prefixed fields of an SSH key blob; None when they do not fit exactly."""
+    fields, i = [], 0
+    while i < len(raw):
+        size = int.from_bytes(raw[i : i + 4], "big")
+        if i + 4 + size > len(raw):
+            return [raw[4 : 4 + size]] if i == 0 else None
+        fields.append(raw[i + 4 : i + 4 + size])
+        i += 4 + size
+    return fields
 
 
 def parse_size(value: Any) -> int:

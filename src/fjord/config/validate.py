@@ -290,6 +290,10 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
             mac = getattr(spec.mac, iface)
             if mac is not None:
                 owners[("mac", mac)].append((*base, "mac", iface))
+        if spec.mac.public is not None and host.ipv6 is None:
+            yield p((*base, "mac", "public"),
+                    "the host has no IPv6 (host.ipv6 is not set), so containers have no "
+                    "public interface")
         mem = spec.memory or config.defaults.memory or DEFAULT_MEMORY
         if mem > memory:
             where = (*base, "memory") if spec.memory else ("defaults", "memory")
