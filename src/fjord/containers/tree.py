@@ -1,0 +1,198 @@
+"""Writing into a container's root filesystem from the host, safely.
+
+A container's root is a tree its own root user controls: after the first boot any
+path in it may have become a symbolic link to somewhere on the host. Every operation
+here therefore walks the path one component at a time with O_NOFOLLOW, relative to
+directory descriptors, and replaces files by renaming (which replaces a link instead
+of writing through it). Nothing here runs a program from the tree.
+
+Also the two whole-tree helpers fjord needs on its own directories: the disk space a
+tree takes, and removing one without ever crossing into a mount inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+from fjord.errors import FjordError
+from fjord.runner import run
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class UnsafePath(FjordError):
+    def __init__(self, root: Path, rel: str) -> None:
+        super().__init__(f"{root}/{rel.lstrip('/')}: a component is a symbolic link or not a "
+                         "directory; fjord does not write through links in a container's root",
+                         hint="inspect the container's files; remove the link if it is wrong")
+
+
+class Tree:
+    """A root filesystem directory on the host (``/`` inside means ``path``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @staticmethod
+    def _parts(rel: str) -> tuple[list[str], str]:
+        parts = [p for p in PurePosixPath("/", rel).parts[1:] if p not in ("", ".")]
+        if not parts or ".." in parts:
+            raise ValueError(f"not a path inside the tree: {rel!r}")
+        return parts[:-1], parts[-1]
+
+    @contextlib.contextmanager
+    def _dir(self, dirs: list[str], rel: str, create: bool,
+             mode: int = 0o755) -> Iterator[int | None]:
+        """A descriptor of the directory ``dirs`` (None when absent and not ``create``)."""
+        fd = os.open(self.path, _DIR_FLAGS)
+        try:
+            for name in dirs:
+                try:
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        os.close(fd)
+                        fd = -1
+                        yield None
+                        return
+                    os.mkdir(name, mode, dir_fd=fd)
+                    nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as exc:
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                        raise UnsafePath(self.path, rel) from exc
+                    raise
+                os.close(fd)
+                fd = nfd
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def read(self, rel: str) -> bytes | None:
+        """The content of a regular file; None when absent (or a link: not ours to read)."""
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=False) as dfd:
+            if dfd is None:
+                return None
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    return None
+                raise
+            with os.fdopen(fd, "rb") as fh:
+                return fh.read()
+
+    def mode(self, rel: str) -> int | None:
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=False) as dfd:
+            if dfd is None:
+                return None
+            try:
+                return os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                return None
+
+    def readlink(self, rel: str) -> str | None:
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=False) as dfd:
+            if dfd is None:
+                return None
+            try:
+                return os.readlink(name, dir_fd=dfd)
+            except (FileNotFoundError, OSError):
+                return None
+
+    def write(self, rel: str, data: bytes, mode: int = 0o644, dir_mode: int = 0o755) -> None:
+        """Replace ``rel`` atomically (missing directories made with ``dir_mode``). A new
+        file is root's; a replaced one keeps its owner and group (/etc/shadow's group)."""
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=True, mode=dir_mode) as dfd:
+            assert dfd is not None
+            try:
+                old = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                owner = (old.st_uid, old.st_gid)
+            except FileNotFoundError:
+                owner = (0, 0)
+            tmp = f".{name}.fjord-{secrets.token_hex(4)}"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600, dir_fd=dfd)
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    if os.geteuid() == 0:
+                        os.fchown(fh.fileno(), *owner)
+                    os.fchmod(fh.fileno(), mode)
+                os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dfd)
+                raise
+
+    def ensure_dir(self, rel: str, mode: int) -> None:
+        """A root-owned directory with exactly ``mode`` (made when missing)."""
+        dirs, name = self._parts(rel)
+        with self._dir([*dirs, name], rel, create=True, mode=mode) as dfd:
+            assert dfd is not None
+            if os.geteuid() == 0:
+                os.fchown(dfd, 0, 0)
+            os.fchmod(dfd, mode)
+
+    def symlink(self, rel: str, target: str) -> None:
+        """Make ``rel`` a symbolic link to ``target`` (replacing what is there)."""
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=True) as dfd:
+            assert dfd is not None
+            tmp = f".{name}.fjord-{secrets.token_hex(4)}"
+            os.symlink(target, tmp, dir_fd=dfd)
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+    def remove(self, rel: str) -> bool:
+        """Remove a file or link; True when something was removed."""
+        dirs, name = self._parts(rel)
+        with self._dir(dirs, rel, create=False) as dfd:
+            if dfd is None:
+                return False
+            try:
+                os.unlink(name, dir_fd=dfd)
+            except FileNotFoundError:
+                return False
+            return True
+
+
+def tree_size(path: Path) -> int:
+    """Bytes allocated on disk by a tree (hard links counted once)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except FileNotFoundError:
+                continue
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_blocks * 512
+    return total
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a tree fjord made, never descending into a mount point below it (a mount
+    left inside would otherwise have its contents deleted)."""
+    if not os.path.lexists(path):
+        return
+    run(["rm", "-rf", "--one-file-system", "--", str(path)], timeout=600)
+    if os.path.lexists(path):
+        raise FjordError(f"could not remove {path} completely (a mount inside it?)",
+                         hint=f"check `findmnt -R {path}`, unmount, then remove it")
