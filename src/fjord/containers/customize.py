@@ -1,0 +1,271 @@
+"""What makes a shared image one particular container: files written into its root.
+
+Everything is a file operation from the host (see :mod:`fjord.containers.tree`); the
+image's own programs never run. The only program run is the host's ``ssh-keygen``,
+once per container, into a private temporary directory.
+
+Written per container (and why):
+
+- ``/etc/hostname``, ``/etc/hosts``: the short name, and the FQDN on its own addresses
+  so that ``hostname -f`` answers without DNS.
+- ``/etc/resolv.conf``: the host's configured DNS servers (IPv6 ones only when the
+  container has IPv6; glibc reads the first three).
+- ``/etc/network/interfaces``: static addresses (see :func:`interfaces`), read by
+  ifupdown's networking.service at boot.
+- ``/etc/default/locale``: LANG (other than C.UTF-8, generated into the image).
+- ``/etc/machine-id``: random, made once; never shared (journald, DHCP DUIDs and
+  systemd derive identities from it).
+- ``/etc/ssh/ssh_host_{ed25519,ecdsa}_key``: made once per container by the host's
+  ssh-keygen; RSA is left out because a 3072-bit key takes a second to make and every
+  OpenSSH client since 2014 speaks Ed25519.
+- ``/etc/ssh/sshd_config.d/fjord.conf``: keys only (no passwords), and the host keys above.
+- ``/root/.ssh/authorized_keys`` (0600, in 0700): the configured keys.
+- root's password in ``/etc/shadow`` locked (``*``) if it is anything else.
+- Puppet (when configured): ``/etc/puppet/puppet.conf`` with the server and
+  certname = FQDN; the agent's service enabled only with ``puppet.enable``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv6Address, ip_address
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fjord.containers.tree import Tree
+from fjord.runner import run
+
+if TYPE_CHECKING:
+    from fjord.config.desired import Container, Desired
+
+HEADER = "# Written by fjord; changes here are overwritten by `fjord apply`.\n"
+# glibc's resolver uses at most this many nameserver lines (MAXNS).
+MAXNS = 3
+HOST_KEY_TYPES = ("ed25519", "ecdsa")
+PUPPET_UNIT = "puppet.service"
+PUPPET_WANTS = f"/etc/systemd/system/multi-user.target.wants/{PUPPET_UNIT}"
+# In routed mode the host answers on the internal bridge as this link-local address
+# (fjord.net.interfaces.ROUTED_GATEWAY6; duplicated so that customisation does not
+# import the network modules, and pinned by a unit test).
+ROUTED_GATEWAY6 = "fe80::1"
+
+
+@dataclass(frozen=True)
+class RootFile:
+    path: str
+    content: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class RootLink:
+    """A symbolic link that must exist (``target``) or not exist (``target`` None)."""
+
+    path: str
+    target: str | None
+
+
+@dataclass(frozen=True)
+class Network:
+    """A container's addresses as its interfaces file states them."""
+
+    ipv4: str                   # address/prefix
+    gateway4: str
+    ipv6: str | None = None     # address/prefix
+    gateway6: str | None = None
+    ipv6_device: str = "eth1"   # eth1 on the external bridge, or eth0 when routed
+
+
+def network_for(container: Container, desired: Desired) -> Network:
+    """Where each address lives.
+
+    Bridged IPv6: eth1 on the external bridge, the /64 on-link, the provider's gateway.
+    Routed IPv6: no interface on the external bridge at all (that is what keeps the
+    container's MAC off the uplink); the address is a /128 on eth0 and the host, which
+    routes it over the internal bridge, is the gateway as fe80::1 there.
+    """
+    host = desired.host
+    private = host.private.address
+    net = Network(ipv4=f"{container.ipv4}/{private.network.prefixlen}",
+                  gateway4=str(private.ip))
+    if container.ipv6 is None or host.ipv6 is None:
+        return net
+    if host.ipv6.effective_mode == "routed":
+        return Network(net.ipv4, net.gateway4, f"{container.ipv6}/128", ROUTED_GATEWAY6, "eth0")
+    prefix = host.ipv6.address.network.prefixlen
+    return Network(net.ipv4, net.gateway4, f"{container.ipv6}/{prefix}",
+                   str(host.ipv6.gateway), "eth1")
+
+
+def interfaces(net: Network) -> str:
+    """ifupdown's /etc/network/interfaces: static addresses, no router advertisements
+    (the addresses are fjord's, not SLAAC's), no duplicate address detection (fjord
+    allocates them uniquely; DAD would hold IPv6 back for a second at every boot)."""
+    lines = [HEADER.rstrip("\n"), "", "auto lo", "iface lo inet loopback", "",
+             "# private IPv4 on the internal bridge, NATed by the host", "auto eth0",
+             "iface eth0 inet static", f"    address {net.ipv4}",
+             f"    gateway {net.gateway4}"]
+    if net.ipv6 is not None:
+        lines.append("")
+        if net.ipv6_device == "eth0":
+            lines.append("# public IPv6, routed by the host over the internal bridge")
+        else:
+            lines += ["# public IPv6 on the external bridge", f"auto {net.ipv6_device}"]
+        lines += [f"iface {net.ipv6_device} inet6 static", f"    address {net.ipv6}",
+                  f"    gateway {net.gateway6}", "    accept_ra 0", "    autoconf 0",
+                  "    dad-attempts 0"]
+    return "\n".join(lines) + "\n"
+
+
+def hosts(container: Container) -> str:
+    short = container.fqdn.partition(".")[0]
+    lines = [HEADER.rstrip("\n"), "127.0.0.1\tlocalhost",
+             f"{container.ipv4}\t{container.fqdn} {short}"]
+    if container.ipv6 is not None:
+        lines.append(f"{container.ipv6}\t{container.fqdn} {short}")
+    lines += ["", "::1\tlocalhost ip6-localhost ip6-loopback", "ff02::1\tip6-allnodes",
+              "ff02::2\tip6-allrouters"]
+    return "\n".join(lines) + "\n"
+
+
+def resolv_conf(container: Container, dns: Sequence[object]) -> str:
+    servers = [str(s) for s in dns
+               if container.ipv6 is not None or not isinstance(ip_address(str(s)), IPv6Address)]
+    domain = container.fqdn.partition(".")[2]
+    lines = [HEADER.rstrip("\n")]
+    if domain:
+        lines.append(f"search {domain}")
+    lines += [f"nameserver {s}" for s in servers[:MAXNS]]
+    return "\n".join(lines) + "\n"
+
+
+def sshd_config() -> str:
+    lines = [HEADER.rstrip("\n"), "# Keys only: root has no password and none is accepted.",
+             "PermitRootLogin prohibit-password", "PasswordAuthentication no",
+             "KbdInteractiveAuthentication no",
+             "# This container's own host keys (made by fjord, never shared)."]
+    lines += [f"HostKey /etc/ssh/ssh_host_{t}_key" for t in HOST_KEY_TYPES]
+    return "\n".join(lines) + "\n"
+
+
+def authorized_keys(container: Container) -> str:
+    if not container.ssh_keys:
+        return HEADER + f"# no keys configured (containers.{container.name}.ssh_keys)\n"
+    return HEADER + "".join(f"{key}\n" for key in container.ssh_keys)
+
+
+def puppet_conf(container: Container) -> str | None:
+    if container.puppet is None:
+        return None
+    return (HEADER + "[main]\n"
+            f"server = {container.puppet.server}\n"
+            f"certname = {container.fqdn}\n")
+
+
+def files_for(container: Container, desired: Desired) -> list[RootFile | RootLink]:
+    """The files and links a container's root must have (besides machine-id and host
+    keys, which are made once and then kept)."""
+    short = container.fqdn.partition(".")[0]
+    out: list[RootFile | RootLink] = [
+        RootFile("/etc/hostname", f"{short}\n".encode()),
+        RootFile("/etc/hosts", hosts(container).encode()),
+        RootFile("/etc/resolv.conf", resolv_conf(container, desired.host.dns).encode()),
+        RootFile("/etc/network/interfaces",
+                 interfaces(network_for(container, desired)).encode()),
+        RootFile("/etc/default/locale", f"LANG={container.locale}\n".encode()),
+        RootFile("/etc/ssh/sshd_config.d/fjord.conf", sshd_config().encode()),
+        RootFile("/root/.ssh/authorized_keys", authorized_keys(container).encode(), 0o600),
+    ]
+    conf = puppet_conf(container)
+    if conf is not None:
+        assert container.puppet is not None
+        out.append(RootFile("/etc/puppet/puppet.conf", conf.encode()))
+        out.append(RootLink(PUPPET_WANTS, f"/lib/systemd/system/{PUPPET_UNIT}"
+                            if container.puppet.enable else None))
+    return out
+
+
+def customize(root: Path, container: Container, desired: Desired) -> list[str]:
+    """Bring a container's root to what fjord declares; the paths that changed.
+
+    Idempotent: a second call changes nothing (machine-id and host keys are kept).
+    """
+    tree = Tree(root)
+    changed = []
+    tree.ensure_dir("/root/.ssh", 0o700)
+    for item in files_for(container, desired):
+        if apply_one(tree, item):
+            changed.append(item.path)
+    if ensure_machine_id(tree):
+        changed.append("/etc/machine-id")
+    changed += ensure_host_keys(tree, container.fqdn)
+    if lock_root_password(tree):
+        changed.append("/etc/shadow")
+    return changed
+
+
+def apply_one(tree: Tree, item: RootFile | RootLink) -> bool:
+    if isinstance(item, RootLink):
+        if item.target is None:
+            return tree.remove(item.path)
+        if tree.readlink(item.path) == item.target:
+            return False
+        tree.symlink(item.path, item.target)
+        return True
+    mode = tree.mode(item.path)
+    if tree.read(item.path) == item.content and mode is not None and mode & 0o7777 == item.mode:
+        return False
+    tree.write(item.path, item.content, item.mode)
+    return True
+
+
+def ensure_machine_id(tree: Tree) -> bool:
+    current = (tree.read("/etc/machine-id") or b"").strip()
+    if len(current) == 32 and current != b"0" * 32 and all(c in b"0123456789abcdef"
+                                                            for c in current):
+        return False
+    # systemd wants 128 random bits as lowercase hex, not a formatted UUID.
+    tree.write("/etc/machine-id", (secrets.token_hex(16) + "\n").encode(), 0o444)
+    return True
+
+
+def ensure_host_keys(tree: Tree, fqdn: str) -> list[str]:
+    """Make the host keys this container lacks (with the host's ssh-keygen, into a
+    private directory first: it would follow links planted in the container's /etc)."""
+    made = []
+    for kind in HOST_KEY_TYPES:
+        private = f"/etc/ssh/ssh_host_{kind}_key"
+        if tree.read(private) and tree.read(private + ".pub"):
+            continue
+        with tempfile.TemporaryDirectory(prefix="fjord-hostkey-") as tmp:
+            path = Path(tmp) / "key"
+            run(["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"root@{fqdn}",
+                 "-f", str(path)], timeout=60, hint="install openssh-client on the host")
+            tree.write(private, path.read_bytes(), 0o600)
+            tree.write(private + ".pub", path.with_suffix(".pub").read_bytes(), 0o644)
+        made += [private, private + ".pub"]
+    return made
+
+
+def lock_root_password(tree: Tree) -> bool:
+    """No default password: root's shadow entry must be locked (``*`` or ``!…``)."""
+    shadow = tree.read("/etc/shadow")
+    if shadow is None:
+        return False
+    lines = shadow.decode().splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 1:
+            if fields[1] == "*" or fields[1].startswith("!"):
+                return False
+            fields[1] = "*"
+            lines[i] = ":".join(fields)
+            mode = tree.mode("/etc/shadow")
+            tree.write("/etc/shadow", "".join(lines).encode(),
+                       (mode or 0o640) & 0o7777)
+            return True
+    return False
+
