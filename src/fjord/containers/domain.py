@@ -1,0 +1,217 @@
+"""A container as a libvirt LXC domain: a small model, rendered to XML with ElementTree
+in a fixed order, and read back from what libvirt returns (``virDomainGetXMLDesc``, as
+``virsh dumpxml`` prints it) so that the two can be compared field by field.
+
+Only what fjord declares is modelled; what libvirt adds (emulator, seclabel, aliases,
+resource partition, PCI-less device addresses) is ignored by the comparison.
+"""
+
+from __future__ import annotations
+
+import difflib
+import uuid
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fjord.errors import FjordError
+
+if TYPE_CHECKING:
+    from fjord.config.desired import Container, Desired
+
+# Stable UUIDs: the same host and container name give the same UUID on every apply,
+# and nothing needs recording. (A domain that already exists keeps its own: pass it.)
+UUID_NAMESPACE = uuid.UUID("5b6f1c7e-2a4d-4b8e-9c0f-6a1d3e5f7b92")
+INIT = "/sbin/init"
+_UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
+          "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
+          "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
+
+
+def container_uuid(host_fqdn: str, name: str) -> uuid.UUID:
+    return uuid.uuid5(UUID_NAMESPACE, f"{host_fqdn}/{name}")
+
+
+@dataclass(frozen=True)
+class Interface:
+    """A veth whose host end is a port of ``bridge`` and whose inner end is ``guest``."""
+
+    guest: str          # eth0, eth1 inside the container
+    bridge: str
+    mac: str
+    openvswitch: bool   # an OVS port (virtualport type='openvswitch') or a Linux bridge port
+
+    def describe(self) -> str:
+        kind = "Open vSwitch" if self.openvswitch else "Linux bridge"
+        return f"{self.guest} on {kind} {self.bridge}, MAC {self.mac}"
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    memory: int                         # bytes (libvirt's memory cgroup limit)
+    vcpus: int
+    cpu_shares: int
+    root: str                           # host directory mounted as the container's /
+    interfaces: tuple[Interface, ...] = ()
+    init: str = INIT
+    console: bool = True
+
+    # --- XML ------------------------------------------------------------------------
+
+    def element(self) -> ET.Element:
+        dom = ET.Element("domain", type="lxc")
+        ET.SubElement(dom, "name").text = self.name
+        ET.SubElement(dom, "uuid").text = self.uuid
+        ET.SubElement(dom, "memory", unit="KiB").text = str(self.memory // 1024)
+        ET.SubElement(dom, "vcpu").text = str(self.vcpus)
+        tune = ET.SubElement(dom, "cputune")
+        ET.SubElement(tune, "shares").text = str(self.cpu_shares)
+        os_ = ET.SubElement(dom, "os")
+        ET.SubElement(os_, "type").text = "exe"
+        ET.SubElement(os_, "init").text = self.init
+        devices = ET.SubElement(dom, "devices")
+        fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
+        ET.SubElement(fs, "source", dir=self.root)
+        ET.SubElement(fs, "target", dir="/")
+        for iface in self.interfaces:
+            el = ET.SubElement(devices, "interface", type="bridge")
+            ET.SubElement(el, "mac", address=iface.mac)
+            ET.SubElement(el, "source", bridge=iface.bridge)
+            if iface.openvswitch:
+                ET.SubElement(el, "virtualport", type="openvswitch")
+            ET.SubElement(el, "guest", dev=iface.guest)
+        if self.console:
+            console = ET.SubElement(devices, "console", type="pty")
+            ET.SubElement(console, "target", type="lxc", port="0")
+        return dom
+
+    def xml(self) -> str:
+        dom = self.element()
+        ET.indent(dom, space="  ")
+        return ET.tostring(dom, encoding="unicode") + "\n"
+
+    @classmethod
+    def parse(cls, text: str) -> Domain:
+        """Read a domain's XML as libvirt returns it (extra elements are ignored)."""
+        try:
+            dom = ET.fromstring(text)
+        except ET.ParseError as exc:
+            raise FjordError(f"libvirt returned XML fjord cannot parse: {exc}") from exc
+        if dom.tag != "domain" or dom.get("type") != "lxc":
+            raise FjordError(f"not an LXC domain: <{dom.tag} type={dom.get('type')!r}>")
+        root = ""
+        for fs in dom.iterfind("devices/filesystem"):
+            if fs.get("type", "mount") == "mount" and _attr(fs, "target", "dir") == "/":
+                root = _attr(fs, "source", "dir")
+        interfaces = []
+        for n, el in enumerate(dom.iterfind("devices/interface")):
+            virtualport = el.find("virtualport")
+            interfaces.append(Interface(
+                guest=_attr(el, "guest", "dev") or f"eth{n}",
+                bridge=_attr(el, "source", "bridge") or _attr(el, "source", "network"),
+                mac=_attr(el, "mac", "address").lower(),
+                openvswitch=virtualport is not None
+                and virtualport.get("type") == "openvswitch",
+            ))
+        return cls(
+            name=_text(dom, "name"),
+            uuid=_text(dom, "uuid"),
+            memory=_bytes(dom.find("memory")),
+            vcpus=int(_text(dom, "vcpu") or 1),
+            cpu_shares=int(_text(dom, "cputune/shares") or 1024),
+            root=root,
+            interfaces=tuple(interfaces),
+            init=_text(dom, "os/init"),
+            console=dom.find("devices/console") is not None,
+        )
+
+
+def _text(el: ET.Element, path: str) -> str:
+    found = el.find(path)
+    return (found.text or "").strip() if found is not None else ""
+
+
+def _attr(el: ET.Element, path: str, name: str) -> str:
+    found = el.find(path)
+    return found.get(name, "") if found is not None else ""
+
+
+def _bytes(el: ET.Element | None) -> int:
+    if el is None or not (el.text or "").strip():
+        return 0
+    unit = el.get("unit", "KiB").lower()
+    if unit not in _UNITS:
+        raise FjordError(f"unknown memory unit in domain XML: {unit}")
+    return int(el.text or 0) * _UNITS[unit]
+
+
+def domain_for(container: Container, desired: Desired, root: Path,
+               uuid_: str | None = None) -> Domain:
+    """The domain a container should be. ``uuid_``: the existing domain's, when there is
+    one (libvirt refuses to redefine a name with another UUID)."""
+    host = desired.host
+    ovs = host.switch.kind == "ovs"
+    interfaces = [Interface("eth0", host.switch.internal, container.mac_private, ovs)]
+    bridged = host.ipv6 is not None and host.ipv6.effective_mode == "bridged"
+    # Routed IPv6 travels over eth0 (see customize.network_for): no port on the uplink's
+    # bridge, so the container's MAC never reaches the provider.
+    if bridged and container.ipv6 is not None and container.mac_public is not None:
+        interfaces.append(Interface("eth1", host.switch.external, container.mac_public, ovs))
+    return Domain(
+        name=container.name,
+        uuid=uuid_ or str(container_uuid(host.fqdn, container.name)),
+        memory=-(-container.memory // 1024) * 1024,  # libvirt counts KiB
+        vcpus=container.vcpus,
+        cpu_shares=container.cpu_shares,
+        root=str(root),
+        interfaces=tuple(interfaces),
+    )
+
+
+def differences(actual: Domain, wanted: Domain) -> list[str]:
+    """What differs, one readable line per difference (empty: the same domain)."""
+    out = []
+    for f in fields(Domain):
+        if f.name == "interfaces":
+            continue
+        old, new = getattr(actual, f.name), getattr(wanted, f.name)
+        if old != new:
+            if f.name == "memory":
+                old, new = human_bytes(old), human_bytes(new)
+            label = {"cpu_shares": "CPU shares", "root": "root filesystem",
+                     "vcpus": "vCPUs", "uuid": "UUID"}.get(f.name, f.name)
+            out.append(f"{label}: {old} -> {new}")
+    have = {i.guest: i for i in actual.interfaces}
+    want = {i.guest: i for i in wanted.interfaces}
+    for guest in sorted(have.keys() | want.keys()):
+        a, w = have.get(guest), want.get(guest)
+        if a == w:
+            continue
+        if a is None:
+            assert w is not None
+            out.append(f"interface {guest}: missing, wanted {w.describe()}")
+        elif w is None:
+            out.append(f"interface {guest}: not wanted ({a.describe()})")
+        else:
+            out.append(f"interface {guest}: {a.describe()} -> {w.describe()}")
+    return out
+
+
+def xml_diff(actual: Domain, wanted: Domain) -> str:
+    """A unified diff of the two domains as fjord renders them (for `plan -v`)."""
+    diff = difflib.unified_diff(actual.xml().splitlines(keepends=True),
+                                wanted.xml().splitlines(keepends=True),
+                                fromfile=f"domain {actual.name} (libvirt)",
+                                tofile=f"domain {wanted.name} (fjord.yaml)")
+    return "".join(diff)
+
+
+def human_bytes(n: int) -> str:
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1024)):
+        if n >= size and n % size == 0:
+            return f"{n // size} {unit}"
+    return f"{n} B"
+
