@@ -1,0 +1,228 @@
+"""A container's root filesystem: an overlay on its image, or a full copy of it.
+
+Layout, under ``<state>/containers/<name>/``:
+
+- ``container.json``: the mode and the image key the container was made from. The
+  image stays the container's for its life: an overlay's lower layer must never
+  change under its upper one, so a new image means a new container.
+- ``overlay``: ``upper/`` (everything the container changed: customisation, logs,
+  installed packages) and ``work/`` (overlayfs' scratch space), mounted with the
+  image's ``rootfs/`` as the read-only lower layer at ``rootfs/``.
+- ``copy``: ``rootfs/`` is an independent full copy (``cp -a --reflink=auto``: shared
+  blocks on btrfs/XFS, a real copy on ext4).
+
+The overlay must be mounted whenever libvirt starts the container, including at boot
+(libvirt's autostart) and after a `virsh start` by hand. fjord does that with a libvirt
+hook (:mod:`fjord.containers.hook`): libvirt runs it before every start of every LXC
+domain, in its own mount namespace, so the mount is there exactly when and where the
+container needs it, with no fstab line or boot ordering to maintain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from fjord.containers.image import Image
+from fjord.containers.tree import remove_tree, tree_size
+from fjord.errors import FjordError
+from fjord.runner import run
+from fjord.state import atomic_write, state_dir
+
+Mode = Literal["overlay", "copy"]
+RECORD = "container.json"
+# Characters overlayfs' option parser treats specially; fjord's own paths never have them.
+_UNSAFE_OPTION = re.compile(r"[,:\\\s=]")
+
+
+def containers_dir() -> Path:
+    return state_dir() / "containers"
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``container.json`` says about a container's root."""
+
+    name: str
+    mode: Mode
+    image: str        # the image key
+    lower: str        # the image's rootfs directory
+    created: float
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    base: Path
+
+    @classmethod
+    def of(cls, name: str, base: Path | None = None) -> Layout:
+        return cls(name, (base if base is not None else containers_dir()) / name)
+
+    @property
+    def record(self) -> Path:
+        return self.base / RECORD
+
+    @property
+    def upper(self) -> Path:
+        return self.base / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.base / "work"
+
+    @property
+    def rootfs(self) -> Path:
+        return self.base / "rootfs"
+
+
+def read_record(layout: Layout) -> Record | None:
+    try:
+        data = json.loads(layout.record.read_bytes())
+        return Record(name=data["name"], mode=data["mode"], image=data["image"],
+                      lower=data["lower"], created=float(data["created"]))
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FjordError(f"{layout.record} is unreadable ({exc})",
+                         hint="inspect it; `fjord container destroy` starts the container over"
+                         ) from exc
+
+
+def all_records(base: Path | None = None) -> list[Record]:
+    root = base if base is not None else containers_dir()
+    records = []
+    if root.is_dir():
+        for entry in sorted(root.iterdir()):
+            record = read_record(Layout(entry.name, entry))
+            if record is not None:
+                records.append(record)
+    return records
+
+
+def overlay_options(layout: Layout, lower: Path) -> str:
+    for path in (lower, layout.upper, layout.work):
+        if _UNSAFE_OPTION.search(str(path)):
+            raise FjordError(f"{path}: overlayfs cannot take this path (',', ':', '=', '\\' "
+                             "or blanks in it)", hint="use a plain FJORD_STATE_DIR")
+    return f"lowerdir={lower},upperdir={layout.upper},workdir={layout.work}"
+
+
+def mounted(path: Path) -> bool:
+    """Is ``path`` a mount point in this process's mount namespace?"""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            if _unescape(line.split()[4]) == target:
+                return True
+    return False
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def prepare(name: str, image: Image, mode: Mode, base: Path | None = None) -> Layout:
+    """Make the container's root from ``image`` (idempotent); mount it for overlays.
+
+    Refuses to put a container on another image or mode than it was made with.
+    """
+    layout = Layout.of(name, base)
+    record = read_record(layout)
+    if record is not None:
+        if record.image != image.key or record.mode != mode:
+            raise FjordError(
+                f"container {name} was made as {record.mode} on image {record.image}; "
+                f"it cannot become {mode} on {image.key} in place",
+                hint=f"destroy and recreate it (`fjord container destroy {name}`) to move it")
+        if mode == "overlay":
+            mount(layout, Path(record.lower))
+        return layout
+    layout.base.mkdir(parents=True, exist_ok=True)
+    os.chmod(layout.base, 0o700)  # the upper layer holds the container's private keys
+    if mode == "overlay":
+        _prepare_overlay(layout, image)
+    else:
+        _prepare_copy(layout, image)
+    new = Record(name=name, mode=mode, image=image.key, lower=str(image.rootfs),
+                 created=time.time())
+    atomic_write(layout.record, (json.dumps(asdict(new), indent=2, sort_keys=True)
+                                 + "\n").encode(), 0o644)
+    return layout
+
+
+def _prepare_overlay(layout: Layout, image: Image) -> None:
+    for d in (layout.upper, layout.work, layout.rootfs):
+        d.mkdir(exist_ok=True)
+    # The merged root's top directory takes the upper's owner and mode: the image's.
+    st = image.rootfs.stat()
+    os.chmod(layout.upper, st.st_mode & 0o7777)
+    mount(layout, image.rootfs)
+
+
+def _prepare_copy(layout: Layout, image: Image) -> None:
+    if layout.rootfs.exists():
+        # A copy interrupted before its record was written: not to be trusted.
+        remove_tree(layout.rootfs)
+    partial = layout.base / f".rootfs-copying-{os.getpid()}"
+    remove_tree(partial)
+    try:
+        run(["cp", "-a", "--reflink=auto", "--", str(image.rootfs), str(partial)],
+            timeout=1800)
+        os.rename(partial, layout.rootfs)
+    except BaseException:
+        remove_tree(partial)
+        raise
+
+
+def mount(layout: Layout, lower: Path) -> bool:
+    """Mount the overlay at ``rootfs/`` unless it is; True when mounted now."""
+    if mounted(layout.rootfs):
+        return False
+    if not (lower / "sbin").exists() and not (lower / "usr/sbin").exists():
+        raise FjordError(f"image {lower} of container {layout.name} is missing",
+                         hint="it was pruned or removed by hand; recreate the container")
+    run(["mount", "-t", "overlay", f"fjord-{layout.name}", "-o",
+         overlay_options(layout, lower), str(layout.rootfs)], timeout=60)
+    return True
+
+
+def unmount(layout: Layout) -> bool:
+    """Unmount the overlay (the container must be stopped); True when it was mounted."""
+    if not mounted(layout.rootfs):
+        return False
+    run(["umount", str(layout.rootfs)], timeout=60,
+        hint=f"is container {layout.name} still running? stop it first")
+    return True
+
+
+def ensure_mounted(name: str, base: Path | None = None) -> bool:
+    """Mount a recorded overlay container's root if it is not (the libvirt hook's job)."""
+    layout = Layout.of(name, base)
+    record = read_record(layout)
+    if record is None or record.mode != "overlay":
+        return False
+    return mount(layout, Path(record.lower))
+
+
+def destroy(name: str, base: Path | None = None) -> bool:
+    """Remove everything of a container's root (it must be stopped); True if it existed."""
+    layout = Layout.of(name, base)
+    if not layout.base.exists():
+        return False
+    unmount(layout)
+    remove_tree(layout.base)
+    return True
+
+
+def disk_usage(layout: Layout) -> int:
+    """Bytes this container's root costs beyond its image (the whole copy for copies)."""
+    record = read_record(layout)
+    if record is not None and record.mode == "copy":
+        return tree_size(layout.rootfs)
+    return tree_size(layout.upper) + tree_size(layout.work)

@@ -1,0 +1,131 @@
+"""Root filesystems without mounting: layout, records, overlay options, copies, the
+libvirt hook's decisions. (Mounting is tested in tests/lab/test_images.py, inside a
+private mount namespace.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fjord.containers import hook, rootfs
+from fjord.containers.image import Image
+from fjord.errors import FjordError
+
+
+def fake_image(tmp_path: Path, key: str = "bookworm-amd64-0123456789abcdef") -> Image:
+    path = tmp_path / "images" / key
+    (path / "rootfs/etc").mkdir(parents=True)
+    (path / "rootfs/usr/sbin").mkdir(parents=True)
+    (path / "rootfs/etc/hostname").write_text("localhost\n")
+    os.symlink("usr/sbin", path / "rootfs/sbin")
+    meta = {"key": key, "size": 1, "created": time.time()}
+    (path / "meta.json").write_text(json.dumps(meta))
+    return Image(key, path, meta)
+
+
+def test_layout():
+    lay = rootfs.Layout.of("web", Path("/s/containers"))
+    assert (lay.upper, lay.work, lay.rootfs, lay.record) == (
+        Path("/s/containers/web/upper"), Path("/s/containers/web/work"),
+        Path("/s/containers/web/rootfs"), Path("/s/containers/web/container.json"))
+
+
+def test_overlay_options():
+    lay = rootfs.Layout.of("web", Path("/var/lib/fjord/containers"))
+    assert rootfs.overlay_options(lay, Path("/var/lib/fjord/images/k/rootfs")) == (
+        "lowerdir=/var/lib/fjord/images/k/rootfs,upperdir=/var/lib/fjord/containers/web/upper,"
+        "workdir=/var/lib/fjord/containers/web/work")
+    for bad in ("/tmp/a,b", "/tmp/a:b", "/tmp/a b"):
+        with pytest.raises(FjordError):
+            rootfs.overlay_options(rootfs.Layout.of("web", Path(bad)), Path("/x"))
+
+
+def test_mounted_reads_this_namespace():
+    assert rootfs.mounted(Path("/"))
+    assert not rootfs.mounted(Path("/nonexistent/fjord"))
+
+
+def test_copy_mode_makes_an_independent_copy_and_records_it(tmp_path):
+    img = fake_image(tmp_path)
+    base = tmp_path / "containers"
+    lay = rootfs.prepare("web", img, "copy", base)
+    assert (lay.rootfs / "etc/hostname").read_text() == "localhost\n"
+    assert os.readlink(lay.rootfs / "sbin") == "usr/sbin"
+    (lay.rootfs / "etc/hostname").write_text("web\n")
+    assert (img.rootfs / "etc/hostname").read_text() == "localhost\n"
+    record = rootfs.read_record(lay)
+    assert record is not None and record.mode == "copy" and record.image == img.key
+    assert rootfs.all_records(base) == [record]
+    assert oct(lay.base.stat().st_mode & 0o777) == "0o700"
+    # again: nothing to do, the copy is kept
+    assert rootfs.prepare("web", img, "copy", base) == lay
+    assert (lay.rootfs / "etc/hostname").read_text() == "web\n"
+    assert rootfs.disk_usage(lay) > 0
+    assert rootfs.destroy("web", base) and not lay.base.exists()
+    assert not rootfs.destroy("web", base)
+
+
+def test_a_container_keeps_its_image_and_mode(tmp_path):
+    base = tmp_path / "containers"
+    rootfs.prepare("web", fake_image(tmp_path), "copy", base)
+    with pytest.raises(FjordError, match="cannot become copy on"):
+        rootfs.prepare("web", fake_image(tmp_path, "bookworm-amd64-ffffffffffffffff"), "copy",
+                       base)
+
+
+def test_an_interrupted_copy_is_redone(tmp_path):
+    img = fake_image(tmp_path)
+    base = tmp_path / "containers"
+    lay = rootfs.Layout.of("web", base)
+    (lay.rootfs / "etc").mkdir(parents=True)  # a copy that never got its record
+    rootfs.prepare("web", img, "copy", base)
+    assert (lay.rootfs / "etc/hostname").exists()
+
+
+def test_corrupt_record_is_reported(tmp_path):
+    lay = rootfs.Layout.of("web", tmp_path)
+    lay.base.mkdir()
+    lay.record.write_text("{")
+    with pytest.raises(FjordError, match="unreadable"):
+        rootfs.read_record(lay)
+
+
+def test_hook_acts_only_on_prepare_begin(monkeypatch):
+    calls = []
+    monkeypatch.setattr(rootfs, "ensure_mounted", lambda name: calls.append(name) or True)
+    assert hook.main(["web", "start", "begin", "-"]) == 0
+    assert hook.main(["web", "release", "end", "-"]) == 0
+    assert calls == []
+    assert hook.main(["web", "prepare", "begin", "-"]) == 0
+    assert calls == ["web"]
+
+
+def test_hook_failure_stops_the_start(monkeypatch, capsys):
+    def fail(name):
+        raise FjordError("image gone")
+
+    monkeypatch.setattr(rootfs, "ensure_mounted", fail)
+    assert hook.main(["web", "prepare", "begin", "-"]) == 1
+    assert "image gone" in capsys.readouterr().err
+
+
+def test_hook_ignores_domains_fjord_did_not_make(tmp_path, monkeypatch):
+    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    assert not rootfs.ensure_mounted("not-ours")
+
+
+def test_hook_script_runs_with_this_python_and_state(tmp_path):
+    script = tmp_path / "50-fjord"
+    script.write_text(hook.hook_script(state=tmp_path / "state"))
+    script.chmod(0o755)
+    assert script.read_text().startswith(f"#!{sys.executable}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FJORD_STATE_DIR"}
+    out = subprocess.run([str(script), "nobody", "prepare", "begin", "-"], input="<domain/>",
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr
