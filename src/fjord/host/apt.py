@@ -294,10 +294,13 @@ class SourcesFile(File):
                 hint=f"remove that entry ({self.path.name} replaces it), or set "
                 "host.apt.manage: false to keep your own sources",
             )
+        grouped: dict[tuple[str, str], list[str]] = {}
         for o in found:
-            ctx.warn(f"{o.theirs.origin} also lists {o.theirs.uri} {o.theirs.suite}: APT will "
-                     f"say it is configured multiple times; fjord leaves that file alone "
-                     f"(remove the entry, {self.path.name} has it)")
+            grouped.setdefault((o.theirs.origin, o.theirs.uri), []).append(o.theirs.suite)
+        for (origin, uri), suites in grouped.items():
+            ctx.warn(f"{origin} also lists {uri} {' '.join(suites)}: APT will say it is "
+                     f"configured multiple times; fjord leaves that file alone (remove the "
+                     f"entry, {self.path.name} has it)")
         return super().changes(ctx)
 
 
