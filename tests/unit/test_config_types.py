@@ -163,3 +163,18 @@ def test_addresses():
             types._ipv4(bad)
     with pytest.raises(ValueError, match="is not an IPv4 address with prefix"):
         types._ipv4_interface("192.0.2.5/33")
+
+
+@pytest.mark.parametrize("check, good", [
+    (check_name, "web"), (check_fqdn, "oslo.example.net"), (check_mac, "52:54:00:00:00:01"),
+    (types.check_package, "vim"), (types.check_suite, "bookworm"), (types.check_ifname, "eth0"),
+    (check_ssh_key, ED25519), (parse_size, "1G"),
+])
+@pytest.mark.parametrize("suffix", ["\n", "\nx", "\x1b[2J", "\u2028"])
+def test_no_value_smuggles_a_line_break_or_escape(check, good, suffix):
+    # Python's `$` matches before a final newline: "web\n" used to be a valid name.
+    if check is check_ssh_key and suffix.isspace():
+        assert check(good + suffix) == good        # surrounding whitespace is trimmed
+        return
+    with pytest.raises(ValueError):
+        check(good + suffix)

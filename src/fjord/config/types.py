@@ -18,7 +18,7 @@ _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _SSH_KEY = re.compile(
     r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
-    r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n\x00]*)?$"
+    r"@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\x00-\x1f\x7f]*)?$"
 )
 _SIZE_PATTERN = r"^ *([0-9]{1,20}(?:\.[0-9]{1,20})?) *(?:([kKmMgGtT])[iI]?[bB]?|[bB])? *$"
 _SIZE = re.compile(_SIZE_PATTERN)
@@ -42,7 +42,7 @@ _KINDS = {bool: "boolean", int: "number", float: "number"}
 
 def check_name(value: Any) -> str:
     value = _text(value, "a name")
-    if not _LABEL.match(value):
+    if not _LABEL.fullmatch(value):
         raise ValueError(
             f"{_short(value)} is not a valid name ({_label_fault(value)}): use 1 to 63 "
             "lowercase letters, digits and hyphens, not starting or ending with a hyphen"
@@ -79,7 +79,7 @@ def check_fqdn(value: Any) -> str:
     if len(value) > 253:
         raise ValueError(f"{_short(value)} is longer than 253 characters")
     for label in value.split("."):
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise ValueError(
                 f"{_short(value)} is not a valid domain name (label {_short(label)}: "
                 f"{_label_fault(label)}): use dot-separated labels of lowercase letters, "
@@ -90,7 +90,7 @@ def check_fqdn(value: Any) -> str:
 
 def check_ifname(value: Any) -> str:
     value = _text(value, "an interface name")
-    if not _IFNAME.match(value):
+    if not _IFNAME.fullmatch(value):
         raise ValueError(
             f"{_short(value)} is not a valid interface name: 1 to 15 letters, digits, '_', '.', '-'"
         )
@@ -99,21 +99,21 @@ def check_ifname(value: Any) -> str:
 
 def check_package(value: Any) -> str:
     value = _text(value, "a package name")
-    if not _PACKAGE.match(value):
+    if not _PACKAGE.fullmatch(value):
         raise ValueError(f"{_short(value)} is not a valid Debian package name")
     return value
 
 
 def check_suite(value: Any) -> str:
     value = _text(value, "a suite")
-    if not _SUITE.match(value):
+    if not _SUITE.fullmatch(value):
         raise ValueError(f"{_short(value)} is not a valid Debian suite or codename")
     return value
 
 
 def check_mac(value: Any) -> str:
     value = _text(value, "a MAC address").lower()
-    if not _MAC.match(value):
+    if not _MAC.fullmatch(value):
         raise ValueError(f"{_short(value)} is not a MAC address (like 52:54:00:12:34:56)")
     if int(value[:2], 16) & 1:
         raise ValueError(f"{value} is a multicast MAC address")
@@ -124,7 +124,7 @@ def check_ssh_key(value: Any) -> str:
     value = _text(value, "an SSH public key").strip()
     if "PRIVATE KEY" in value:
         raise ValueError("this is a PRIVATE key: never put it here; use the .pub file's line")
-    if not _SSH_KEY.match(value):
+    if not _SSH_KEY.fullmatch(value):
         raise ValueError(
             f"{_short(value, 40)} is not an OpenSSH public key (expected one line "
             "'ssh-ed25519 AAAA… comment', as in ~/.ssh/id_ed25519.pub)"
@@ -165,7 +165,7 @@ def parse_size(value: Any) -> int:
         raise ValueError("expected a size such as 512MiB or 2G")
     if isinstance(value, int):
         size = Decimal(value)
-    elif isinstance(value, str) and (m := _SIZE.match(value)):
+    elif isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         size = Decimal(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
     else:
         raise ValueError(f"{_short(str(value))} is not a size (such as 512MiB or 2G)")
