@@ -21,6 +21,7 @@ only when asked to (host.cgroups.unified), and says that a reboot is needed.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -59,8 +60,12 @@ class Mount:
     options: tuple[str, ...]  # the superblock options (for v1: the controllers)
 
 
+_OCTAL = re.compile(r"\\([0-7]{3})")
+
+
 def _unescape(field: str) -> str:
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    """The kernel writes space, tab, newline and backslash in paths as \\ooo."""
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
