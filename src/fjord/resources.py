@@ -8,9 +8,9 @@ from fjord.engine.resource import Resource
 
 
 def host_resources(desired: Desired) -> list[Resource]:
-    from fjord.host import sysctl
+    from fjord.host import sysctl, system
 
-    return [*sysctl.resources(desired)]
+    return [*sysctl.resources(desired), *system.resources(desired)]
 
 
 def network_resources(desired: Desired) -> list[Resource]:

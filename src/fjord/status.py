@@ -20,8 +20,11 @@ def collect(desired: Desired) -> dict[str, Any]:
         plan = make_plan(all_resources(desired), ctx)
     finally:
         ctx.close()
+    from fjord.host import cgroups
+
     host = desired.host
     return {
+        "cgroups": cgroups.status_report(),
         "host": {
             "fqdn": host.fqdn,
             "ipv4": str(host.ipv4.address),
@@ -46,6 +49,18 @@ def render(report: dict[str, Any], out: Console) -> None:
     out.print(f"[bold]{escape(h['fqdn'])}[/]  {state}")
     out.print(f"  public  {h['ipv4']}  {h['ipv6'] or '(no IPv6)'}")
     out.print(f"  private {h['private']}")
+    cg = report.get("cgroups") or {}
+    if cg:
+        ok = cg.get("can_run_lxc")
+        mark = "[green]✓[/]" if ok else "[red]✗[/]"
+        layout = cg.get("layout")
+        mode = layout.get("mode") if isinstance(layout, dict) else layout
+        out.print(f"  {mark} cgroups: {escape(str(mode))} layout; memory limits "
+                  f"{escape(str(cg.get('memory_limits')))}"
+                  + (f"; {escape(str(cg.get('reason')))}" if cg.get("reason") else ""))
+        if cg.get("fix"):
+            out.print(f"      fix: {escape(str(cg['fix']))}"
+                      + (" (needs a reboot)" if cg.get("reboot_needed") else ""))
     for item in report["in_order"]:
         out.print(f"  [green]✓[/] {escape(item['resource'])}: {escape(item['state'])}")
     for item in report["drift"]:

@@ -20,6 +20,7 @@ class Bridge(Resource):
     """A bridge (OVS or Linux) with its datapath, MAC and link up."""
 
     kind = "bridge"
+    after = ("service openvswitch-switch",)
 
     def __init__(self, name: str, *, datapath: str, mac_of: str | None = None,
                  role: str = "") -> None:
