@@ -53,7 +53,8 @@ containers:
   test:
     ipv4: 10.1.0.2
     ipv6: "2001:db8:151:7307:1::1"
-    ssh_keys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB6wJ8f1pX5hFqg7xTtD8cLrD3mO6c2k0o6pZ4vQ0aZr a@b"]
+    ssh_keys:
+      - "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB6wJ8f1pX5hFqg7xTtD8cLrD3mO6c2k0o6pZ4vQ0aZr a@b"
 """
 
 
