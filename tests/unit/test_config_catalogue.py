@@ -106,8 +106,7 @@ def test_good_config_is_valid(file, monkeypatch, capsys, state_dir):
     assert not state_dir.exists(), "validate must not write any state"
 
 
-@pytest.mark.parametrize("name", ["yaml-syntax", "alias-bomb", "nul-byte", "name-control-char",
-                                  "container-ipv4-outside"])
+@pytest.mark.parametrize("name", ["yaml-syntax", "alias-bomb", "name-control-char"])
 def test_bad_config_through_the_installed_command(name, state_dir):
     file = HERE / "configs" / "bad" / f"{name}.yaml"
     proc = subprocess.run([*fjord_command(), "validate", "-c", str(file)], capture_output=True,
