@@ -61,8 +61,12 @@ class BootReport:
 class ServerRoot:
     """The server's files, read from the machine through the holder's root."""
 
-    def __init__(self, holder_pid: int) -> None:
-        self.root = Path(f"/proc/{holder_pid}/root")
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def of(cls, holder_pid: int) -> ServerRoot:
+        return cls(Path(f"/proc/{holder_pid}/root"))
 
     def path(self, path: str) -> Path:
         """``path`` as the server sees it, following symbolic links inside its root."""
@@ -172,7 +176,7 @@ class Boot:
     def __init__(self, lab: str, netns: str, holder_pid: int, daemons: ServerDaemons) -> None:
         self.lab = lab
         self.netns = netns
-        self.root = ServerRoot(holder_pid)
+        self.root = ServerRoot.of(holder_pid)
         self.daemons = daemons
         self.report = BootReport()
 

@@ -21,9 +21,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fjord.config.models import Host
 from fjord.errors import FjordError
 from fjord.lab import namespaces, netlink, preflight, provider, server
 from fjord.lab.boot import Boot, BootReport
@@ -36,6 +35,9 @@ from fjord.lab.procs import Proc, namespace_inode, read_json, write_json
 from fjord.lab.spec import FAR_IPV4, FAR_IPV6, FAR_NAME, LabSpec, from_host
 from fjord.lab.upstream import Upstream, enter_argv
 from fjord.runner import Result, run
+
+if TYPE_CHECKING:
+    from fjord.config.models import Host
 
 Progress = Callable[[str], None]
 STATE_VERSION = 1
@@ -190,9 +192,10 @@ class Lab:
                           created=time.time())
         progress("namespaces")
         self.cgroup.create()
+        for ns in self.names.all_netns:
+            self._claim_netns(ns)
         upstream = Upstream(self.names, spec)
         upstream.create()
-        namespaces.create(self.names.netns_server)
         upstream.attach_server()
         progress("server files")
         server.create_files(self.names, spec, self.daemons)
@@ -204,6 +207,16 @@ class Lab:
         boot.step("sysctl", boot.sysctl)
         self._start_daemons(spec, with_ovs=True)
         self._write_state(phase="up", seconds=round(time.monotonic() - start, 3))
+
+    def _claim_netns(self, name: str) -> None:
+        """Create a namespace, recorded first as the lab's: `down` removes only those."""
+        owned = list((self._state() or {}).get("netns", []))
+        self._write_state(netns=sorted({*owned, name}))
+        try:
+            namespaces.create(name)
+        except namespaces.NamespaceExists:
+            self._write_state(netns=owned)
+            raise
 
     def _start_daemons(self, spec: LabSpec, *, with_ovs: bool) -> None:
         """DNS, Open vSwitch and libvirtd in parallel (they do not depend on each other)."""
@@ -250,10 +263,11 @@ class Lab:
     def _teardown(self) -> None:
         """Kill what runs in the lab, remove its namespaces, cgroups and directory.
         Tolerates a half-created or half-removed lab (a killed run)."""
+        owned = (self._state() or {}).get("netns", [])
         if self.cgroup.exists():
             self.cgroup.kill()
         for ns in self.names.all_netns:
-            if namespaces.exists(ns):
+            if ns in owned and namespaces.exists(ns):
                 namespaces.remove(ns)
         if self.cgroup.exists():
             self.cgroup.remove()
@@ -281,7 +295,7 @@ class Lab:
                 namespaces.remove(self.names.netns_server)
             reset_run(self.layout)
             progress("booting")
-            namespaces.create(self.names.netns_server)
+            self._claim_netns(self.names.netns_server)
             Upstream(self.names, spec).attach_server()
             self._start_holder(spec)
             report = Boot(self.name, self.names.netns_server, self._holder_pid(),

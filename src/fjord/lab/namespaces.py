@@ -42,14 +42,20 @@ def inode(name: str) -> int | None:
         return None
 
 
+class NamespaceExists(FjordError):
+    pass
+
+
 def create(name: str) -> None:
+    """Create the namespace; NamespaceExists (and nothing done) when the name is taken."""
     NETNS_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
     path = netns_path(name)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
     except FileExistsError:
-        raise FjordError(f"network namespace {name} already exists",
-                         hint="it belongs to something else; pick another lab name") from None
+        raise NamespaceExists(f"network namespace {name} already exists",
+                              hint="it belongs to something else; pick another lab name") \
+            from None
     os.close(fd)
     try:
         run(["unshare", f"--net={path}", "true"], timeout=10)

@@ -19,12 +19,14 @@ from ipaddress import (
     IPv6Network,
     ip_address,
 )
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fjord.config.models import Host
 from fjord.errors import FjordError
 from fjord.lab.names import Names, eui64_link_local
 from fjord.lab.provider import check_provider
+
+if TYPE_CHECKING:  # pydantic's models cost 0.1 s to import: only `up` needs them
+    from fjord.config.models import Host
 
 # "The Internet" as seen from the lab: a far host and its router-side addresses.
 FAR_NAME = "far.example.org"

@@ -43,10 +43,8 @@ class Upstream:
     # --- creation -------------------------------------------------------------------------
 
     def create(self) -> None:
-        """The router and far namespaces, their link, and the DNS addresses."""
+        """The router's and far host's links and addresses (their namespaces exist)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        for name in (self.names.netns_upstream, self.names.netns_far):
-            namespaces.create(name)
         namespaces.write_sysctls(self.names.netns_upstream, _ROUTER)
         namespaces.write_sysctls(self.names.netns_far, _NO_DAD)
         with netlink.rtnl(self.names.netns_upstream) as ipr:
