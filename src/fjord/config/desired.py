@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fjord.config.loader import Document, read
-from fjord.config.models import Config, ContainerSpec, Host, Puppet
+from fjord.config.models import BUILT_IN, Config, ContainerSpec, Host, Puppet
 from fjord.config.problems import ConfigError
 from fjord.config.types import check_mac
-from fjord.config.validate import DEFAULT_MEMORY, check
+from fjord.config.validate import check
 from fjord.state import read_json, state_dir, write_json
 
 ALLOCATIONS = "allocations.json"
@@ -92,12 +92,14 @@ def _container(config: Config, name: str, spec: ContainerSpec,
                given: Mapping[str, str]) -> Container:
     d = config.defaults
 
-    def pick(key: str, default: Any) -> Any:
+    def pick(key: str, default: Any = None) -> Any:
         """The container's value, else the defaults' value, else the built-in default."""
         value = getattr(spec, key)
         if value is None:
             value = getattr(d, key)
-        return default if value is None else value
+        if value is None:
+            value = BUILT_IN[key] if key in BUILT_IN else default
+        return value
 
     domain = pick("domain", config.host.domain)
     has_v6 = config.host.ipv6 is not None
@@ -109,15 +111,15 @@ def _container(config: Config, name: str, spec: ContainerSpec,
         mac_private=given["mac_private"],
         mac_public=given["mac_public"] if has_v6 else None,
         suite=pick("suite", config.host.apt.suite),
-        packages=tuple(pick("packages", [])),
-        memory=pick("memory", DEFAULT_MEMORY),
-        vcpus=pick("vcpus", 1),
-        cpu_shares=pick("cpu_shares", 1024),
-        ssh_keys=tuple(pick("ssh_keys", [])),
-        puppet=pick("puppet", None),
-        autostart=pick("autostart", True),
-        rootfs=pick("rootfs", "overlay"),
-        locale=pick("locale", "C.UTF-8"),
+        packages=tuple(pick("packages")),
+        memory=pick("memory"),
+        vcpus=pick("vcpus"),
+        cpu_shares=pick("cpu_shares"),
+        ssh_keys=tuple(pick("ssh_keys")),
+        puppet=pick("puppet"),
+        autostart=pick("autostart"),
+        rootfs=pick("rootfs"),
+        locale=pick("locale"),
     )
 
 

@@ -289,12 +289,27 @@ class ContainerSettings(Model):
     rootfs: Literal["overlay", "copy"] | None = Field(
         None,
         description="`overlay`: overlayfs over the shared image (fast, small); `copy`: an "
-        "independent full copy. Default: overlay.",
+        "independent full copy (default: overlay).",
         examples=["copy"],
     )
     locale: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")] | None = Field(
         None, description="Default locale (default: C.UTF-8).", examples=["en_US.UTF-8"]
     )
+
+
+# What a container gets for a setting that neither it nor `defaults` sets. (`domain` and
+# `suite` come from the host: its domain, and host.apt.suite.)
+BUILT_IN: dict[str, Any] = {
+    "packages": [],
+    "memory": 512 << 20,
+    "vcpus": 1,
+    "cpu_shares": 1024,
+    "ssh_keys": [],
+    "puppet": None,
+    "autostart": True,
+    "rootfs": "overlay",
+    "locale": "C.UTF-8",
+}
 
 
 class Defaults(ContainerSettings):

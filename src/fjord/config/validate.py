@@ -17,11 +17,11 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from fjord.config.loader import Document
-from fjord.config.models import MAC_FILTERING_PROVIDERS, Config, PublicIPv6
+from fjord.config.models import BUILT_IN, MAC_FILTERING_PROVIDERS, Config, PublicIPv6
 from fjord.config.problems import ConfigError, Path, Problem, format_path
 from fjord.config.types import format_size
 
-DEFAULT_MEMORY = 512 << 20
+DEFAULT_MEMORY: int = BUILT_IN["memory"]
 # RFC 1918. (ipaddress's is_private also covers loopback, link-local and documentation
 # ranges, none of which may be a NATed container network.)
 PRIVATE_RANGES = tuple(
