@@ -84,3 +84,10 @@ def test_layout_paths(tmp_path: Path) -> None:
     assert layout.private("/run") == tmp_path / "lab/run"
     assert layout.private("/var/lib") == tmp_path / "lab/var/lib"
     assert layout.shared_cache == tmp_path / ".cache/fjord"
+
+
+def test_the_lab_service_manager_refuses_to_run_outside_a_lab(tmp_path: Path) -> None:
+    from fjord.lab.services import LabServiceManager
+
+    with pytest.raises(FjordError, match="outside a lab"):
+        LabServiceManager(run_dir=tmp_path)

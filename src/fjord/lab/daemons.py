@@ -5,20 +5,23 @@ They run inside the lab (its mount, network, UTS and cgroup namespaces and its
 the Debian places, which inside the lab are the lab's own: the database in
 /etc/openvswitch, sockets and PID files under /run, logs under /var/log. Each
 ``--detach``/``--daemon`` start returns once the daemon serves, so no sleeping.
+
+The same ServerDaemons works from the machine (`lab up`, `lab reboot`: commands go
+through the enter helper) and from inside the lab (the lab's service manager, which
+fjord uses there instead of systemd).
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from fjord.errors import FjordError
-from fjord.lab.mounts import Layout
-from fjord.lab.names import Names
-from fjord.lab.procs import daemon_alive
-from fjord.lab.upstream import enter_argv
-from fjord.runner import run
+from fjord.lab.procs import daemon_alive, start_time
 
 OVS_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OVS_DB = "/etc/openvswitch/conf.db"
@@ -41,60 +44,66 @@ OVS_VSWITCHD = [
     "--no-chdir", "--log-file=/var/log/openvswitch/ovs-vswitchd.log",
     "--pidfile=/var/run/openvswitch/ovs-vswitchd.pid", "--detach",
 ]
+# Without /etc/default/libvirtd's LIBVIRTD_ARGS: Debian's "--timeout 120" relies on
+# systemd's socket activation to start it again, which the lab does not simulate.
 LIBVIRTD = ["libvirtd", "--daemon"]
 LIBVIRT_ENV = {"LIBVIRT_LOG_OUTPUTS": "3:file:/var/log/libvirt/libvirtd.log"}
 
-# name -> PID file, relative to the lab's /run
+# name -> PID file, relative to the server's /run
 PIDFILES = {
     "ovsdb-server": "openvswitch/ovsdb-server.pid",
     "ovs-vswitchd": "openvswitch/ovs-vswitchd.pid",
     "libvirtd": "libvirtd.pid",
 }
 
+Execute = Callable[[list[str], Mapping[str, str] | None], None]
+
 
 @dataclass(frozen=True)
 class ServerDaemons:
-    names: Names
-    layout: Layout
+    """``run_dir``: the server's /run as the caller sees it; ``execute``: runs a command
+    on the server; ``libvirt_uri``: the server's libvirtd as the caller reaches it."""
+
+    run_dir: Path
+    execute: Execute
+    libvirt_uri: str = "lxc:///"
+    label: str = "the lab"
 
     def pid(self, daemon: str) -> int | None:
-        return daemon_alive(self.layout.run / PIDFILES[daemon])
+        return daemon_alive(self.run_dir / PIDFILES[daemon])
 
     def running(self) -> dict[str, int | None]:
         return {d: self.pid(d) for d in PIDFILES}
 
-    def _run(self, argv: list[str], **kwargs: object) -> None:
-        run(enter_argv(self.names.lab, "server", argv), timeout=60, **kwargs)  # type: ignore[arg-type]
+    def started(self, daemon: str) -> float | None:
+        """When ``daemon`` started, in epoch seconds (None when it is not running)."""
+        pid = self.pid(daemon)
+        ticks = start_time(pid) if pid is not None else None
+        if ticks is None:
+            return None
+        return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
 
     # --- Open vSwitch ---------------------------------------------------------------------
 
-    def create_database(self) -> None:
-        """A fresh, empty Open vSwitch database in the lab's /etc (as the package's
-        postinst leaves it), unless the lab has one."""
-        db = self.layout.etc_upper / "openvswitch" / "conf.db"
-        if db.exists():
-            return
-        db.parent.mkdir(parents=True, exist_ok=True)
-        run(["ovsdb-tool", "create", str(db), str(OVS_SCHEMA)], timeout=30)
-
     def start_ovs(self) -> None:
+        self.start_ovsdb()
+        self.start_vswitchd()
+
+    def start_ovsdb(self) -> None:
         if self.pid("ovsdb-server") is None:
-            self._run(OVSDB_SERVER)
-            self._run(["ovs-vsctl", "--no-wait", "init"])
+            self.execute(OVSDB_SERVER, None)
+            self.execute(["ovs-vsctl", "--no-wait", "init"], None)
+
+    def start_vswitchd(self) -> None:
         if self.pid("ovs-vswitchd") is None:
-            self._run(OVS_VSWITCHD)
+            self.execute(OVS_VSWITCHD, None)
 
     # --- libvirt --------------------------------------------------------------------------
 
     def start_libvirtd(self, timeout: float = 30.0) -> None:
         if self.pid("libvirtd") is None:
-            self._run(LIBVIRTD, env=LIBVIRT_ENV)
+            self.execute(LIBVIRTD, LIBVIRT_ENV)
         self.wait_libvirt(timeout)
-
-    @property
-    def libvirt_uri(self) -> str:
-        """The lab's libvirt LXC driver, reached from the machine through its socket."""
-        return f"lxc:///system?socket={self.layout.run}/libvirt/libvirt-sock"
 
     def wait_libvirt(self, timeout: float = 30.0) -> None:
         """Until libvirtd's LXC driver answers (it initialises after daemonising, and
@@ -117,5 +126,29 @@ class ServerDaemons:
             if self.pid("libvirtd") is None:
                 break
             time.sleep(0.02)
-        raise FjordError(f"libvirtd in lab {self.names.lab} does not answer: {last}",
-                         hint=f"see {self.layout.dir}/var/log/libvirt/libvirtd.log")
+        raise FjordError(f"libvirtd in {self.label} does not answer: {last}",
+                         hint="see /var/log/libvirt/libvirtd.log in the lab")
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def stop(self, daemon: str, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        pid = self.pid(daemon)
+        if pid is None:
+            return
+        start = start_time(pid)
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while start_time(pid) == start and start is not None:
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                deadline += timeout
+            time.sleep(0.01)
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    raise FjordError("no boot time in /proc/stat")

@@ -5,8 +5,9 @@ in-process).
 The process first joins the lab's cgroup (so that `lab down` and `lab reboot` find
 everything it starts, daemons included), then replaces itself with `nsenter` into the
 namespaces and finally with CMD: stdin, stdout, stderr, signals, the terminal and the
-exit status are CMD's own. The environment passes through; the working directory too
-when the server can see it (else /).
+exit status are CMD's own. The environment passes through (on the server with
+SERVER_ENV's defaults added); the working directory too when the server can see it
+(else /).
 
 Kept to the standard library and fjord.lab.names: it runs for every `lab exec`.
 """
@@ -23,6 +24,14 @@ from fjord.lab.procs import Proc, read_json
 
 PARTS = {"server": "server", "upstream": "upstream", "far": "upstream"}  # -> cgroup part
 EXIT_NOT_RUNNING = 125
+# The environment a simulated server gives fjord (unless the caller sets otherwise): the
+# lab's service manager instead of systemd, packages simulated (the lab shares /usr with
+# the machine), and the image cache all labs share.
+SERVER_ENV = {
+    "FJORD_SERVICE_MANAGER": "lab",
+    "FJORD_PACKAGE_MANAGER": "simulate",
+    "FJORD_IMAGES_DIR": "/var/cache/fjord/images",
+}
 
 
 def holder(names: Names) -> Proc:
@@ -67,6 +76,9 @@ def enter(lab: str, part: str, argv: list[str]) -> NoReturn:
     names = Names(lab)
     command = nsenter_argv(names, part, argv)
     join_cgroup(names, part)
+    if part == "server":
+        for key, value in SERVER_ENV.items():
+            os.environ.setdefault(key, value)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(command[0], command)

@@ -18,7 +18,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,12 +57,18 @@ class Lab:
     def __init__(self, name: str = "lab") -> None:
         self.names = Names(name)
         self.layout = Layout(self.names.dir)
-        self.daemons = ServerDaemons(self.names, self.layout)
+        self.daemons = ServerDaemons(
+            self.layout.run, self._execute,
+            libvirt_uri=f"lxc:///system?socket={self.layout.run}/libvirt/libvirt-sock",
+            label=f"lab {name}")
         self.cgroup = LabCgroup(self.names.cgroup)
 
     @property
     def name(self) -> str:
         return self.names.lab
+
+    def _execute(self, argv: list[str], env: Mapping[str, str] | None) -> None:
+        run(self.exec_argv(argv), env=env, timeout=60)
 
     @property
     def dir(self) -> Path:
@@ -198,8 +204,8 @@ class Lab:
         upstream.create()
         upstream.attach_server()
         progress("server files")
-        server.create_files(self.names, spec, self.daemons)
-        reset_run(self.layout)
+        server.create_files(self.names, spec)
+        reset_run(self.layout, self.name)
         server.configure_nic(self.names, spec)
         progress("daemons")
         self._start_holder(spec)
@@ -293,7 +299,7 @@ class Lab:
             self.cgroup.kill("server")
             if namespaces.exists(self.names.netns_server):
                 namespaces.remove(self.names.netns_server)
-            reset_run(self.layout)
+            reset_run(self.layout, self.name)
             progress("booting")
             self._claim_netns(self.names.netns_server)
             Upstream(self.names, spec).attach_server()

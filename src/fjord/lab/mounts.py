@@ -66,6 +66,9 @@ CREATED = {  # empty directories a fresh server has, with their modes
 RUN_DIRS = {"lock": 0o1777, "user": 0o755, "network": 0o755, "openvswitch": 0o755,
             "libvirt": 0o755, "netns": 0o755, "sshd": 0o755}
 MAX_COPIED_FILE = 1 << 20
+# A file in the lab's /run naming the lab: what tells code inside that it is in a lab
+# (the lab's service manager refuses to start daemons anywhere else).
+RUN_MARKER = "fjord-lab"
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def create_tree(layout: Layout) -> None:
     (layout.dir / "var/cache/fjord").mkdir(exist_ok=True)
 
 
-def reset_run(layout: Layout) -> None:
+def reset_run(layout: Layout, lab: str) -> None:
     """An empty /run, as after a boot."""
     if layout.run.exists():
         shutil.rmtree(layout.run)
@@ -132,6 +135,7 @@ def reset_run(layout: Layout) -> None:
         os.chmod(layout.run / name, mode)
     (layout.run / "shm").symlink_to("/dev/shm")
     (layout.run / "utmp").touch()
+    (layout.run / RUN_MARKER).write_text(lab + "\n")
 
 
 def copy_small_tree(src: Path, dst: Path) -> None:

@@ -6,9 +6,10 @@ import os
 from ipaddress import IPv4Address, IPv6Address, IPv6Interface
 
 from fjord.lab import files, mounts, netlink
-from fjord.lab.daemons import ServerDaemons
+from fjord.lab.daemons import OVS_SCHEMA
 from fjord.lab.names import Names
 from fjord.lab.spec import LabSpec
+from fjord.runner import run
 
 # Overlay's marker that an upper directory hides the lower one's entries.
 _OPAQUE = ("trusted.overlay.opaque", b"y")
@@ -16,7 +17,7 @@ _OPAQUE = ("trusted.overlay.opaque", b"y")
 OPAQUE_DIRS = ("network/interfaces.d",)
 
 
-def create_files(names: Names, spec: LabSpec, daemons: ServerDaemons) -> None:
+def create_files(names: Names, spec: LabSpec) -> None:
     """The lab directory and the server's files (/etc/network/interfaces, hosts,
     hostname, resolv.conf, an empty Open vSwitch database)."""
     layout = mounts.Layout(names.dir)
@@ -29,7 +30,11 @@ def create_files(names: Names, spec: LabSpec, daemons: ServerDaemons) -> None:
         path = layout.etc_upper / rel
         path.mkdir(parents=True, exist_ok=True)
         os.setxattr(path, *_OPAQUE)
-    daemons.create_database()
+    # A fresh, empty Open vSwitch database, as the package's postinst leaves it (the
+    # machine's own /etc/openvswitch/conf.db stays below, unused).
+    db = layout.etc_upper / "openvswitch" / "conf.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    run(["ovsdb-tool", "create", str(db), str(OVS_SCHEMA)], timeout=30)
 
 
 def configure_nic(names: Names, spec: LabSpec) -> None:
