@@ -342,3 +342,12 @@ def test_schema_problems_stop_semantic_checks():
     # with a schema error there is no Config to check further: only that error
     found = schema_problems(HOST.replace("192.0.2.1", "198.51.100.1") + "  dns: 5\n")
     assert len(found) == 1 and found[0].startswith("host.dns:")
+
+
+def test_problems_sort_even_when_paths_mix_indices_and_keys():
+    from fjord.config.problems import Problem
+
+    err = ConfigError([Problem(("a", "b"), "y"), Problem(("a", 0), "x"),
+                       Problem(("a", 0), "x"), Problem(("z",), "w", 1, 1)])
+    assert [format_path(p.path) for p in err.problems] == ["a.b", "a[0]", "z"]
+    assert str(err).splitlines()[-1] == "z: w (line 1, column 1)"

@@ -53,6 +53,8 @@ class ConfigError(FjordError):
     exit_code = 2
 
     def __init__(self, problems: Iterable[Problem], filename: str | None = None) -> None:
-        self.problems = sorted(set(problems), key=lambda p: (p.line or 0, p.path, p.message))
+        # by position, then path (as text: a path may mix list indices and keys)
+        self.problems = sorted(set(problems), key=lambda p: (
+            p.line or 0, p.column or 0, format_path(p.path), p.message))
         self.filename = filename
         super().__init__("\n".join(p.render(filename) for p in self.problems))
