@@ -399,7 +399,7 @@ def test_cli_up_status_down(lab_name: str, lab_config: str) -> None:
         down = fjord("lab", "down", "--name", name)
     assert down.returncode == 0 and "removed" in down.stdout
     assert fjord("lab", "status", "--name", name).returncode == 1
-    assert fjord("lab", "exec", "--name", name, "--", "true").returncode != 0
+    assert fjord("lab", "exec", "--name", name, "--", "true").returncode == 125
 
 
 # --- down leaves the machine as it was --------------------------------------------------

@@ -189,11 +189,20 @@ def upstream(name: str, far: bool, command: tuple[str, ...]) -> None:
 
 
 def _enter(name: str, part: str, command: tuple[str, ...]) -> None:
-    from fjord.lab.enter import enter
+    """Become COMMAND in the lab; exit 125 (as `env` and container tools do) when it
+    cannot be started there, so that scripts tell that from COMMAND's own failure."""
+    from fjord.lab.enter import EXIT_NOT_RUNNING, enter
     from fjord.lab.preflight import check_root
 
     check_root()
     argv = list(command)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    enter(name, part, argv)
+    try:
+        enter(name, part, argv)
+    except FjordError as exc:
+        click.echo(f"fjord lab: {exc.message}" + (f" (hint: {exc.hint})" if exc.hint else ""),
+                   err=True)
+    except OSError as exc:
+        click.echo(f"fjord lab: cannot enter lab {name}: {exc}", err=True)
+    sys.exit(EXIT_NOT_RUNNING)
