@@ -129,7 +129,7 @@ defaults:
   memory: 1GiB
   packages: [curl, less]
 containers:
-  web: {{}}                      # 1GiB, curl and less
+  web: {{}}                        # 1GiB, curl and less
   db:
     memory: 4GiB                 # 4GiB, curl and less
     packages: [postgresql]       # postgresql only
