@@ -125,12 +125,17 @@ def test_up_again_changes_nothing(lab: Lab) -> None:
     assert after["upstream"]["dnsmasq"] == before["upstream"]["dnsmasq"]
 
 
-def test_up_restarts_a_dead_daemon_and_changes_the_provider(lab: Lab) -> None:
+def test_up_repairs_the_upstream_and_changes_the_provider(lab: Lab) -> None:
+    dnsmasq = lab.status()["upstream"]["dnsmasq"]
     libvirtd = lab.status()["server"]["daemons"]["libvirtd"]
-    os.kill(libvirtd, signal.SIGKILL)  # the lab started it
-    _wait(lambda: Proc.of(libvirtd) is None)
+    os.kill(dnsmasq, signal.SIGKILL)  # the lab started both
+    os.kill(libvirtd, signal.SIGKILL)
+    _wait(lambda: Proc.of(dnsmasq) is None and Proc.of(libvirtd) is None)
     assert lab.up(config=lab.status()["config"]) == "repaired"
-    assert lab.status()["server"]["daemons"]["libvirtd"] not in (None, libvirtd)
+    assert lab.status()["upstream"]["dnsmasq"] not in (None, dnsmasq)
+    assert lab.exec(["getent", "hosts", lab.far_name]).ok
+    # the server's daemons are the server's business: its boot or its service manager
+    assert lab.status()["server"]["daemons"]["libvirtd"] is None
     assert lab.up(config=lab.status()["config"], provider="routed") == "provider changed"
     assert lab.status()["provider"] == "routed"
     assert lab.exec(["ping", "-6", "-c1", "-W2", lab.far_ipv6]).ok
@@ -326,6 +331,17 @@ def test_reboot_returns_an_unconfigured_server_to_its_initial_state(lab: Lab) ->
     assert lab.exec(["ping", "-c1", "-W2", lab.far_ipv4]).ok
     assert lab.exec(["ping", "-6", "-c1", "-W2", lab.far_ipv6]).ok
     assert lab.spec.mac == lab.exec(["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
+def test_reboot_kills_containers_and_starts_the_autostart_ones(lab: Lab) -> None:
+    start_sleep_domain(lab, "kept")
+    start_sleep_domain(lab, "gone")
+    lab.exec(["virsh", "-q", "-c", "lxc:///", "autostart", "kept"])
+    old = {p for p in map(Proc.of, lab.cgroup.procs("server")) if p is not None}
+    assert lab.reboot().ok
+    assert not [p for p in old if p.alive()]
+    _wait(lambda: "kept" in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout)
+    assert "gone" not in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout
 
 
 def test_reboot_replays_persisted_sysctl_and_nftables(lab: Lab) -> None:

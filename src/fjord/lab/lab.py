@@ -115,12 +115,6 @@ class Lab:
             problems.append("the server's namespace holder is gone")
         return problems
 
-    def _missing_daemons(self, spec: LabSpec) -> list[str]:
-        missing = [d for d, pid in self.daemons.running().items() if pid is None]
-        if spec.upstream_dns and self._dns_pid() is None:
-            missing.append("dnsmasq")
-        return missing
-
     def _dns_pid(self) -> int | None:
         from fjord.lab.procs import daemon_alive
 
@@ -131,7 +125,8 @@ class Lab:
     def up(self, host: Host | None = None, *, config: str | None = None,
            provider: str = provider.DEFAULT_PROVIDER, progress: Progress = _quiet) -> str:
         """Create the lab (or check an existing one). Returns what happened: ``created``,
-        ``unchanged``, ``repaired`` (daemons restarted) or ``provider changed``."""
+        ``unchanged``, ``repaired`` (the upstream's DNS server restarted) or ``provider
+        changed``. A lab whose holder or namespaces are gone is rebuilt (``created``)."""
         if host is None:
             if config is None:
                 raise FjordError("lab up needs a configuration file or a host section")
@@ -167,12 +162,12 @@ class Lab:
                 f"lab {self.name} exists with another host section "
                 f"({old.fqdn}, {old.ipv4}, {old.ipv6 or 'no IPv6'})",
                 hint=f"remove it first: fjord lab down --name {self.name}")
+        # The server's own daemons are the server's business (its boot, its service
+        # manager); the provider's DNS server is the lab's.
         outcome = "unchanged"
-        missing = self._missing_daemons(old)
-        if missing:
-            progress(f"restarting {', '.join(missing)}")
-            self._start_daemons(old, with_ovs="ovsdb-server" in missing
-                                or "ovs-vswitchd" in missing)
+        if old.upstream_dns and self._dns_pid() is None:
+            progress("restarting the upstream DNS server")
+            Upstream(self.names, old).start_dns()
             outcome = "repaired"
         if old.provider != spec.provider:
             progress(f"provider {old.provider} -> {spec.provider}")
@@ -211,7 +206,7 @@ class Lab:
         self._start_holder(spec)
         boot = Boot(self.name, self.names.netns_server, self._holder_pid(), self.daemons)
         boot.step("sysctl", boot.sysctl)
-        self._start_daemons(spec, with_ovs=True)
+        self._start_daemons(spec)
         self._write_state(phase="up", seconds=round(time.monotonic() - start, 3))
 
     def _claim_netns(self, name: str) -> None:
@@ -224,12 +219,10 @@ class Lab:
             self._write_state(netns=owned)
             raise
 
-    def _start_daemons(self, spec: LabSpec, *, with_ovs: bool) -> None:
+    def _start_daemons(self, spec: LabSpec) -> None:
         """DNS, Open vSwitch and libvirtd in parallel (they do not depend on each other)."""
-        jobs: list[Callable[[], None]] = [self.daemons.start_libvirtd]
-        if with_ovs:
-            jobs.append(self.daemons.start_ovs)
-        if spec.upstream_dns and self._dns_pid() is None:
+        jobs: list[Callable[[], None]] = [self.daemons.start_libvirtd, self.daemons.start_ovs]
+        if spec.upstream_dns:
             jobs.append(Upstream(self.names, spec).start_dns)
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             for future in [pool.submit(job) for job in jobs]:

@@ -236,6 +236,7 @@ def build(layout: Layout, hierarchies: dict[str, str], labs_dir: Path) -> None:
         sc.mount("/tmp", "/tmp", None, sc.MS_BIND)
     keep_rw.add("/tmp")
 
+    _detach_namespace_holders(run=False)  # any the recursive binds brought along
     _fresh_sys(hierarchies)
     sc.mount("/proc/sys", "/proc/sys", None, sc.MS_BIND)
     sc.mount(None, "/proc/sys", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
@@ -244,11 +245,11 @@ def build(layout: Layout, hierarchies: dict[str, str], labs_dir: Path) -> None:
     _read_only_rest(keep_rw)
 
 
-def _detach_namespace_holders() -> None:
+def _detach_namespace_holders(*, run: bool = True) -> None:
     """Drop this namespace's copies of namespace files (/run/netns/* of every lab) and
-    of the machine's /run: a copy would keep other labs' namespaces alive."""
+    (``run``) of the machine's /run: a copy would keep other labs' namespaces alive."""
     for m in sorted(_mounts(), key=lambda m: m.point.count("/"), reverse=True):
-        if m.fstype == "nsfs" or _under(m.point, "/run"):
+        if m.fstype == "nsfs" or (run and _under(m.point, "/run")):
             try:
                 sc.umount_detach(m.point)
             except OSError as exc:
