@@ -344,6 +344,13 @@ def test_reboot_kills_containers_and_starts_the_autostart_ones(lab: Lab) -> None
     assert "gone" not in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout
 
 
+def test_reboot_takes_the_hostname_from_etc_hostname(lab: Lab) -> None:
+    lab.exec(["sh", "-c", "echo bergen > /etc/hostname"])
+    assert lab.exec(["hostname"]).stdout.strip() == "oslo"  # until the next boot
+    assert lab.reboot().ok
+    assert lab.exec(["hostname"]).stdout.strip() == "bergen"
+
+
 def test_reboot_replays_persisted_sysctl_and_nftables(lab: Lab) -> None:
     lab.exec(["sh", "-c", "printf 'net.ipv4.ip_forward = 1\\nkernel.pid_max = 99999\\n'"
               " > /etc/sysctl.d/60-probe.conf"])

@@ -1,4 +1,5 @@
-"""The holder of a lab server's namespaces: `python -m fjord.lab.holder LAB HOSTNAME`.
+"""The holder of a lab server's namespaces: `python -m fjord.lab.holder LAB HOSTNAME`
+(HOSTNAME: when the server's /etc/hostname names none).
 
 It joins the lab's ``server`` cgroup, unshares a mount, cgroup and UTS namespace,
 enters the server's network namespace, builds the lab's filesystem (fjord.lab.mounts),
@@ -34,9 +35,9 @@ def hold(lab: str, hostname: str) -> int:
     sc.unshare(sc.CLONE_NEWNS | sc.CLONE_NEWCGROUP | sc.CLONE_NEWUTS)
     sc.setns(net, sc.CLONE_NEWNET)
     os.close(net)
-    socket.sethostname(hostname)
     mounts.build(layout, hierarchies, labs_dir())
     os.chdir("/")
+    socket.sethostname(_persisted_hostname() or hostname)
 
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child only becomes `sleep`
@@ -47,6 +48,16 @@ def hold(lab: str, hostname: str) -> int:
         os.closerange(3, 1 << 16)
         os.execv("/bin/sleep", [f"fjord-lab-{lab}", "infinity"])
     return pid
+
+
+def _persisted_hostname() -> str | None:
+    """The server's /etc/hostname (now its own), as systemd reads it at boot."""
+    try:
+        with open("/etc/hostname", encoding="utf-8") as fh:
+            first = fh.read().split()
+    except OSError:
+        return None
+    return first[0] if first and len(first[0]) <= 64 else None
 
 
 def main(argv: list[str]) -> int:
