@@ -10,7 +10,8 @@
         a, b = make_lab(), make_lab(provider="onlink")
 
 Every lab gets a unique name and is torn down after the test, failed or not (it is
-registered before it is created, so a half-created one goes too). Lab tests need
+registered before it is created, so a half-created one goes too); it is owned by the
+test process, so that the next run removes it if this one gets killed. Lab tests need
 root: without it they are skipped locally and fail in CI (CI=true), where skipping
 them would hide that they never ran.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from fjord.lab import Lab
+from fjord.lab import Lab, orphans
 
 EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "lab.yaml")
 
@@ -35,11 +36,14 @@ def _in_ci() -> bool:
 
 @pytest.fixture(scope="session")
 def lab_root() -> None:
-    """Lab tests need root; CI must run them."""
+    """Lab tests need root; CI must run them. Labs left by a killed earlier run (their
+    owner process is gone) are removed first."""
     if os.geteuid() != 0:
         if _in_ci():
             pytest.fail("lab tests need root and CI must run them: run the suite as root")
         pytest.skip("lab tests need root (sudo .venv/bin/pytest tests/lab -m lab)")
+    for name in orphans():
+        Lab(name).down()
 
 
 def unique_name() -> str:
@@ -67,7 +71,7 @@ def make_lab(lab_root: None) -> Iterator[Callable[..., Lab]]:
                 name: str | None = None) -> Lab:
         lab = Lab(name or unique_name())
         made.append(lab)
-        lab.up(config=config, provider=provider)
+        lab.up(config=config, provider=provider, owner=os.getpid())
         return lab
 
     yield factory

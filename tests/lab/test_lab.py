@@ -380,6 +380,23 @@ def test_a_stale_lab_is_cleaned_up_by_the_next_up(make_lab: Callable[..., Lab]) 
     assert lab.exec(["ping", "-c1", "-W2", lab.far_ipv4]).ok
 
 
+def test_labs_of_a_dead_owner_are_orphans(lab_name: str, lab_config: str) -> None:
+    from fjord.lab import orphans
+
+    owner = subprocess.Popen(["sleep", "60"])
+    lab = Lab(lab_name)
+    try:
+        lab.up(config=lab_config, owner=owner.pid)
+        assert lab_name not in orphans()
+        owner.kill()
+        owner.wait()
+        assert lab_name in orphans()
+    finally:
+        owner.kill()
+        lab.down()
+    assert lab_name not in orphans()
+
+
 def test_a_name_in_use_by_something_else_is_refused(lab_name: str, lab_config: str) -> None:
     lab = Lab(lab_name)
     namespaces.create(lab.names.netns_upstream)  # not the lab's

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Lab", "labs"]
+__all__ = ["Lab", "labs", "orphans"]
 
 
 def __getattr__(name: str) -> Any:

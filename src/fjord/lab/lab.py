@@ -123,10 +123,14 @@ class Lab:
     # --- up -------------------------------------------------------------------------------
 
     def up(self, host: Host | None = None, *, config: str | None = None,
-           provider: str = provider.DEFAULT_PROVIDER, progress: Progress = _quiet) -> str:
+           provider: str = provider.DEFAULT_PROVIDER, progress: Progress = _quiet,
+           owner: int | None = None) -> str:
         """Create the lab (or check an existing one). Returns what happened: ``created``,
         ``unchanged``, ``repaired`` (the upstream's DNS server restarted) or ``provider
-        changed``. A lab whose holder or namespaces are gone is rebuilt (``created``)."""
+        changed``. A lab whose holder or namespaces are gone is rebuilt (``created``).
+
+        ``owner``: the PID of a process the lab belongs to (a test run); once that
+        process is gone the lab counts as an orphan (see ``orphans()``)."""
         if host is None:
             if config is None:
                 raise FjordError("lab up needs a configuration file or a host section")
@@ -145,7 +149,7 @@ class Lab:
                 self._teardown()
             self._check_free()
             try:
-                self._create(spec, config, progress)
+                self._create(spec, config, progress, owner)
             except BaseException:
                 with contextlib.suppress(Exception):
                     self._teardown()
@@ -186,11 +190,14 @@ class Lab:
                 f"lab name {self.name} is in use by something else: {', '.join(taken)}",
                 hint="pick another name with --name, or remove what holds it")
 
-    def _create(self, spec: LabSpec, config: str | None, progress: Progress) -> None:
+    def _create(self, spec: LabSpec, config: str | None, progress: Progress,
+                owner: int | None) -> None:
         start = time.monotonic()
         self.dir.mkdir(parents=True, exist_ok=True)
+        owner_proc = Proc.of(owner) if owner is not None else None
         self._write_state(phase="creating", spec=spec.to_json(), config=config,
-                          created=time.time())
+                          created=time.time(),
+                          owner=owner_proc.to_json() if owner_proc else None)
         progress("namespaces")
         self.cgroup.create()
         for ns in self.names.all_netns:
@@ -410,3 +417,14 @@ def labs() -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if (p / "lab.json").exists())
+
+
+def orphans() -> list[str]:
+    """Labs whose owner process (``up(owner=...)``) is gone: a killed test run's."""
+    out = []
+    for name in labs():
+        state = read_json(Names(name).state_file) or {}
+        owner = Proc.from_json(state.get("owner"))
+        if owner is not None and not owner.alive():
+            out.append(name)
+    return out
