@@ -12,6 +12,7 @@ Every file in configs/good/, and both examples, must be valid (exit 0).
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -56,11 +57,15 @@ def run_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
                    *args: str) -> tuple[int, str, str]:
     """`fjord ARGS` through fjord.cli.main, the console script's entry point."""
     monkeypatch.setattr(sys, "argv", ["fjord", *args])
+    # fjord's cli() configures logging onto the (captured) stderr of this test: undo it
+    handlers, level = logging.root.handlers[:], logging.root.level
     try:
         main()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        logging.root.handlers[:], logging.root.level = handlers, level
     out, err = capsys.readouterr()
     return code, out, err
 

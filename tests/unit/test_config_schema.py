@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ def data(path: Path) -> Any:
 @pytest.fixture(scope="module")
 def cli_schema() -> dict[str, Any]:
     argv, sys.argv = sys.argv, ["fjord", "schema"]
+    handlers, level = logging.root.handlers[:], logging.root.level
     try:
         from contextlib import redirect_stdout
         from io import StringIO
@@ -49,6 +51,7 @@ def cli_schema() -> dict[str, Any]:
                 assert not exc.code
     finally:
         sys.argv = argv
+        logging.root.handlers[:], logging.root.level = handlers, level
     return json.loads(out.getvalue())
 
 
