@@ -107,7 +107,10 @@ def interfaces(net: Network) -> str:
     lines = [HEADER.rstrip("\n"), "", "auto lo", "iface lo inet loopback", "",
              "# private IPv4 on the internal bridge, NATed by the host", "auto eth0",
              "iface eth0 inet static", f"    address {net.ipv4}",
-             f"    gateway {net.gateway4}"]
+             f"    gateway {net.gateway4}",
+             "    # say hello to the gateway: its ARP request tells the host this address's",
+             "    # MAC now, instead of after the host's next retry (up to a second later)",
+             f"    up ping -c 1 -W 1 -q {net.gateway4} >/dev/null 2>&1 || true"]
     if net.ipv6 is not None:
         lines.append("")
         if net.ipv6_device == "eth0":

@@ -84,7 +84,10 @@ _MIRROR_FAULTS = re.compile(
 
 
 def images_dir() -> Path:
-    return state_dir() / "images"
+    """``<state>/images``; ``$FJORD_IMAGES_DIR`` moves it (labs share one cache, and an
+    image built on the machine serves every lab: the key does not depend on the path)."""
+    override = os.environ.get("FJORD_IMAGES_DIR")
+    return Path(override) if override else state_dir() / "images"
 
 
 @functools.cache
