@@ -294,3 +294,47 @@ def test_spec_is_hashable_and_immutable():
     with pytest.raises(AttributeError):
         s.suite = "trixie"  # type: ignore[misc]
     assert replace(s, suite="trixie").key != s.key
+
+
+def fake_mmdebstrap(calls: list[str], delay: float = 0.0):
+    def run(argv, on_line, **kw):
+        calls.append(argv[-4])
+        target = Path(argv[argv.index("bookworm") + 1])
+        (target / "etc/ssh").mkdir(parents=True)
+        (target / "etc/ssh/ssh_host_ed25519_key").write_text("shared secret")
+        (target / "etc/resolv.conf").write_text("nameserver 10.0.0.1\n")
+        time.sleep(delay)
+        on_line("I: success in 0.1 seconds")
+    return run
+
+
+def test_build_finishes_a_neutral_image(tmp_path, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(im, "stream", fake_mmdebstrap(calls))
+    monkeypatch.setattr(im, "mmdebstrap_version", lambda: "1.3.5")
+    seen = []
+    img = ImageCache(tmp_path).build(spec(), lambda p: seen.append(p.fraction))
+    assert seen == [1.0]
+    assert not (img.rootfs / "etc/ssh/ssh_host_ed25519_key").exists()
+    assert not (img.rootfs / "etc/resolv.conf").exists()
+    assert (img.rootfs / "etc/machine-id").read_text() == ""
+    assert img.meta["inputs"] == spec().inputs() and img.meta["mmdebstrap"] == "1.3.5"
+
+
+def test_two_builds_of_one_key_build_once(tmp_path, monkeypatch):
+    import threading
+
+    calls: list[str] = []
+    monkeypatch.setattr(im, "stream", fake_mmdebstrap(calls, delay=0.5))
+    monkeypatch.setattr(im, "mmdebstrap_version", lambda: "1.3.5")
+    results = []
+
+    def build() -> None:
+        results.append(ImageCache(tmp_path).build(spec()))
+
+    threads = [threading.Thread(target=build) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
