@@ -164,13 +164,20 @@ def schema() -> None:
     click.echo(json.dumps(schema, indent=2))
 
 
+only_option = click.option(
+    "--only", "only", multiple=True, type=click.Choice(["host", "network", "containers"]),
+    help="Limit to these layers (repeatable): host system, network, containers.",
+)
+
+
 def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
     from fjord.engine.plan import make_plan
     from fjord.engine.resource import Context
     from fjord.resources import all_resources
 
     ctx = Context(desired, options=options)
-    resources = all_resources(desired)
+    only = options.get("only")
+    resources = all_resources(desired, frozenset(only) if only else None)
     return ctx, resources, make_plan(resources, ctx)
 
 
@@ -178,8 +185,10 @@ def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 @config_option
 @json_option
 @verbose_option
+@only_option
 @click.pass_context
-def plan(click_ctx: click.Context, config_path: str | None, as_json: bool) -> None:
+def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
+         only: tuple[str, ...]) -> None:
     """Show, in order, the changes `apply` would make.
 
     Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
@@ -189,7 +198,7 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool) -> No
     from fjord.ui import console, print_json, render_plan
 
     desired = _load(config_path)
-    ctx, _, p = _plan(desired, {})
+    ctx, _, p = _plan(desired, {"only": only})
     try:
         if as_json:
             print_json(p.as_json())
@@ -210,9 +219,10 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool) -> No
               help="After moving the uplink, wait this long for `fjord confirm` (run it over "
                    "a new SSH connection) before rolling back. Default: the automatic "
                    "gateway check is the confirmation.")
+@only_option
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
-          wait: float, confirm_timeout: float | None) -> None:
+          wait: float, confirm_timeout: float | None, only: tuple[str, ...]) -> None:
     """Converge the host to the file.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
@@ -235,7 +245,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                       f"rolled back.[/]")
 
         ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
-                                            "confirm_prompt": prompt})
+                                            "confirm_prompt": prompt, "only": only})
         try:
             if p.empty:
                 if as_json:

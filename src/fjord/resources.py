@@ -19,5 +19,14 @@ def network_resources(desired: Desired) -> list[Resource]:
     return resources.resources(desired) + firewall.resources(desired)
 
 
-def all_resources(desired: Desired) -> list[Resource]:
-    return host_resources(desired) + network_resources(desired)
+LAYERS = ("host", "network")
+
+
+def all_resources(desired: Desired, only: frozenset[str] | None = None) -> list[Resource]:
+    """Every resource, or only those of the named layers (host, network, containers)."""
+    layers = {"host": host_resources, "network": network_resources}
+    out: list[Resource] = []
+    for name in LAYERS:
+        if only is None or name in only:
+            out += layers[name](desired)
+    return out

@@ -56,7 +56,8 @@ def test_sysctl_rendering_follows_ipv6_mode():
 
     desired = load("examples/lab.yaml", allocations={})
     keys = [k for k, _, _ in sysctl.wanted(desired)]
-    assert keys == ["net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
+    assert keys == ["net.ipv4.ip_forward", "net.ipv4.conf.all.arp_ignore",
+                    "net.ipv6.conf.all.forwarding",
                     "net.ipv6.conf.all.proxy_ndp"]
     text = sysctl.render(sysctl.wanted(desired))
     assert "net.ipv4.ip_forward = 1" in text and text.startswith("# Managed by fjord")

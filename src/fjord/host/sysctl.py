@@ -51,7 +51,11 @@ class Sysctl(Resource):
 
 def wanted(desired: Desired) -> list[tuple[str, str, str]]:
     host = desired.host
-    out = [("net.ipv4.ip_forward", "1", "route the containers' private network")]
+    out = [("net.ipv4.ip_forward", "1", "route the containers' private network"),
+           # Answer ARP only on the interface holding the address: the provider's segment
+           # must not learn private addresses, and (userspace datapath) the kernel must
+           # not answer for the gateway on the veths that are Open vSwitch ports.
+           ("net.ipv4.conf.all.arp_ignore", "1", "answer ARP only where the address is")]
     if host.ipv6 is not None:
         out.append(("net.ipv6.conf.all.forwarding", "1", "route container IPv6"))
         if host.ipv6.effective_mode == "routed" and host.ipv6.proxy_ndp:
