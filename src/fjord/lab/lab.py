@@ -218,7 +218,9 @@ class Lab:
 
     def _claim_netns(self, name: str) -> None:
         """Create a namespace, recorded first as the lab's: `down` removes only those."""
-        owned = list((self._state() or {}).get("netns", []))
+        state = self._state() or {}
+        owned = list(state.get("netns", self.names.all_netns if "phase" in state and
+                                state["phase"] == "up" else []))
         self._write_state(netns=sorted({*owned, name}))
         try:
             namespaces.create(name)
@@ -269,7 +271,9 @@ class Lab:
     def _teardown(self) -> None:
         """Kill what runs in the lab, remove its namespaces, cgroups and directory.
         Tolerates a half-created or half-removed lab (a killed run)."""
-        owned = (self._state() or {}).get("netns", [])
+        state = self._state() or {}
+        # A lab.json from before namespaces were recorded owns all three.
+        owned = state.get("netns", list(self.names.all_netns) if "spec" in state else [])
         if self.cgroup.exists():
             self.cgroup.kill()
         for ns in self.names.all_netns:
