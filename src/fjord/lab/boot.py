@@ -26,8 +26,8 @@ from pathlib import Path
 
 from fjord.errors import FjordError
 from fjord.lab.daemons import ServerDaemons
+from fjord.lab.enter import enter_argv
 from fjord.lab.namespaces import inside
-from fjord.lab.upstream import enter_argv
 from fjord.runner import run
 
 SYSCTL_DIRS = ("/etc/sysctl.d", "/run/sysctl.d", "/usr/local/lib/sysctl.d",

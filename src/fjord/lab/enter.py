@@ -34,6 +34,12 @@ SERVER_ENV = {
 }
 
 
+def enter_argv(lab: str, part: str, argv: list[str]) -> list[str]:
+    """The command line that runs ``argv`` in a lab's ``part`` (server, upstream, far)
+    through this helper (for fjord.runner.run or subprocess.Popen)."""
+    return [sys.executable, "-m", "fjord.lab.enter", lab, part, "--", *argv]
+
+
 def holder(names: Names) -> Proc:
     proc = Proc.from_json((read_json(names.dir / "holder.json") or {}).get("holder"))
     if proc is None or not proc.alive():

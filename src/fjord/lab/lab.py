@@ -28,12 +28,12 @@ from fjord.lab import namespaces, netlink, preflight, provider, server
 from fjord.lab.boot import Boot, BootReport
 from fjord.lab.cgroups import LabCgroup
 from fjord.lab.daemons import ServerDaemons
-from fjord.lab.enter import nsenter_argv
+from fjord.lab.enter import enter_argv, nsenter_argv
 from fjord.lab.mounts import Layout, reset_run
 from fjord.lab.names import Names, labs_dir
 from fjord.lab.procs import Proc, namespace_inode, read_json, write_json
 from fjord.lab.spec import FAR_IPV4, FAR_IPV6, FAR_NAME, LabSpec, from_host
-from fjord.lab.upstream import Upstream, enter_argv
+from fjord.lab.upstream import Upstream
 from fjord.runner import Result, run
 
 if TYPE_CHECKING:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
 
 from fjord.lab import namespaces, netlink, provider
+from fjord.lab.enter import enter_argv
 from fjord.lab.names import FAR_MAC, ROUTER_MAC, Names, netns_path
 from fjord.lab.spec import FAR_GATEWAY4, FAR_GATEWAY6, FAR_IPV4, FAR_IPV6, LabSpec, far_records
 from fjord.runner import Result, run
@@ -150,12 +150,6 @@ class Upstream:
         if not self.spec.upstream_dns:
             return
         run(enter_argv(self.names.lab, "upstream", self.dnsmasq_argv()), timeout=30)
-
-
-def enter_argv(lab: str, part: str, argv: list[str]) -> list[str]:
-    """Run ``argv`` in a lab's ``part`` (server, upstream, far) through the enter helper,
-    which joins the lab's cgroup first (so `down` finds it) and then its namespaces."""
-    return [sys.executable, "-m", "fjord.lab.enter", lab, part, "--", *argv]
 
 
 def _open(netns: str) -> int:
