@@ -299,6 +299,11 @@ class Lab:
                 raise FjordError(f"lab {self.name} is not up",
                                  hint=f"create it with `fjord lab up --name {self.name}`")
             spec = LabSpec.from_json(state["spec"])
+            gone = [ns for ns in (self.names.netns_upstream, self.names.netns_far)
+                    if not namespaces.is_mounted(ns)]
+            if gone:
+                raise FjordError(f"lab {self.name} is broken: {', '.join(gone)} is gone",
+                                 hint=f"rebuild it with `fjord lab up --name {self.name}`")
             progress("stopping the server")
             self.cgroup.kill("server")
             if namespaces.exists(self.names.netns_server):
@@ -387,7 +392,7 @@ class Lab:
             out["foreign_mac"] = {"packets": counter.packets, "bytes": counter.bytes,
                                   "action": "drop" if provider.filters_mac(spec.provider)
                                   else "count"}
-        if holder is not None:
+        if holder is not None and namespaces.is_mounted(self.names.netns_server):
             with netlink.rtnl(self.names.netns_server) as ipr:
                 out["server"]["addresses"] = netlink.addresses(ipr)
                 out["server"]["routes"] = netlink.routes(ipr)
