@@ -156,12 +156,9 @@ def schema() -> None:
     """Print the configuration's JSON Schema (for editors and linters)."""
     import json
 
-    from fjord.config.models import Config
+    from fjord.config.models import json_schema
 
-    schema = Config.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "fjord configuration"
-    click.echo(json.dumps(schema, indent=2))
+    click.echo(json.dumps(json_schema(), indent=2))
 
 
 only_option = click.option(

@@ -43,6 +43,7 @@ class ApplyError(FjordError):
 def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> list[Change]:
     done: list[Change] = []
     for resource in order(resources):
+        ctx.refresh()
         try:
             changes = resource.changes(ctx)
         except StateUnreadable as exc:
@@ -61,6 +62,7 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
             reporter.finished(change, time.monotonic() - start)
             done.append(change)
         if changes:
+            ctx.refresh()
             left = resource.changes(ctx)
             if left:
                 raise FjordError(

@@ -36,6 +36,13 @@ class Context:
             self.drivers[name] = factory()
         return self.drivers[name]
 
+    def refresh(self) -> None:
+        """Forget what drivers cached while planning: apply reads every resource afresh."""
+        for drv in self.drivers.values():
+            forget = getattr(drv, "forget", None)
+            if forget is not None:
+                forget()
+
     def close(self) -> None:
         for drv in reversed(list(self.drivers.values())):
             close = getattr(drv, "close", None)

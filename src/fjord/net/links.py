@@ -36,6 +36,16 @@ class Netlink:
 
     def __init__(self) -> None:
         self._ipr: Any = None
+        # Reads within one plan share a dump; any change through this driver forgets it.
+        self._cache: dict[Any, Any] = {}
+
+    def _cached(self, key: Any, read: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = read()
+        return self._cache[key]
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     @property
     def ipr(self) -> Any:
@@ -81,6 +91,10 @@ class Netlink:
         return out
 
     def routes(self, family: int, *, dev: str | None = None) -> list[Route]:
+        return [r for r in self._cached(("routes", family), lambda: self._routes(family))
+                if dev is None or r.dev == dev]
+
+    def _routes(self, family: int) -> list[Route]:
         names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in self.ipr.get_links()}
         out = []
         for msg in self.ipr.get_routes(family=family, table=RT_TABLE_MAIN):
@@ -88,8 +102,6 @@ class Netlink:
                 continue
             dst = msg.get_attr("RTA_DST")
             oif = names.get(msg.get_attr("RTA_OIF"))
-            if dev is not None and oif != dev:
-                continue
             route = Route(f"{dst}/{msg['dst_len']}" if dst else "default",
                           msg.get_attr("RTA_GATEWAY"), oif, family)
             out.append(route)
@@ -102,6 +114,9 @@ class Netlink:
         return None
 
     def proxy_neighbours(self, name: str) -> set[IPv6Address]:
+        return set(self._cached(("proxy", name), lambda: self._proxy_neighbours(name)))
+
+    def _proxy_neighbours(self, name: str) -> set[IPv6Address]:
         # pyroute2 0.9 filters dumps client-side and never sets NTF_PROXY in the request,
         # so the kernel does not return proxy entries: read them as iproute2's JSON.
         if self.link(name) is None:
@@ -116,9 +131,11 @@ class Netlink:
     # --- changing --------------------------------------------------------------------
 
     def set_up(self, name: str) -> None:
+        self.forget()
         self.ipr.link("set", index=self.index(name), state="up")
 
     def add_address(self, name: str, addr: IPInterface) -> None:
+        self.forget()
         kwargs: dict[str, Any] = {}
         if addr.version == 6:
             kwargs["flags"] = 0x80 | 0x02  # IFA_F_PERMANENT | IFA_F_NODAD: usable at once
@@ -126,14 +143,17 @@ class Netlink:
                       prefixlen=addr.network.prefixlen, **kwargs)
 
     def delete_address(self, name: str, addr: IPInterface) -> None:
+        self.forget()
         self.ipr.addr("del", index=self.index(name), address=str(addr.ip),
                       prefixlen=addr.network.prefixlen)
 
     def replace_default(self, family: int, gateway: IPv4Address | IPv6Address, dev: str) -> None:
+        self.forget()
         self.ipr.route("replace", dst="default" if family == socket.AF_INET else "::/0",
                        gateway=str(gateway), oif=self.index(dev), family=family)
 
     def delete_default(self, family: int) -> None:
+        self.forget()
         route = self.default_route(family)
         if route is not None:
             self.ipr.route("del", dst="default" if family == socket.AF_INET else "::/0",
@@ -141,20 +161,24 @@ class Netlink:
                            oif=self.index(route.dev) if route.dev else None)
 
     def replace_route(self, dst: str, dev: str) -> None:
+        self.forget()
         addr = ip_interface(dst)
         family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
         self.ipr.route("replace", dst=str(addr.network), oif=self.index(dev), family=family)
 
     def delete_route(self, dst: str, dev: str) -> None:
+        self.forget()
         addr = ip_interface(dst)
         family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
         self.ipr.route("del", dst=str(addr.network), oif=self.index(dev), family=family)
 
     def add_proxy(self, name: str, addr: IPv6Address) -> None:
+        self.forget()
         self.ipr.neigh("replace", dst=str(addr), ifindex=self.index(name), flags=NTF_PROXY,
                        family=socket.AF_INET6)
 
     def delete_proxy(self, name: str, addr: IPv6Address) -> None:
+        self.forget()
         self.ipr.neigh("del", dst=str(addr), ifindex=self.index(name), flags=NTF_PROXY,
                        family=socket.AF_INET6)
 
