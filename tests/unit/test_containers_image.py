@@ -98,14 +98,15 @@ containers:
 """)
     d = load(str(cfg), allocations={})
     keys = {c.name: spec_for(c, d, architecture="amd64") for c in d.containers}
-    assert "nginx" in keys["a"].packages and "puppet" in keys["b"].packages
+    assert "nginx" in keys["a"].packages and "puppet-agent" in keys["b"].packages
     assert keys["c"].locales == ("en_US.UTF-8",)
     assert keys["a"].key == keys["d"].key  # limits are not the image's business
     assert len({keys[n].key for n in "abc"}) == 3
 
 
 def test_puppet_package_by_suite():
-    assert im.puppet_packages("bookworm") == ("puppet",)
+    assert im.puppet_packages("bullseye") == ("puppet",)
+    assert im.puppet_packages("bookworm") == ("puppet-agent",)
     assert im.puppet_packages("trixie") == ("puppet-agent",)
 
 
@@ -338,3 +339,23 @@ def test_two_builds_of_one_key_build_once(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert len(calls) == 1 and len(results) == 2 and results[0] == results[1]
+
+
+def test_documentation_is_pruned_like_dpkg_would(tmp_path):
+    root = tmp_path / "rootfs"
+    files = ["usr/share/doc/bash/copyright", "usr/share/doc/bash/changelog.gz",
+             "usr/share/man/man1/bash.1.gz", "usr/share/locale/locale.alias",
+             "usr/share/locale/de/LC_MESSAGES/bash.mo", "usr/share/info/dir",
+             "usr/share/zoneinfo/UTC"]
+    for f in files:
+        (root / f).parent.mkdir(parents=True, exist_ok=True)
+        (root / f).write_text("x")
+    (root / "usr/share/doc/libfoo").symlink_to("bash")
+    im.prune_documentation(root)
+    left = sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if p.is_file() or p.is_symlink())
+    assert left == ["etc/dpkg/dpkg.cfg.d/fjord-excludes", "usr/share/doc/bash/copyright",
+                    "usr/share/locale/locale.alias", "usr/share/zoneinfo/UTC"]
+    rules = (root / "etc/dpkg/dpkg.cfg.d/fjord-excludes").read_text()
+    assert "path-exclude=/usr/share/doc/*\n" in rules
+    assert "path-include=/usr/share/doc/*/copyright\n" in rules
