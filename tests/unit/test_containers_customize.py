@@ -175,6 +175,19 @@ def test_customize_twice_changes_nothing_and_keeps_identities(tmp_path):
                      (root / "etc/ssh/ssh_host_ed25519_key").read_bytes())
 
 
+def test_pending_says_what_customize_would_change_and_changes_nothing(tmp_path):
+    root = image_skeleton(tmp_path / "root")
+    (root / "etc/shadow").write_text("root::20000:0:99999:7:::\n")
+    d = desired(tmp_path)
+    before = sorted(str(p) for p in root.rglob("*"))
+    todo = customize.pending(root, d.container("test"), d)
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert {"/etc/hosts", "/etc/machine-id", "/etc/ssh/ssh_host_ed25519_key", "/etc/shadow",
+            customize.PUPPET_WANTS} <= set(todo)
+    customize.customize(root, d.container("test"), d)
+    assert customize.pending(root, d.container("test"), d) == []
+
+
 def test_two_containers_never_share_identities(tmp_path):
     d = desired(tmp_path)
     roots = [image_skeleton(tmp_path / n) for n in ("a", "b")]

@@ -210,25 +210,49 @@ def customize(root: Path, container: Container, desired: Desired) -> list[str]:
     return changed
 
 
+def pending(root: Path, container: Container, desired: Desired) -> list[str]:
+    """The paths :func:`customize` would change, changing nothing (for `plan`)."""
+    tree = Tree(root)
+    out = [item.path for item in files_for(container, desired) if not _is_done(tree, item)]
+    if not _machine_id_ok(tree):
+        out.append("/etc/machine-id")
+    out += [f"/etc/ssh/ssh_host_{kind}_key" for kind in HOST_KEY_TYPES
+            if not (tree.read(f"/etc/ssh/ssh_host_{kind}_key")
+                    and tree.read(f"/etc/ssh/ssh_host_{kind}_key.pub"))]
+    password = _root_password(tree)
+    if password is not None and password != "*" and not password.startswith("!"):
+        out.append("/etc/shadow")
+    return out
+
+
+def _is_done(tree: Tree, item: RootFile | RootLink) -> bool:
+    if isinstance(item, RootLink):
+        return tree.readlink(item.path) == item.target
+    mode = tree.mode(item.path)
+    return (tree.read(item.path) == item.content and mode is not None
+            and mode & 0o7777 == item.mode)
+
+
 def apply_one(tree: Tree, item: RootFile | RootLink) -> bool:
+    if _is_done(tree, item):
+        return False
     if isinstance(item, RootLink):
         if item.target is None:
             return tree.remove(item.path)
-        if tree.readlink(item.path) == item.target:
-            return False
         tree.symlink(item.path, item.target)
         return True
-    mode = tree.mode(item.path)
-    if tree.read(item.path) == item.content and mode is not None and mode & 0o7777 == item.mode:
-        return False
     tree.write(item.path, item.content, item.mode)
     return True
 
 
-def ensure_machine_id(tree: Tree) -> bool:
+def _machine_id_ok(tree: Tree) -> bool:
     current = (tree.read("/etc/machine-id") or b"").strip()
-    if len(current) == 32 and current != b"0" * 32 and all(c in b"0123456789abcdef"
-                                                            for c in current):
+    return (len(current) == 32 and current != b"0" * 32
+            and all(c in b"0123456789abcdef" for c in current))
+
+
+def ensure_machine_id(tree: Tree) -> bool:
+    if _machine_id_ok(tree):
         return False
     # systemd wants 128 random bits as lowercase hex, not a formatted UUID.
     tree.write("/etc/machine-id", (secrets.token_hex(16) + "\n").encode(), 0o444)
@@ -251,6 +275,14 @@ def ensure_host_keys(tree: Tree, fqdn: str) -> list[str]:
             tree.write(private + ".pub", path.with_suffix(".pub").read_bytes(), 0o644)
         made += [private, private + ".pub"]
     return made
+
+
+def _root_password(tree: Tree) -> str | None:
+    for line in (tree.read("/etc/shadow") or b"").decode().splitlines():
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) > 1:
+            return fields[1]
+    return None
 
 
 def lock_root_password(tree: Tree) -> bool:
