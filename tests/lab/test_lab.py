@@ -339,9 +339,12 @@ def test_reboot_kills_containers_and_starts_the_autostart_ones(lab: Lab) -> None
     start_sleep_domain(lab, "gone")
     lab.exec(["virsh", "-q", "-c", "lxc:///", "autostart", "kept"])
     old = {p for p in map(Proc.of, lab.cgroup.procs("server")) if p is not None}
-    assert lab.reboot().ok
+    report = lab.reboot()
+    assert report.ok, report.to_json()
     assert not [p for p in old if p.alive()]
-    _wait(lambda: "kept" in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout)
+    # libvirtd starts autostart domains right after its driver answers
+    _wait(lambda: "kept" in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout,
+          timeout=20, what="the autostart domain to run")
     assert "gone" not in lab.exec(["virsh", "-c", "lxc:///", "list", "--name"]).stdout
 
 
@@ -523,8 +526,8 @@ def _pids() -> list[int]:
     return [int(p) for p in os.listdir("/proc") if p.isdigit()]
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+def _wait(condition: Callable[[], bool], timeout: float = 5.0, what: str = "it") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+        assert time.monotonic() < deadline, f"waited {timeout} s for {what}"
+        time.sleep(0.05)
