@@ -134,8 +134,8 @@ def restore(before: Snapshot) -> None:
     """Put links, addresses, routes and ports back as they were in ``before``.
 
     Ordered so that something always answers: the uplink gets its addresses back and the
-    guard goes (for a moment both the uplink and the bridge answer), then the uplink
-    leaves the bridge and routes point at it again."""
+    guard goes (for a moment both answer), routes and addresses leave the bridge, and
+    only then does the uplink leave it."""
     nl = Netlink()
     sw = _switch(before.switch_kind, before.ovsdb)
     try:
@@ -144,8 +144,6 @@ def restore(before: Snapshot) -> None:
             nl.add_address(before.uplink, ip_interface(addr))
         if before.netdev and not before.guard_was_loaded:
             uplink_guard.unload()
-        if not before.uplink_was_port and sw.port_bridge(before.uplink) == before.bridge:
-            sw.delete_port(before.uplink, before.bridge)
         for key, fam in (("4", socket.AF_INET), ("6", socket.AF_INET6)):
             r = before.routes.get(key)
             if r and r.get("gateway") and r.get("dev"):
@@ -154,6 +152,8 @@ def restore(before: Snapshot) -> None:
         if nl.link(before.bridge) is not None:
             for addr in nl.addresses(before.bridge) - keep:
                 nl.delete_address(before.bridge, addr)
+        if not before.uplink_was_port and sw.port_bridge(before.uplink) == before.bridge:
+            sw.delete_port(before.uplink, before.bridge)
     finally:
         nl.close()
         sw.close()
