@@ -17,6 +17,7 @@ PROGRAMS = {
     "ip": "iproute2",
     "nft": "nftables",
     "dnsmasq": "dnsmasq-base",
+    "ethtool": "ethtool",
     "ovsdb-tool": "openvswitch-common",
     "ovsdb-server": "openvswitch-switch",
     "ovs-vswitchd": "openvswitch-switch",

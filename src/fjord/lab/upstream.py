@@ -92,6 +92,12 @@ class Upstream:
             if self.spec.router_ipv6 is not None:
                 netlink.add_address(ipr, port, self.spec.router_ipv6)
             netlink.up(ipr, provider.ROUTER_PORT)
+        # A physical NIC hands the server frames with complete checksums; a veth would
+        # pass partial ones, which Open vSwitch's userspace datapath never completes
+        # (TCP through the server would then fail). The router computes them instead.
+        path = netns_path(self.names.netns_upstream)
+        run(["nsenter", f"--net={path}", "ethtool", "--offload", provider.ROUTER_PORT,
+             "tx", "off"], timeout=10)
         self.apply_provider(self.spec.provider)
 
     def apply_provider(self, profile: str) -> None:
