@@ -27,11 +27,13 @@ PUBLIC4, PUBLIC6 = "192.0.2.5", "2001:db8:151:7307::2"
 CT4, CT6 = "10.1.0.2", "2001:db8:151:7307:1::1"
 
 
-def fjord(lab: Lab, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess:
+def fjord(lab: Lab, *args: str, check: bool = True,
+          timeout: float = 180) -> subprocess.CompletedProcess:
     out = subprocess.run(lab.exec_argv([*FJORD, *args]), capture_output=True, text=True,
                          timeout=timeout)
     if check and out.returncode != 0:
-        raise AssertionError(f"fjord {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
+        raise AssertionError(
+            f"fjord {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
     return out
 
 
