@@ -14,6 +14,8 @@ DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
 
 # Sub-groups living in their own modules, imported only when used.
 LAZY_GROUPS = {
+    "image": ("fjord.containers.cli", "image",
+              "Debian root filesystem images: build, list, prune."),
     "lab": ("fjord.lab.cli", "lab",
             "Simulate a whole server in namespaces (tests, demo, dry runs)."),
 }
