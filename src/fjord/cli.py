@@ -14,6 +14,8 @@ DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
 
 # Sub-groups living in their own modules, imported only when used.
 LAZY_GROUPS = {
+    "container": ("fjord.containers.manage_cli", "container",
+                  "Containers one by one: list, start, stop, restart, destroy, exec, console."),
     "image": ("fjord.containers.cli", "image",
               "Debian root filesystem images: build, list, prune."),
     "lab": ("fjord.lab.cli", "lab",
@@ -219,9 +221,13 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
                    "a new SSH connection) before rolling back. Default: the automatic "
                    "gateway check is the confirmation.")
 @only_option
+@click.option("--prune", is_flag=True,
+              help="Destroy containers fjord made that the file no longer names (their "
+                   "data is deleted). Without it they are reported and kept.")
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
-          wait: float, confirm_timeout: float | None, only: tuple[str, ...]) -> None:
+          wait: float, confirm_timeout: float | None, only: tuple[str, ...],
+          prune: bool) -> None:
     """Converge the host to the file.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
@@ -244,7 +250,8 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                       f"rolled back.[/]")
 
         ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
-                                            "confirm_prompt": prompt, "only": only})
+                                            "confirm_prompt": prompt, "only": only,
+                                            "prune": prune})
         try:
             if p.empty:
                 if as_json:

@@ -19,12 +19,20 @@ def network_resources(desired: Desired) -> list[Resource]:
     return resources.resources(desired) + firewall.resources(desired)
 
 
-LAYERS = ("host", "network")
+def container_resources(desired: Desired) -> list[Resource]:
+    from fjord.containers import resources
+    from fjord.host.hosts_file import HostsBlock
+
+    return [*resources.resources(desired), HostsBlock(desired)]
+
+
+LAYERS = ("host", "network", "containers")
 
 
 def all_resources(desired: Desired, only: frozenset[str] | None = None) -> list[Resource]:
     """Every resource, or only those of the named layers (host, network, containers)."""
-    layers = {"host": host_resources, "network": network_resources}
+    layers = {"host": host_resources, "network": network_resources,
+              "containers": container_resources}
     out: list[Resource] = []
     for name in LAYERS:
         if only is None or name in only:

@@ -134,8 +134,8 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
     assert any(s.startswith("packages host: install libvirt-daemon-system") for s in shown)
     assert "service libvirtd-tls.socket: disable libvirtd-tls.socket (libvirtd only on its " \
            "UNIX sockets); is enabled" in shown
-    assert f"service libvirtd: restart libvirtd ({root}/etc/libvirt/libvirtd.conf will " \
-           "change)" in shown
+    assert f"service libvirtd: restart libvirtd ({root}/etc/libvirt/libvirtd.conf, " \
+           f"{root}/etc/libvirt/hooks/lxc.d/50-fjord will change)" in shown, shown
 
     done = apply(system.resources(desired, root), ctx, Quiet())
     assert pm.log == ["update", "install libvirt-daemon-system libvirt-daemon-driver-lxc "

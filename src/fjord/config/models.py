@@ -194,6 +194,19 @@ class Apt(Model):
     )
 
 
+class CheckTargets(Model):
+    """What `fjord check` asks of each container, besides its host."""
+
+    ipv4: IPv4 | None = Field(
+        None, description="An IPv4 address outside to ping from each container (through "
+        "NAT). Default: the first IPv4 DNS server.", examples=["198.51.100.10"])
+    ipv6: IPv6 | None = Field(
+        None, description="An IPv6 address outside to ping from each container. Default: "
+        "the first IPv6 DNS server.", examples=["2001:db8:ffff::10"])
+    name: FQDN = Field("deb.debian.org", description="A name each container must resolve.",
+                       examples=["far.example.org"])
+
+
 class Capacity(Model):
     """What the host can give containers (default: what the machine running fjord has)."""
 
@@ -237,6 +250,7 @@ class Host(Model):
         examples=[["emacs-nox", "dbus"]],
     )
     capacity: Capacity = Field(default_factory=Capacity)
+    check: CheckTargets = Field(default_factory=CheckTargets)
 
     @property
     def domain(self) -> str:

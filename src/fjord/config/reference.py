@@ -56,6 +56,10 @@ host:
   forwards:                   # public IPv4 port 2222 -> container test, port 22 (DNAT)
     - {protocol: tcp, port: 2222, container: test, to_port: 22}
   packages: [emacs-nox, dbus] # extra Debian packages on the host
+  check:                      # what `fjord check` pings and resolves from containers
+    ipv4: 198.51.100.10       # (default: the first DNS server of each family,
+    ipv6: 2001:db8:ffff::10   #  and deb.debian.org)
+    name: far.example.org
 
 defaults:                     # every container takes these unless it sets its own
   domain: example.net         # FQDNs are NAME.example.net

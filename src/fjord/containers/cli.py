@@ -45,8 +45,12 @@ def _wanted(path: str | None, names: tuple[str, ...]) -> dict[str, tuple[ImageSp
 @image.command()
 @config_option
 @json_option
+@click.option("--for-labs", is_flag=True,
+              help="Build into the image cache that simulated servers (fjord lab) share: "
+                   "a lab has no Internet, so its images are built here, on the machine.")
 @click.argument("containers", nargs=-1, metavar="[CONTAINER]...")
-def build(config_path: str | None, as_json: bool, containers: tuple[str, ...]) -> None:
+def build(config_path: str | None, as_json: bool, for_labs: bool,
+          containers: tuple[str, ...]) -> None:
     """Build the images the configuration's containers need (all, or those named).
 
     Cached images are used as they are; a build shows a progress bar, and a failed or
@@ -55,6 +59,10 @@ def build(config_path: str | None, as_json: bool, containers: tuple[str, ...]) -
     from fjord.ui import console, print_json
 
     out = console(stderr=as_json)
+    if for_labs:
+        from fjord.lab.mounts import shared_images_dir
+
+        os.environ["FJORD_IMAGES_DIR"] = str(shared_images_dir())
     cache = ImageCache()
     results = []
     for key, (spec, names) in _wanted(config_path, containers).items():
@@ -63,7 +71,7 @@ def build(config_path: str | None, as_json: bool, containers: tuple[str, ...]) -
         built = found is None
         if found is None:
             require_root("building an image")
-            found = _build_with_bar(cache, spec, out)
+            found = build_with_bar(cache, spec, out)
         seconds = time.monotonic() - start
         results.append({"key": key, "built": built, "seconds": round(seconds, 3),
                         "containers": names, "path": str(found.rootfs)})
@@ -74,7 +82,7 @@ def build(config_path: str | None, as_json: bool, containers: tuple[str, ...]) -
         print_json({"images": results})
 
 
-def _build_with_bar(cache: ImageCache, spec: ImageSpec, out: Any) -> Image:
+def build_with_bar(cache: ImageCache, spec: ImageSpec, out: Any) -> Image:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(),

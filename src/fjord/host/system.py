@@ -36,7 +36,11 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
                               after=(update.id,) if update is not None else ())
 
     client, daemon, defaults = libvirt_conf.files(root, after=(PACKAGES_ID,))
-    out += [client, daemon, defaults]
+    from fjord.containers.resources import hook_file
+
+    hook = hook_file(root)
+    hook.after = (PACKAGES_ID,)
+    out += [client, daemon, defaults, hook]
 
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
                        after=(PACKAGES_ID,)))
@@ -44,7 +48,8 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         out.append(Service(unit, enabled=False, running=False,
                            reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
     out.append(Service(
-        "libvirtd", socket="libvirtd.socket", config=[daemon, defaults],
+        # libvirtd looks for hooks when it starts: a new hook means a restart too.
+        "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
         after=(PACKAGES_ID, daemon.id, defaults.id, *(f"service {u}" for u in LIBVIRT_LISTENERS)),
     ))

@@ -324,3 +324,11 @@ def _read_only_rest(keep_rw: set[str]) -> None:
         except OSError as exc:
             if exc.errno != errno.ENOENT:  # hidden under another mount: unreachable anyway
                 raise
+
+
+def shared_images_dir() -> Path:
+    """The image cache every lab sees as /var/cache/fjord/images (`fjord image build
+    --for-labs` fills it from the machine, which can reach the Debian mirror)."""
+    from fjord.lab.names import labs_dir
+
+    return labs_dir() / ".cache" / "fjord" / "images"

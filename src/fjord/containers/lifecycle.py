@@ -1,0 +1,133 @@
+"""Starting, stopping and destroying containers: what `fjord apply` and `fjord container`
+share. Every operation is safe to repeat."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from fjord.config.desired import Container, Desired
+from fjord.containers import rootfs
+from fjord.containers.libvirt import Libvirt, init_pid
+from fjord.errors import FjordError
+from fjord.runner import run
+
+log = logging.getLogger("fjord.containers")
+
+STOP_TIMEOUT = 20.0
+
+
+def stale_ports(desired: Desired, container: Container) -> list[str]:
+    """Open vSwitch ports left by a crashed container: ports libvirt made for this
+    container's MACs whose network device no longer exists. libvirt refuses to start a
+    domain whose port is still there ("could not add network device")."""
+    if desired.host.switch.kind != "ovs":
+        return []
+    from fjord.net.links import Netlink
+    from fjord.net.ovs import Ovs
+
+    macs = {m for m in (container.mac_private, container.mac_public) if m}
+    ovs, nl = Ovs(), Netlink()
+    try:
+        stale = []
+        for row in ovs.api.tables["Interface"].rows.values():
+            mac = dict(row.external_ids).get("attached-mac", "").lower()
+            if mac in macs and nl.link(row.name) is None:
+                stale.append(str(row.name))
+        for name in stale:
+            ovs.delete_port(name)
+        return stale
+    finally:
+        ovs.close()
+        nl.close()
+
+
+def checksum_offload_off(name: str, devices: Sequence[str]) -> None:
+    """With Open vSwitch's userspace datapath (netdev), frames from a veth must carry
+    complete checksums: the datapath never fills in partial ones, so TCP from the
+    container would fail. The kernel datapath (real servers) needs nothing."""
+    pid = init_pid(name)
+    if pid is None:
+        raise FjordError(f"container {name} has no init process")
+    for dev in devices:
+        run(["nsenter", f"--target={pid}", "--net", "--", "ethtool", "--offload", dev,
+             "tx", "off"], timeout=10)
+
+
+def start(lv: Libvirt, desired: Desired, container: Container) -> None:
+    removed = stale_ports(desired, container)
+    if removed:
+        log.info("removed stale Open vSwitch ports of %s: %s", container.name, removed)
+    rootfs.ensure_mounted(container.name)
+    lv.start(container.name)
+    if desired.host.switch.kind == "ovs" and desired.host.switch.datapath == "netdev":
+        devices = ["eth0"]
+        if (desired.host.ipv6 is not None and desired.host.ipv6.effective_mode == "bridged"
+                and container.ipv6 is not None):
+            devices.append("eth1")
+        checksum_offload_off(container.name, devices)
+
+
+def stop(lv: Libvirt, name: str, timeout: float = STOP_TIMEOUT) -> None:
+    """Ask the container's init to shut down; force it after ``timeout`` seconds."""
+    state = lv.domain(name)
+    if state is None or not state.running:
+        return
+    lv.shutdown(name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = lv.domain(name)
+        if state is None or not state.running:
+            return
+        time.sleep(0.1)
+    log.warning("container %s did not stop within %.0f s: stopping it by force", name, timeout)
+    kill(lv, name)
+
+
+def kill(lv: Libvirt, name: str) -> None:
+    """Stop at once. libvirt's own destroy sends SIGTERM to init and waits before it
+    sends SIGKILL; systemd as PID 1 of a container ignores SIGTERM, so that wait is the
+    ~2 s `virsh destroy` takes. Here init gets SIGKILL first, and libvirt only tidies."""
+    state = lv.domain(name)
+    if state is None or not state.running:
+        return
+    pid = init_pid(name)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+            time.sleep(0.01)
+    lv.destroy(name)
+
+
+def destroy(lv: Libvirt, name: str) -> None:
+    """Stop the container, undefine it, remove its root filesystem, free its addresses."""
+    from fjord.config.desired import forget
+
+    kill(lv, name)
+    lv.undefine(name)
+    rootfs.destroy(name)
+    forget([name])
+
+
+def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """The command line that runs ``argv`` inside a running container (its namespaces,
+    its root, and its init's working directory: /)."""
+    pid = init_pid(name)
+    if pid is None:
+        raise FjordError(f"container {name} is not running",
+                         hint=f"start it: fjord container start {name}")
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
+            "--root", "--wd", "--", *argv]
+
+
+def container_env() -> dict[str, Any]:
+    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "TERM": os.environ.get("TERM", "dumb"), "HOME": "/root", "LANG": "C.UTF-8"}

@@ -1,0 +1,236 @@
+"""Containers as engine resources, one chain per container:
+
+    image (shared, built once) → root filesystem (made and customised) → libvirt domain
+    (defined, redefined when the file changes, autostart) → running
+
+A container that is no longer in the file is reported, and destroyed only with
+`fjord apply --prune`: data is never deleted silently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fjord.config.desired import Container, Desired
+from fjord.containers import customize, lifecycle, rootfs
+from fjord.containers.domain import Domain, differences, domain_for, xml_diff
+from fjord.containers.image import ImageCache, ImageSpec, spec_for
+from fjord.containers.libvirt import driver as libvirt
+from fjord.engine.change import Change
+from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
+
+# What libvirt can change in a running LXC container; anything else needs a restart.
+LIVE = {"memory", "CPU shares"}
+
+
+def _cache(ctx: Context) -> ImageCache:
+    return ctx.driver("images", ImageCache)
+
+
+class ImageResource(Resource):
+    kind = "image"
+    after = ("packages host",)
+
+    def __init__(self, spec: ImageSpec, users: list[str]) -> None:
+        super().__init__(spec.key)
+        self.spec = spec
+        self.users = users
+
+    def changes(self, ctx: Context) -> list[Change]:
+        if _cache(ctx).get(self.spec.key) is not None:
+            return []
+        extra = sorted(self.spec.inputs().get("packages", []))
+        what = f"{self.spec.inputs().get('suite')} with mmdebstrap ({len(extra)} packages)"
+
+        def build(c: Context) -> None:
+            from fjord.containers.cli import build_with_bar
+            from fjord.ui import console
+
+            build_with_bar(_cache(c), self.spec, console(stderr=True))
+
+        return [Change(self.id, "create", f"build image {what} for "
+                       f"{', '.join(self.users)} (cached afterwards)", build)]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"image {self.spec.key} is cached"
+
+
+class RootResource(Resource):
+    """The container's root filesystem: made from its image, customised."""
+
+    kind = "rootfs"
+
+    def __init__(self, container: Container, spec: ImageSpec) -> None:
+        super().__init__(container.name)
+        self.c = container
+        self.spec = spec
+        self.after = (f"image {spec.key}",)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        layout = rootfs.Layout.of(self.c.name)
+        record = rootfs.read_record(layout)
+        desired = ctx.desired
+        if record is None:
+            what = "overlay over" if self.c.rootfs == "overlay" else "full copy of"
+            return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
+                           f"{self.spec.key}, customised (network, names, DNS, SSH keys"
+                           f"{', Puppet' if self.c.puppet else ''})", self._make)]
+        if record.image != self.spec.key or record.mode != self.c.rootfs:
+            ctx.warn(f"container {self.c.name} was made as {record.mode} on image "
+                     f"{record.image}; the file now asks for {self.c.rootfs} on "
+                     f"{self.spec.key}. Its root is kept as it is (fjord never replaces a "
+                     f"container's data); `fjord container destroy {self.c.name}` then "
+                     f"`fjord apply` recreates it")
+            return []
+        if record.mode == "overlay" and not rootfs.mounted(layout.rootfs):
+            return [Change(self.id, "update", f"mount the overlay root of {self.c.name} "
+                           "and check its customisation", self._make)]
+        pending = customize.pending(layout.rootfs, self.c, desired)
+        if not pending:
+            return []
+        return [Change(self.id, "update", f"customise {self.c.name}: {', '.join(pending)}",
+                       self._make)]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"root of {self.c.name} exists and is customised"
+
+    def _make(self, ctx: Context) -> None:
+        image = _cache(ctx).get(self.spec.key)
+        if image is None:
+            raise FjordError(f"image {self.spec.key} is not built",
+                             hint="fjord image build -c FILE")
+        layout = rootfs.prepare(self.c.name, image, self.c.rootfs)  # type: ignore[arg-type]
+        customize.customize(layout.rootfs, self.c, ctx.desired)
+
+
+class DomainResource(Resource):
+    """The libvirt domain: defined as the file says, autostart as declared."""
+
+    kind = "domain"
+
+    def __init__(self, container: Container) -> None:
+        super().__init__(container.name)
+        self.c = container
+        self.after = (f"rootfs {container.name}", "bridge", "service libvirtd",
+                      "file /etc/libvirt/hooks/lxc.d/50-fjord")
+
+    def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
+        return domain_for(self.c, ctx.desired, rootfs.Layout.of(self.c.name).rootfs, uuid)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        lv = libvirt(ctx)
+        state = lv.domain(self.c.name)
+        if state is None:
+            wanted = self._wanted(ctx, None)
+            ifaces = "; ".join(i.describe() for i in wanted.interfaces)
+            return [Change(self.id, "create",
+                           f"define {self.c.name}: {self.c.memory >> 20} MiB, "
+                           f"{self.c.vcpus} vCPU, {ifaces}"
+                           f"{', started at boot' if self.c.autostart else ''}",
+                           self._define, diff=wanted.xml())]
+        actual = Domain.parse(state.xml)
+        wanted = self._wanted(ctx, state.uuid)
+        out = []
+        diffs = differences(actual, wanted)
+        if diffs:
+            live = all(d.split(":")[0] in LIVE for d in diffs)
+            when = ("applied live" if live else "restarted to take effect") \
+                if state.running else "at next start"
+            out.append(Change(self.id, "update", f"redefine {self.c.name}: "
+                              f"{'; '.join(diffs)} ({when})",
+                              lambda c: self._redefine(c, wanted, live),
+                              diff=xml_diff(actual, wanted)))
+        if state.autostart != self.c.autostart:
+            out.append(Change(self.id, "update", f"autostart {self.c.name}: "
+                              f"{'on' if self.c.autostart else 'off'}", self._autostart))
+        return out
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"domain {self.c.name} is defined as declared"
+
+    def _define(self, ctx: Context) -> None:
+        lv = libvirt(ctx)
+        lv.define(self._wanted(ctx, None).xml())
+        lv.set_autostart(self.c.name, self.c.autostart)
+
+    def _autostart(self, ctx: Context) -> None:
+        libvirt(ctx).set_autostart(self.c.name, self.c.autostart)
+
+    def _redefine(self, ctx: Context, wanted: Domain, live: bool) -> None:
+        lv = libvirt(ctx)
+        state = lv.domain(self.c.name)
+        lv.define(wanted.xml())
+        if state is None or not state.running:
+            return
+        if live:
+            lv.set_memory_live(self.c.name, wanted.memory // 1024)
+            lv.set_shares_live(self.c.name, wanted.cpu_shares)
+        else:
+            lifecycle.stop(lv, self.c.name)
+            lifecycle.start(lv, ctx.desired, self.c)
+
+
+class RunningResource(Resource):
+    kind = "container"
+
+    def __init__(self, container: Container) -> None:
+        super().__init__(container.name)
+        self.c = container
+        self.after = (f"domain {container.name}", "uplink", "nftables", "address",
+                      "route", "proxy-ndp")
+
+    def changes(self, ctx: Context) -> list[Change]:
+        state = libvirt(ctx).domain(self.c.name)
+        if state is not None and state.running:
+            return []
+        v6 = f", {self.c.ipv6}" if self.c.ipv6 else ""
+        return [Change(self.id, "update", f"start {self.c.name} ({self.c.ipv4}{v6})",
+                       lambda c: lifecycle.start(libvirt(c), c.desired, self.c))]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{self.c.name} is running"
+
+
+class Orphan(Resource):
+    """A container fjord made that the file no longer names."""
+
+    kind = "container"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        layout = rootfs.Layout.of(self.name)
+        if not layout.base.exists() and libvirt(ctx).domain(self.name) is None:
+            return []
+        if not ctx.options.get("prune"):
+            ctx.warn(f"container {self.name} is not in the file: it is kept, running as it "
+                     f"is; `fjord apply --prune` destroys it and its data")
+            return []
+        return [Change(self.id, "delete", f"destroy {self.name} and its root filesystem "
+                       "(--prune)", lambda c: lifecycle.destroy(libvirt(c), self.name))]
+
+
+def resources(desired: Desired) -> list[Resource]:
+    out: list[Resource] = []
+    specs: dict[str, tuple[ImageSpec, list[str]]] = {}
+    chains: list[Resource] = []
+    for c in desired.containers:
+        spec = spec_for(c, desired)
+        specs.setdefault(spec.key, (spec, []))[1].append(c.name)
+        chains += [RootResource(c, spec), DomainResource(c), RunningResource(c)]
+    out += [ImageResource(spec, names) for spec, names in specs.values()]
+    out += chains
+    declared = {c.name for c in desired.containers}
+    out += [Orphan(r.name) for r in rootfs.all_records() if r.name not in declared]
+    return out
+
+
+def hook_file(root: Path = Path("/")) -> Any:
+    """libvirt's LXC hook that mounts overlay roots before every start, boot included."""
+    from fjord.containers.hook import HOOK_PATH, hook_script
+    from fjord.host.files import File
+
+    return File(root / HOOK_PATH.relative_to("/"), hook_script(), mode=0o755,
+                reason="mount overlay roots before libvirt starts a container")
