@@ -32,7 +32,7 @@ def ping(target: str, *, via: str | None = None, v6: bool = False, count: int = 
     if v6 and via and ip_address(target).is_link_local:
         target = f"{target}%{via}"
     argv = [*(prefix or []), "ping", *(["-6"] if v6 else ["-4"]), "-n", "-q",
-            "-c", str(count), "-W", "2"]
+            "-c", str(count), "-i", "0.2", "-W", "2"]
     if via and not target.endswith(f"%{via}"):
         argv += ["-I", via]
     out = run([*argv, target], check=False, timeout=15)
@@ -91,7 +91,10 @@ EXTRA_CHECKS: list[Callable[[Desired], Iterator[CheckResult]]] = []
 
 
 def run_checks(desired: Desired) -> list[CheckResult]:
+    from fjord.containers.checks import container_checks
+
     results = list(host_checks(desired))
+    results.extend(container_checks(desired))
     for extra in EXTRA_CHECKS:
         results.extend(extra(desired))
     return results
