@@ -178,7 +178,8 @@ def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 
     ctx = Context(desired, options=options)
     only = options.get("only")
-    resources = all_resources(desired, frozenset(only) if only else None)
+    resources = all_resources(desired, frozenset(only) if only else None,
+                              prune=bool(options.get("prune")))
     return ctx, resources, make_plan(resources, ctx)
 
 

@@ -20,21 +20,30 @@ def network_resources(desired: Desired) -> list[Resource]:
 
 
 def container_resources(desired: Desired) -> list[Resource]:
+    from fjord.config.desired import with_kept
     from fjord.containers import resources
     from fjord.host.hosts_file import HostsBlock
 
-    return [*resources.resources(desired), HostsBlock(desired)]
+    return [*resources.resources(desired), HostsBlock(with_kept(desired))]
 
 
 LAYERS = ("host", "network", "containers")
 
 
-def all_resources(desired: Desired, only: frozenset[str] | None = None) -> list[Resource]:
-    """Every resource, or only those of the named layers (host, network, containers)."""
+def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
+                  prune: bool = False) -> list[Resource]:
+    """Every resource, or only those of the named layers (host, network, containers).
+
+    Containers that left the file keep their network (routes, proxy NDP, firewall,
+    names) until they are pruned: the network layer sees them, the container layer
+    reports them (and destroys them with ``prune``)."""
+    from fjord.config.desired import with_kept
+
+    seen = desired if prune else with_kept(desired)
     layers = {"host": host_resources, "network": network_resources,
               "containers": container_resources}
     out: list[Resource] = []
     for name in LAYERS:
         if only is None or name in only:
-            out += layers[name](desired)
+            out += layers[name](desired if name == "containers" else seen)
     return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any
@@ -303,3 +303,31 @@ def forget(names: Iterable[str]) -> None:
     for name in names:
         data.pop(name, None)
     write_json(allocations_path(), {"version": 1, "containers": data})
+
+
+def with_kept(desired: Desired) -> Desired:
+    """The desired state as the network sees it: the file's containers, plus those fjord
+    made that the file no longer names but that still exist (kept until `apply --prune`
+    destroys them and frees their addresses). A kept container keeps its routes, proxy
+    NDP entry, firewall rules and name, so it goes on working as it was."""
+    declared = {c.name for c in desired.containers}
+    kept = []
+    for name, values in sorted(desired.allocations.items()):
+        if name in declared or "ipv4" not in values:
+            continue
+        try:
+            ipv4 = IPv4Address(values["ipv4"])
+            ipv6 = IPv6Address(values["ipv6"]) if values.get("ipv6") else None
+        except ValueError:
+            continue
+        if desired.host.ipv6 is None:
+            ipv6 = None
+        kept.append(Container(
+            name=name, fqdn=f"{name}.{desired.host.domain}", ipv4=ipv4, ipv6=ipv6,
+            mac_private=values.get("mac_private", ""), mac_public=values.get("mac_public"),
+            suite=desired.host.apt.suite, packages=(), memory=BUILT_IN["memory"], vcpus=1,
+            cpu_shares=1024, ssh_keys=(), puppet=None, autostart=False, rootfs="overlay",
+            locale="C.UTF-8"))
+    if not kept:
+        return desired
+    return replace(desired, containers=(*desired.containers, *kept))

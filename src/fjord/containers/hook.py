@@ -19,7 +19,12 @@ from pathlib import Path
 HOOK_PATH = Path("/etc/libvirt/hooks/lxc.d/50-fjord")
 
 
+OFFLOAD_ENV = "FJORD_CHECKSUM_OFFLOAD_OFF"
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 3 and (argv[1], argv[2]) == ("started", "begin"):
+        return _started(argv[0])
     if len(argv) < 3 or (argv[1], argv[2]) != ("prepare", "begin"):
         return 0
     from fjord.containers.rootfs import ensure_mounted
@@ -33,7 +38,26 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def hook_script(python: str | None = None, state: Path | None = None) -> str:
+def _started(name: str) -> int:
+    """After every start (autostart at boot included): on the userspace datapath, the
+    container's interfaces must compute their checksums (see lifecycle)."""
+    import os
+
+    if os.environ.get(OFFLOAD_ENV) != "1":
+        return 0
+    from fjord.containers.lifecycle import checksum_offload_off
+    from fjord.errors import FjordError
+
+    try:
+        checksum_offload_off(name, ["eth0", "eth1"])
+    except FjordError as exc:
+        print(f"fjord: container {name}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def hook_script(python: str | None = None, state: Path | None = None,
+                offload_off: bool = False) -> str:
     """The hook's content: this fjord's Python, and its state directory fixed, because
     libvirtd's environment has neither fjord's virtualenv nor FJORD_STATE_DIR."""
     from fjord.state import state_dir
@@ -47,6 +71,7 @@ def hook_script(python: str | None = None, state: Path | None = None) -> str:
         "import os\n"
         "import sys\n"
         f"os.environ.setdefault('FJORD_STATE_DIR', {str(state)!r})\n"
+        + (f"os.environ.setdefault({OFFLOAD_ENV!r}, '1')\n" if offload_off else "") +
         "from fjord.containers.hook import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )

@@ -49,6 +49,10 @@ class Libvirt:
                     hint="is libvirtd running? (fjord apply starts it)") from exc
         return self._conn
 
+    def forget(self) -> None:
+        """Before apply reads a resource: reconnect, libvirtd may have been restarted."""
+        self.close()
+
     def close(self) -> None:
         if self._conn is not None:
             try:

@@ -134,7 +134,10 @@ class DomainResource(Resource):
         out = []
         diffs = differences(actual, wanted)
         if diffs:
-            live = all(d.split(":")[0] in LIVE for d in diffs)
+            # libvirt can lower a running container's memory, not raise it past the
+            # maximum it started with: a raise takes a restart.
+            live = (all(d.split(":")[0] in LIVE for d in diffs)
+                    and wanted.memory <= actual.memory)
             when = ("applied live" if live else "restarted to take effect") \
                 if state.running else "at next start"
             out.append(Change(self.id, "update", f"redefine {self.c.name}: "
@@ -227,10 +230,13 @@ def resources(desired: Desired) -> list[Resource]:
     return out
 
 
-def hook_file(root: Path = Path("/")) -> Any:
-    """libvirt's LXC hook that mounts overlay roots before every start, boot included."""
+def hook_file(desired: Desired, root: Path = Path("/")) -> Any:
+    """libvirt's LXC hook that mounts overlay roots before every start, boot included
+    (and, on the userspace datapath, turns checksum offload off after every start)."""
     from fjord.containers.hook import HOOK_PATH, hook_script
     from fjord.host.files import File
 
-    return File(root / HOOK_PATH.relative_to("/"), hook_script(), mode=0o755,
+    sw = desired.host.switch
+    netdev = sw.kind == "ovs" and sw.datapath == "netdev"
+    return File(root / HOOK_PATH.relative_to("/"), hook_script(offload_off=netdev), mode=0o755,
                 reason="mount overlay roots before libvirt starts a container")

@@ -38,7 +38,7 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     client, daemon, defaults = libvirt_conf.files(root, after=(PACKAGES_ID,))
     from fjord.containers.resources import hook_file
 
-    hook = hook_file(root)
+    hook = hook_file(desired, root)
     hook.after = (PACKAGES_ID,)
     out += [client, daemon, defaults, hook]
 

@@ -7,6 +7,12 @@ side: the DNS server, `lab upstream` commands). The server sees its sub-cgroup a
 the root of every hierarchy (a cgroup namespace plus cgroup mounts inside it), so
 nothing in the lab can create or remove cgroups at the machine's roots.
 
+On the hybrid layout the machine also has cgroup2 at /sys/fs/cgroup/unified. The lab
+never mounts it (libvirt 9 refuses the hybrid), but the server joins its sub-cgroup
+there too before unsharing its cgroup namespace: whatever mounts cgroup2 in the lab
+later (a container's systemd does, in hybrid mode) then sees the lab's sub-cgroup as
+its root, not the machine's.
+
 The sub-tree is also how the lab finds what it started: `down` and `reboot` freeze
 it, kill exactly the processes in it, and remove it depth-first.
 """
@@ -28,10 +34,12 @@ CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blki
 # Named hierarchies mounted when present (systemd inside containers wants name=systemd).
 NAMED = {"systemd": "name=systemd"}
 PARTS = ("server", "upstream")
+# cgroup2 beside the v1 hierarchies (the hybrid layout): joined, never mounted in the lab.
+UNIFIED = "unified"
 
 
-def hierarchies(mountinfo: str | None = None) -> dict[str, str]:
-    """The machine's v1 hierarchies as {directory under ROOT: mount option}."""
+def _cgroup_mounts(mountinfo: str | None, fstype: str) -> dict[str, set[str]]:
+    """{directory under ROOT: superblock options} of the machine's ``fstype`` mounts."""
     if mountinfo is None:
         with open("/proc/self/mountinfo", encoding="utf-8") as fh:
             mountinfo = fh.read()
@@ -39,11 +47,22 @@ def hierarchies(mountinfo: str | None = None) -> dict[str, str]:
     for line in mountinfo.splitlines():
         left, _, right = line.partition(" - ")
         fields, tail = left.split(), right.split()
-        if len(fields) < 5 or len(tail) < 3 or tail[0] != "cgroup":
+        if len(fields) < 5 or len(tail) < 3 or tail[0] != fstype:
             continue
         point = Path(fields[4])
         if point.parent == ROOT:
             mounted[point.name] = set(tail[2].split(","))
+    return mounted
+
+
+def unified(mountinfo: str | None = None) -> bool:
+    """Whether the machine has cgroup2 at ROOT/unified (the hybrid layout)."""
+    return UNIFIED in _cgroup_mounts(mountinfo, "cgroup2")
+
+
+def hierarchies(mountinfo: str | None = None) -> dict[str, str]:
+    """The machine's v1 hierarchies as {directory under ROOT: mount option}."""
+    mounted = _cgroup_mounts(mountinfo, "cgroup")
     missing = [c for c in CONTROLLERS if c not in mounted.get(c, set())]
     if missing:
         raise FjordError(
@@ -58,25 +77,36 @@ def hierarchies(mountinfo: str | None = None) -> dict[str, str]:
 
 
 class LabCgroup:
-    def __init__(self, base: str, hierarchy_map: dict[str, str] | None = None) -> None:
+    def __init__(self, base: str, hierarchy_map: dict[str, str] | None = None,
+                 with_unified: bool | None = None) -> None:
         self.base = base
         self._hierarchies = hierarchy_map
+        self._unified = with_unified
 
     @property
     def hierarchies(self) -> dict[str, str]:
+        """The v1 hierarchies, mounted in the lab."""
         if self._hierarchies is None:
             self._hierarchies = hierarchies()
         return self._hierarchies
+
+    @property
+    def directories(self) -> list[str]:
+        """Every hierarchy the lab has a sub-tree in: the v1 ones, and cgroup2 when the
+        machine has it beside them."""
+        if self._unified is None:
+            self._unified = unified()
+        return [*self.hierarchies, *([UNIFIED] if self._unified else [])]
 
     def path(self, hierarchy: str, part: str | None = None) -> Path:
         top = ROOT / hierarchy / self.base
         return top / part if part else top
 
     def exists(self) -> bool:
-        return any(self.path(h).is_dir() for h in self.hierarchies)
+        return any(self.path(h).is_dir() for h in self.directories)
 
     def create(self) -> None:
-        for h in self.hierarchies:
+        for h in self.directories:
             for part in (None, *PARTS):
                 d = self.path(h, part)
                 d.mkdir(exist_ok=True)
@@ -88,8 +118,10 @@ class LabCgroup:
                             (d / knob).write_text(value)
 
     def join(self, pid: int, part: str) -> None:
-        """Move ``pid`` into the lab's ``part`` in every hierarchy."""
-        for h in self.hierarchies:
+        """Move ``pid`` into the lab's ``part`` in every hierarchy (cgroup2 included)."""
+        for h in self.directories:
+            if h == UNIFIED:  # a lab made before the lab joined cgroup2 has no sub-tree there
+                self.path(h, part).mkdir(parents=True, exist_ok=True)
             (self.path(h, part) / "cgroup.procs").write_text(str(pid))
 
     def procs(self, part: str | None = None) -> set[int]:
@@ -132,7 +164,7 @@ class LabCgroup:
     def remove(self, timeout: float = 5.0) -> None:
         """Remove the sub-tree, children first (it must hold no process any more)."""
         deadline = time.monotonic() + timeout
-        for h in self.hierarchies:
+        for h in self.directories:
             top = self.path(h)
             for d in sorted(_walk(top), key=lambda p: len(p.parts), reverse=True):
                 while True:
