@@ -194,6 +194,15 @@ class Apt(Model):
     )
 
 
+class Cgroups(Model):
+    """The host's cgroup layout (see docs/host.md: which layouts enforce limits)."""
+
+    unified: bool = Field(
+        False, description="Boot with the unified cgroup hierarchy (cgroup v2 only): fjord "
+        "writes /etc/default/grub.d/fjord.cfg with systemd.unified_cgroup_hierarchy=1 and "
+        "runs update-grub. Takes effect at the next reboot.", examples=[True])
+
+
 class CheckTargets(Model):
     """What `fjord check` asks of each container, besides its host."""
 
@@ -251,6 +260,7 @@ class Host(Model):
     )
     capacity: Capacity = Field(default_factory=Capacity)
     check: CheckTargets = Field(default_factory=CheckTargets)
+    cgroups: Cgroups = Field(default_factory=Cgroups)
 
     @property
     def domain(self) -> str:

@@ -22,9 +22,7 @@ LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
 
 
 def _wants_unified_cgroups(desired: Desired) -> bool:
-    # host.cgroups.unified is proposed to config/models.py; until it lands, it is off.
-    settings = getattr(desired.host, "cgroups", None)
-    return bool(getattr(settings, "unified", False))
+    return desired.host.cgroups.unified
 
 
 def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
