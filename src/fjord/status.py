@@ -35,12 +35,38 @@ def collect(desired: Desired) -> dict[str, Any]:
         "drift": [c.as_json() for c in plan.changes],
         "unreadable": [{"resource": u.resource, "reason": u.reason} for u in plan.unreadable],
         "in_order": [{"resource": u.resource, "state": u.reason} for u in plan.unchanged],
-        "containers": [
-            {"name": c.name, "fqdn": c.fqdn, "ipv4": str(c.ipv4),
-             "ipv6": str(c.ipv6) if c.ipv6 else None}
-            for c in desired.containers
-        ],
+        "containers": _containers(desired),
     }
+
+
+def _containers(desired: Desired) -> list[dict[str, Any]]:
+    """Each container of the file, and each one fjord made that the file no longer names,
+    as libvirt sees it (or why it cannot be read)."""
+    from fjord.config.desired import with_kept
+    from fjord.containers.libvirt import Libvirt
+    from fjord.engine.plan import StateUnreadable
+
+    declared = {c.name for c in desired.containers}
+    lv = Libvirt()
+    out = []
+    try:
+        for c in with_kept(desired).containers:
+            item: dict[str, Any] = {
+                "name": c.name, "fqdn": c.fqdn, "ipv4": str(c.ipv4),
+                "ipv6": str(c.ipv6) if c.ipv6 else None, "in_file": c.name in declared}
+            try:
+                state = lv.domain(c.name)
+                item["state"] = ("running" if state and state.running else
+                                 "stopped" if state else "not defined")
+                item["autostart"] = state.autostart if state else None
+                item["memory_used"] = lv.memory_usage(c.name)
+                item["memory_limit"] = c.memory if c.name in declared else None
+            except StateUnreadable as exc:
+                item["state"] = f"unknown ({exc.message})"
+            out.append(item)
+    finally:
+        lv.close()
+    return out
 
 
 def render(report: dict[str, Any], out: Console) -> None:
@@ -71,5 +97,9 @@ def render(report: dict[str, Any], out: Console) -> None:
     if report["containers"]:
         out.print("[bold]containers[/]")
         for c in report["containers"]:
-            out.print(f"  {escape(c['name'])}  {escape(c['fqdn'])}  {c['ipv4']}  "
-                      f"{c['ipv6'] or ''}")
+            state = c.get("state", "")
+            colour = "green" if state == "running" else "yellow"
+            mem = f"  {c['memory_used'] >> 20} MiB used" if c.get("memory_used") else ""
+            kept = "" if c["in_file"] else "  (not in the file: kept until --prune)"
+            out.print(f"  {escape(c['name'])}  [{colour}]{escape(state)}[/]  "
+                      f"{escape(c['fqdn'])}  {c['ipv4']}  {c['ipv6'] or ''}{mem}{kept}")
