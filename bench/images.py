@@ -80,7 +80,8 @@ def summary(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
     return {"min": round(min(values), 4), "median": round(statistics.median(values), 4),
-            "max": round(max(values), 4), "n": len(values)}
+            "max": round(max(values), 4), "n": len(values),
+            "runs": [round(v, 4) for v in values]}
 
 
 def cold_builds(n: int, work: Path) -> tuple[list[float], ImageCache | None]:
@@ -132,40 +133,34 @@ def roots(cache: ImageCache, key: str, mode: str, n: int, work: Path) -> list[di
     return result
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cold", type=int, default=1, help="cold builds (default 1)")
-    parser.add_argument("-n", type=int, default=10, help="warm hits and overlay containers")
-    parser.add_argument("--copies", type=int, default=3, help="copy containers (default 3)")
-    parser.add_argument("--cache", type=Path, help="an image cache to reuse")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
-    opts = parser.parse_args()
+def measure(cold: int = 1, n: int = 10, copies: int = 3,
+            cache_dir: Path | None = None) -> dict[str, Any]:
+    """The report main() prints (for bench/run). Needs root and mmdebstrap."""
     if os.geteuid() != 0 or not shutil.which("mmdebstrap"):
-        parser.error("needs root and mmdebstrap (builds, mounts in a private namespace)")
-
+        raise RuntimeError("needs root and mmdebstrap (builds, mounts in a private namespace)")
     work = Path(tempfile.mkdtemp(prefix="fjord-bench-images-"))
     try:
         spec = make_spec(suite="bookworm", mirror=MIRROR)
-        cache = ImageCache(opts.cache) if opts.cache else None
-        cold: list[float] = []
-        if opts.cold:
-            cold, built = cold_builds(opts.cold, work)
+        cache = ImageCache(cache_dir) if cache_dir else None
+        cold_times: list[float] = []
+        if cold:
+            cold_times, built = cold_builds(cold, work)
             if cache is None or cache.get(spec.key) is None:
                 cache = built
         elif cache is None or cache.get(spec.key) is None:
-            parser.error("--cold 0 needs --cache DIR holding the bookworm image")
+            raise RuntimeError("--cold 0 needs --cache DIR holding the bookworm image")
         assert cache is not None
         image = cache.get(spec.key)
         assert image is not None
-        hit, hit_process = warm_hits(cache, opts.n)
-        overlay = roots(cache, spec.key, "overlay", opts.n, work)
-        copy = roots(cache, spec.key, "copy", opts.copies, work)
+        hit, hit_process = warm_hits(cache, n)
+        overlay = roots(cache, spec.key, "overlay", n, work)
+        copy = roots(cache, spec.key, "copy", copies, work)
     finally:
         subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
 
-    report: dict[str, Any] = {
+    return {
         "image": {"key": spec.key, "size": image.size},
-        "cold_build": summary(cold),
+        "cold_build": summary(cold_times),
         "warm_hit": summary(hit),
         "warm_hit_fresh_process": summary(hit_process),
         "overlay_create": summary([r["seconds"] for r in overlay]),
@@ -175,13 +170,26 @@ def main() -> int:
         "targets": TARGETS,
         "load": os.getloadavg(),
     }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cold", type=int, default=1, help="cold builds (default 1)")
+    parser.add_argument("-n", type=int, default=10, help="warm hits and overlay containers")
+    parser.add_argument("--copies", type=int, default=3, help="copy containers (default 3)")
+    parser.add_argument("--cache", type=Path, help="an image cache to reuse")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    opts = parser.parse_args()
+    try:
+        report = measure(opts.cold, opts.n, opts.copies, opts.cache)
+    except RuntimeError as exc:
+        parser.error(str(exc))
     print(json.dumps(report, indent=2))
     missed = [k for k, limit in TARGETS.items()
               if report[k] is not None and report[k]["median"] > limit]
     if missed:
         print(f"missed: {', '.join(missed)}", file=sys.stderr)
     return 1 if opts.check and missed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -65,6 +65,22 @@ def one_api(name: str, provider: str) -> tuple[float, float]:
     return up, down
 
 
+def measure(n: int = 5, provider: str = "bridged", via: str = "both") -> dict[str, Any]:
+    """The report main() prints (for bench/run). Needs root."""
+    ways = {"cli": one_cli, "api": one_api}
+    chosen = list(ways) if via == "both" else [via]
+    report: dict[str, Any] = {"n": n, "provider": provider, "goal_seconds": GOALS,
+                              "cpus": os.cpu_count()}
+    for way in chosen:
+        ups, downs = [], []
+        for _ in range(n):
+            up, down = ways[way](f"bench{secrets.token_hex(3)}", provider)
+            ups.append(up)
+            downs.append(down)
+        report[way] = {"up": summary(ups), "down": summary(downs)}
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5, help="repetitions (default 5)")
@@ -74,17 +90,7 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/lab_updown.py needs root", file=sys.stderr)
         return 2
-    ways = {"cli": one_cli, "api": one_api}
-    chosen = list(ways) if args.via == "both" else [args.via]
-    report: dict[str, Any] = {"n": args.n, "provider": args.provider, "goal_seconds": GOALS,
-                              "cpus": os.cpu_count()}
-    for way in chosen:
-        ups, downs = [], []
-        for _ in range(args.n):
-            up, down = ways[way](f"bench{secrets.token_hex(3)}", args.provider)
-            ups.append(up)
-            downs.append(down)
-        report[way] = {"up": summary(ups), "down": summary(downs)}
+    report = measure(args.n, args.provider, args.via)
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

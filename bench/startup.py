@@ -64,7 +64,7 @@ def generate_config(n: int) -> str:
 
 def summary(runs: list[float]) -> dict[str, Any]:
     return {"min": round(min(runs), 4), "median": round(statistics.median(runs), 4),
-            "max": round(max(runs), 4)}
+            "max": round(max(runs), 4), "runs": [round(r, 4) for r in runs]}
 
 
 def fjord_command() -> list[str]:
@@ -116,41 +116,34 @@ def import_times(env: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--runs", type=int, default=10)
-    parser.add_argument("--containers", type=int, default=100)
-    parser.add_argument("--as-root", action="store_true",
-                        help="when root, run the commands as root (default: as nobody)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    args = parser.parse_args()
-
+def measure(runs: int = 10, containers: int = 100, as_root: bool = False) -> dict[str, Any]:
+    """The report main() prints (for bench/run)."""
     tmp = Path(tempfile.mkdtemp(prefix="fjord-bench-"))
     try:
         tmp.chmod(0o755)
         config = tmp / "fjord.yaml"
-        config.write_text(generate_config(args.containers))
+        config.write_text(generate_config(containers))
         config.chmod(0o644)
         env = {**os.environ, "FJORD_STATE_DIR": str(tmp / "state"), "NO_COLOR": "1"}
         env.pop("FJORD_CONFIG", None)
         prefix: list[str] = []
         user = "root" if os.geteuid() == 0 else "user"
-        if os.geteuid() == 0 and not args.as_root and shutil.which("setpriv"):
+        if os.geteuid() == 0 and not as_root and shutil.which("setpriv"):
             prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
             user = "nobody"
         fjord = [*prefix, *fjord_command()]
-        n = args.containers
+        n = containers
         result: dict[str, Any] = {
-            "runs": args.runs,
+            "runs": runs,
             "containers": n,
             "user": user,
             "python": sys.version.split()[0],
             "commands": {
-                "help": timed([*fjord, "--help"], env, args.runs),
-                f"validate_{n}": timed([*fjord, "validate", "-c", str(config)], env, args.runs),
-                f"plan_{n}": timed([*fjord, "plan", "-c", str(config)], env, args.runs),
+                "help": timed([*fjord, "--help"], env, runs),
+                f"validate_{n}": timed([*fjord, "validate", "-c", str(config)], env, runs),
+                f"plan_{n}": timed([*fjord, "plan", "-c", str(config)], env, runs),
             },
-            "in_process": {f"read_check_allocate_{n}": in_process(str(config), args.runs)},
+            "in_process": {f"read_check_allocate_{n}": in_process(str(config), runs)},
             "imports_ms": import_times(env),
         }
         cmds = result["commands"]
@@ -164,6 +157,18 @@ def main() -> int:
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--runs", type=int, default=10)
+    parser.add_argument("--containers", type=int, default=100)
+    parser.add_argument("--as-root", action="store_true",
+                        help="when root, run the commands as root (default: as nobody)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args()
+    result = measure(args.runs, args.containers, args.as_root)
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     missed = [k for k, v in result["targets"].items() if not v["ok"]]
