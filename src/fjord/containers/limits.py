@@ -1,0 +1,369 @@
+"""Whether a container's limits hold, and what makes them hold on the cgroup v1 layout.
+
+libvirt 9's LXC driver puts each container in a cgroup of its own in the controllers
+it knows (cpu, cpuacct, cpuset, memory, devices, freezer, blkio: ``/machine/lxc-PID-
+NAME.libvirt-lxc`` without systemd-machined) and sets the limits there. What the
+container's systemd does next depends on what it sees, and on the v1 layout
+(measured in a lab, DESIGN fact 3):
+
+- libvirt gives the container **no cgroup namespace** (libvirt 9 has no option for one:
+  its ``<lxc:namespace>`` shares only net, ipc and uts) and bind-mounts the **whole**
+  hierarchies at /sys/fs/cgroup/<controller>, not the container's own cgroup;
+- libvirt never makes a cgroup in ``name=systemd`` (nor in ``pids``, which it does not
+  know), so the container's init is at ``/`` there;
+- systemd takes its ``name=systemd`` path as the root of its tree, in every hierarchy:
+  it moves the container's services to ``/system.slice/...`` of memory, pids, devices,
+  out of libvirt's cgroup. The memory limit no longer applies to them (a service
+  allocated 200 MiB in a container limited to 64 MiB), the devices whitelist neither,
+  and the container's systemd manages cgroups beside the other containers'.
+
+The fix is :data:`INIT_PATH` (``fjord-init``, :func:`init_script`), a small POSIX shell
+script that fjord writes into every container's root and names as the domain's init.
+Before systemd runs, it
+
+1. joins libvirt's cgroup in every hierarchy where the container is elsewhere
+   (``name=systemd``, ``pids``, cgroup2): the same path as libvirt's memory cgroup;
+2. unshares a **cgroup namespace**, rooted there;
+3. mounts /sys/fs/cgroup again from inside it (a tmpfs, each v1 hierarchy): the
+   container sees its own cgroup as the root of each, and nothing above;
+4. becomes /sbin/init (PID 1 all along; systemd mounts cgroup2 itself).
+
+systemd then builds its tree under libvirt's cgroup, where the limits are. Where there
+is nothing to fix (no v1 memory hierarchy, or already in a cgroup namespace) the script
+becomes /sbin/init at once; where a step fails it says so on the console and still
+boots, and :func:`limits_enforced` reports the result.
+
+Not a security boundary: without user namespaces the container's root is the host's
+root (libvirt's documentation says as much); a root that rewrites fjord-init or
+enters another namespace can leave its cgroups. What this guarantees is that the
+container's own systemd and its services stay inside the limits, and see only their
+own cgroups.
+
+The checks (`fjord check`, `fjord status`) call :func:`limits_enforced` and
+:func:`cgroups_private`; :func:`enter_cgroups` puts a process started from the host
+(`fjord container exec`) in the container's cgroups; :func:`release` removes the empty
+cgroups fjord-init made, for libvirt's ``release`` hook.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fjord.errors import FjordError
+from fjord.host.cgroups import Mount, parse_mountinfo
+
+INIT_PATH = "/usr/local/sbin/fjord-init"
+SYSTEM_INIT = "/sbin/init"
+# Where libvirt's LXC driver keeps the controller's PID of a running container (as
+# fjord.containers.libvirt.LXC_RUN, relative to ``root`` here for the tests).
+LXC_RUN = "run/libvirt/lxc"
+# libvirt's resource partition without systemd-machined.
+PARTITION = "machine"
+UNLIMITED = 1 << 60  # v1 reports "no limit" as PAGE_COUNTER_MAX pages: above this
+
+_HEADER = "# Written by fjord; changes here are overwritten by `fjord apply`.\n"
+
+
+def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH) -> str:
+    """The content of fjord-init (see the module's documentation)."""
+    return f"""#!/bin/sh
+{_HEADER.rstrip()}
+# PID 1 of this container for a moment, before systemd (fjord/containers/limits.py).
+# On the cgroup v1 layout libvirt gives a container no cgroup namespace and mounts the
+# host's whole hierarchies: systemd would move the services to the root it sees, out
+# of the container's memory limit. This joins libvirt's cgroup in every hierarchy,
+# unshares a cgroup namespace rooted there, mounts /sys/fs/cgroup again from inside
+# it, and becomes {system_init}.
+set -u
+cg=/sys/fs/cgroup
+init={system_init}
+say() {{ echo "fjord-init: $*" >&2; }}
+
+if [ "${{1-}}" = --fjord-mount ]; then
+    # Second stage, in the new cgroup namespace: every v1 hierarchy, rooted here.
+    shift
+    if ! mount -t tmpfs -o nosuid,nodev,noexec,mode=755 cgroup "$cg"; then
+        say "cannot mount a tmpfs on $cg"
+        exec "$init" "$@"
+    fi
+    while IFS=: read -r id ctrls _; do
+        [ "$id" = 0 ] && continue  # cgroup2: systemd mounts it itself
+        dir=${{ctrls#name=}}
+        if mkdir -p "$cg/$dir" &&
+            mount -t cgroup -o "nosuid,nodev,noexec,$ctrls" cgroup "$cg/$dir"; then
+            case $dir in *,*)  # co-mounted controllers: a link for each, as systemd makes
+                echo "$dir" | tr , '\\n' | while read -r c; do ln -s "$dir" "$cg/$c"; done
+            esac
+        else
+            say "cannot mount the $ctrls hierarchy"
+        fi
+    done < /proc/self/cgroup
+    exec "$init" "$@"
+fi
+
+own=
+while IFS=: read -r id ctrls path; do
+    case ,$ctrls, in *,memory,*) own=$path ;; esac
+done < /proc/self/cgroup
+case $own in
+    ""|/) exec "$init" "$@" ;;  # no v1 memory hierarchy, or a cgroup namespace already
+esac
+if ! unshare --cgroup true; then
+    say "cannot unshare a cgroup namespace: the limits may not hold"
+    exec "$init" "$@"
+fi
+
+join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
+    if [ "$1" = 0 ]; then
+        mount -t cgroup2 cgroup2 "$cg/h" || return 1
+    else
+        mount -t cgroup -o "$2" cgroup "$cg/h" || return 1
+    fi
+    mkdir -p "$cg/h$own" && echo $$ > "$cg/h$own/cgroup.procs"
+    rc=$?
+    umount "$cg/h"
+    return $rc
+}}
+
+umount -R "$cg" 2>/dev/null
+if ! mount -t tmpfs -o mode=700 fjord-init "$cg" || ! mkdir "$cg/h"; then
+    say "cannot mount a tmpfs on $cg: the limits may not hold"
+    exec "$init" "$@"
+fi
+while IFS=: read -r id ctrls path; do
+    [ "$path" = "$own" ] && continue
+    join "$id" "$ctrls" || say "cannot join $own in the ${{ctrls:-cgroup2}} hierarchy"
+done < /proc/self/cgroup
+umount "$cg"
+exec unshare --cgroup /bin/sh {path} --fjord-mount "$@"
+"""
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/PID/cgroup: {controllers ("memory", "cpu,cpuacct", "name=systemd"; "" for
+    cgroup2): path}, the paths relative to the reader's cgroup namespace."""
+    out = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            out[parts[1]] = parts[2]
+    return out
+
+
+def memory_key(groups: dict[str, str]) -> str | None:
+    """The key of the hierarchy that holds the memory controller ("" for cgroup2)."""
+    for key in groups:
+        if "memory" in key.split(","):
+            return key
+    return "" if "" in groups else None
+
+
+def under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _link(path: Path) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True)
+class Container:
+    """A running container as the host sees it."""
+
+    name: str
+    controller: int          # libvirt_lxc, in the container's cgroups
+    init: int                # the container's PID 1
+    groups: dict[str, str]   # the controller's cgroups: libvirt's
+
+
+def running(name: str, root: Path = Path("/")) -> Container | None:
+    proc = root / "proc"
+    try:
+        controller = int((root / LXC_RUN / f"{name}.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    children = _read(proc / str(controller) / "task" / str(controller) / "children")
+    groups = _read(proc / str(controller) / "cgroup")
+    if not children or not children.split() or groups is None:
+        return None
+    return Container(name, controller, int(children.split()[0]), parse_proc_cgroup(groups))
+
+
+def _members(c: Container, proc: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
+    """(PID, command name, cgroups) of every process in the container's PID namespace."""
+    pidns = _link(proc / str(c.init) / "ns" / "pid")
+    if pidns is None:
+        return
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or _link(entry / "ns" / "pid") != pidns:
+            continue
+        text = _read(entry / "cgroup")
+        if text is not None:
+            yield int(entry.name), (_read(entry / "comm") or "?").strip(), \
+                parse_proc_cgroup(text)
+
+
+def _mount_for(mounts: list[Mount], key: str, path: str) -> Mount | None:
+    """The mount through which this process reaches ``path`` of hierarchy ``key``."""
+    found = [m for m in mounts if under(path, m.root) and (
+        (key == "" and m.fstype == "cgroup2")
+        or (key != "" and m.fstype == "cgroup" and set(key.split(",")) <= set(m.options)))]
+    return min(found, key=lambda m: len(m.root), default=None)
+
+
+def cgroup_dir(key: str, path: str, root: Path = Path("/"),
+               mounts: list[Mount] | None = None) -> Path | None:
+    """The directory of cgroup ``path`` of hierarchy ``key`` in this mount namespace."""
+    if mounts is None:
+        mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    m = _mount_for(mounts, key, path)
+    if m is None:
+        return None
+    rel = path[len(m.root.rstrip("/")):].lstrip("/")
+    return root / m.point.lstrip("/") / rel
+
+
+def _human(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < 1 << 30 else f"{n / (1 << 30):.1f} GiB"
+
+
+def _memory_numbers(d: Path, v2: bool) -> tuple[int | None, int | None, int | None]:
+    """(limit, usage, peak) in bytes; limit None when there is none."""
+    names = (("memory.max", "memory.current", "memory.peak") if v2 else
+             ("memory.limit_in_bytes", "memory.usage_in_bytes", "memory.max_usage_in_bytes"))
+    values: list[int | None] = []
+    for name in names:
+        text = (_read(d / name) or "").strip()
+        values.append(int(text) if text.isdigit() else None)
+    limit = values[0] if values[0] is not None and values[0] < UNLIMITED else None
+    return limit, values[1], values[2]
+
+
+def limits_enforced(name: str, *, expected: int | None = None,
+                    root: Path = Path("/")) -> tuple[bool, str]:
+    """Whether container ``name``'s memory limit applies to all its processes: every
+    process of its PID namespace is in libvirt's memory cgroup (or below it), and that
+    cgroup has a limit (``expected`` bytes when given). The second item says why, in
+    one line for `fjord check` and `fjord status`."""
+    c = running(name, root)
+    if c is None:
+        return False, f"container {name} is not running"
+    key = memory_key(c.groups)
+    if key is None:
+        return False, "the host has no memory cgroup controller: no memory limit applies"
+    own = c.groups[key]
+    if own == "/":
+        return False, "libvirt made no memory cgroup for it: no memory limit applies"
+    members = list(_members(c, root / "proc"))
+    outside = [(pid, comm, g.get(key, "?")) for pid, comm, g in members
+               if not under(g.get(key, ""), own)]
+    d = cgroup_dir(key, own, root)
+    limit, usage, peak = _memory_numbers(d, key == "") if d else (None, None, None)
+    if outside:
+        shown = ", ".join(f"{pid} {comm} in {path}" for pid, comm, path in outside[:4])
+        more = f" and {len(outside) - 4} more" if len(outside) > 4 else ""
+        return False, (f"{len(outside)} of {len(members)} processes are outside its memory "
+                       f"cgroup {own}, where the limit does not apply: {shown}{more}")
+    if d is None:
+        return False, f"its memory cgroup {own} is not mounted here: cannot read its limit"
+    if limit is None:
+        return False, f"its memory cgroup {own} has no limit"
+    if expected is not None and limit != expected:
+        return False, (f"its memory cgroup {own} is limited to {_human(limit)}, not the "
+                       f"declared {_human(expected)}")
+    used = f", using {_human(usage)}" if usage is not None else ""
+    top = f" (peak {_human(peak)})" if peak is not None else ""
+    return True, (f"all {len(members)} processes in {own}: limit {_human(limit)}{used}{top}")
+
+
+def cgroups_private(name: str, root: Path = Path("/")) -> tuple[bool, str]:
+    """Whether container ``name`` sees only its own cgroups: its init is in a cgroup
+    namespace of its own (not the host's, or the lab server's), rooted in its own
+    cgroup, so that neither another container's cgroups nor the host's are in sight."""
+    c = running(name, root)
+    if c is None:
+        return False, f"container {name} is not running"
+    proc = root / "proc"
+    mine, host = _link(proc / str(c.init) / "ns" / "cgroup"), \
+        _link(proc / str(c.controller) / "ns" / "cgroup")
+    if mine is None or host is None:
+        return False, "cannot read its cgroup namespace"
+    if mine == host:
+        return False, ("no cgroup namespace: it sees the host's whole cgroup hierarchies "
+                       f"(fjord-init did not run: is its init {INIT_PATH}?)")
+    key = memory_key(c.groups)
+    init_groups = parse_proc_cgroup(_read(proc / str(c.init) / "cgroup") or "")
+    if key is not None and not under(init_groups.get(key, ""), c.groups[key]):
+        return False, "its cgroup namespace is not rooted in its own cgroup"
+    return True, f"own cgroup namespace, rooted at {c.groups.get(key or '', '?')}"
+
+
+def enter_cgroups(pid: int, root: Path = Path("/")) -> None:
+    """Move the calling process into the cgroups of process ``pid`` (a container's init)
+    in every hierarchy mounted here, as `virsh lxc-enter-namespace` does: a command run
+    in the container from the host (`fjord container exec`) is then under its limits.
+    Call it before entering the container's namespaces (nsenter --cgroup included)."""
+    text = _read(root / "proc" / str(pid) / "cgroup")
+    if text is None:
+        raise FjordError(f"process {pid} is gone: cannot join its cgroups")
+    mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    me = str(os.getpid()).encode()
+    for key, path in parse_proc_cgroup(text).items():
+        d = cgroup_dir(key, path, root, mounts)
+        if d is None:
+            continue  # a hierarchy not mounted here (cgroup2 in the lab)
+        fd = os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, me)
+        except OSError as exc:
+            raise FjordError(f"cannot join cgroup {path} ({key or 'cgroup2'}): "
+                             f"{exc.strerror}") from exc
+        finally:
+            os.close(fd)
+
+
+def release(name: str, root: Path = Path("/")) -> list[Path]:
+    """Remove the empty cgroups earlier starts of container ``name`` left behind: libvirt
+    removes its own when the container stops, but not those fjord-init made in the
+    hierarchies libvirt does not manage (name=systemd, pids, cgroup2), under
+    ``/machine/lxc-PID-NAME.libvirt-lxc``. For libvirt's ``release end`` hook; returns
+    what it removed. A cgroup that still holds a process is left alone, and so is the
+    whole tree of the container's current start if it runs."""
+    pattern = re.compile(rf"lxc-\d+-{re.escape(name)}\.libvirt-lxc")
+    current = running(name, root)
+    key = memory_key(current.groups) if current else None
+    keep = current.groups[key].rsplit("/", 1)[-1] if current and key is not None else None
+    removed = []
+    for m in parse_mountinfo(_read(root / "proc/self/mountinfo") or ""):
+        if m.fstype not in ("cgroup", "cgroup2") or m.root != "/":
+            continue
+        partition = root / m.point.lstrip("/") / PARTITION
+        try:
+            tops = [d for d in partition.iterdir()
+                    if d.is_dir() and pattern.fullmatch(d.name) and d.name != keep]
+        except OSError:
+            continue
+        for top in tops:
+            for dirpath, _, _ in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
+                try:
+                    os.rmdir(dirpath)
+                    removed.append(Path(dirpath))
+                except OSError as exc:
+                    if exc.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.ENOENT):
+                        raise
+    return removed
