@@ -162,6 +162,10 @@ def test_customize_writes_files_with_their_modes(tmp_path):
     # puppet.enable is false: the service the package enabled is not started at boot
     assert not os.path.lexists(root / customize.PUPPET_WANTS.lstrip("/"))
     assert (root / "etc/hostname").read_text() == "test\n"
+    # the domain's init (a cgroup namespace before systemd), executable
+    assert "/usr/local/sbin/fjord-init" in changed
+    assert mode(root / "usr/local/sbin/fjord-init") == 0o755
+    assert (root / "usr/local/sbin/fjord-init").read_text().startswith("#!/bin/sh\n")
 
 
 def test_customize_twice_changes_nothing_and_keeps_identities(tmp_path):

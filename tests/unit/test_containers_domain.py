@@ -14,6 +14,7 @@ import pytest
 
 from fjord.config.desired import Desired, load
 from fjord.containers.domain import (
+    INIT,
     Domain,
     Interface,
     container_uuid,
@@ -68,7 +69,7 @@ def test_domain_xml_golden(tmp_path, switch, mode):
     text = dom.xml()
     golden(f"domain.{switch}.{mode}.xml", text)
     root = ET.fromstring(text)
-    assert root.get("type") == "lxc" and root.findtext("os/init") == "/sbin/init"
+    assert root.get("type") == "lxc" and root.findtext("os/init") == INIT
     assert root.findtext("cputune/shares") == "512" and root.findtext("vcpu") == "2"
     assert root.find("memory").text == str(512 * 1024) and root.find("memory").get("unit") == "KiB"
     ifaces = root.findall("devices/interface")
@@ -117,7 +118,7 @@ DUMPXML = """<domain type='lxc' id='4242'>
   </resource>
   <os>
     <type arch='x86_64'>exe</type>
-    <init>/sbin/init</init>
+    <init>/usr/local/sbin/fjord-init</init>
   </os>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
@@ -186,6 +187,16 @@ def test_interface_differences(tmp_path):
     assert differences(wanted, moved) == [
         "interface eth0: eth0 on Open vSwitch br-int, MAC 52:54:00:00:00:02 -> "
         "eth0 on Linux bridge br-int, MAC 52:54:00:00:00:02"]
+
+
+def test_a_domain_from_before_fjord_init_is_redefined(tmp_path):
+    """A domain defined with /sbin/init as its init (before fjord-init) is a difference:
+    apply redefines it, and the next start gets the cgroup namespace."""
+    d = desired(tmp_path, "ovs", "bridged")
+    wanted = domain_for(d.container("test"), d, ROOT, uuid_=UUID)
+    old = Domain.parse(DUMPXML.replace(INIT, "/sbin/init"))
+    assert INIT == "/usr/local/sbin/fjord-init"
+    assert differences(old, wanted) == [f"init: /sbin/init -> {INIT}"]
 
 
 def test_memory_units_are_understood():

@@ -23,6 +23,9 @@ Written per container (and why):
 - root's password in ``/etc/shadow`` locked (``*``) if it is anything else.
 - Puppet (when configured): ``/etc/puppet/puppet.conf`` with the server and
   certname = FQDN; the agent's service enabled only with ``puppet.enable``.
+- ``/usr/local/sbin/fjord-init`` (0755): the domain's init, which puts the container
+  in a cgroup namespace of its own before it becomes /sbin/init, so that systemd keeps
+  the container's processes inside their limits (see :mod:`fjord.containers.limits`).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ipaddress import IPv6Address, ip_address
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fjord.containers.limits import INIT_PATH, init_script
 from fjord.containers.tree import Tree
 from fjord.runner import run
 
@@ -181,6 +185,7 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
         RootFile("/etc/default/locale", f"LANG={container.locale}\n".encode()),
         RootFile("/etc/ssh/sshd_config.d/fjord.conf", sshd_config().encode()),
         RootFile("/root/.ssh/authorized_keys", authorized_keys(container).encode(), 0o600),
+        RootFile(INIT_PATH, init_script().encode(), 0o755),
     ]
     conf = puppet_conf(container)
     if conf is not None:

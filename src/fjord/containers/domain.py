@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fjord.containers.limits import INIT_PATH
 from fjord.errors import FjordError
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 # Stable UUIDs: the same host and container name give the same UUID on every apply,
 # and nothing needs recording. (A domain that already exists keeps its own: pass it.)
 UUID_NAMESPACE = uuid.UUID("5b6f1c7e-2a4d-4b8e-9c0f-6a1d3e5f7b92")
-INIT = "/sbin/init"
+# fjord-init: gives the container a cgroup namespace rooted in its own cgroup, then
+# becomes /sbin/init (fjord.containers.limits; customisation writes it).
+INIT = INIT_PATH
 _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
           "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
           "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
