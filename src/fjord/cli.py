@@ -127,6 +127,9 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
         logging.getLogger("fjord.run").setLevel(logging.DEBUG if verbose else logging.WARNING)
         for noisy in ("ovsdbapp", "ovs", "pyroute2"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        # ovsdbapp logs a failed transaction with its traceback before raising it; fjord
+        # reports the exception itself (resource, cause, hint): the traceback is noise.
+        logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
     ctx.obj = {"verbose": verbose, "debug": debug}
 
 

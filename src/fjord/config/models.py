@@ -35,6 +35,12 @@ Provider = Literal["generic", "hetzner", "ovh"]
 MAC_FILTERING_PROVIDERS: frozenset[str] = frozenset({"hetzner", "ovh"})
 
 
+# What a URL may contain (RFC 3986): no space, quote, backslash, control or invisible
+# character, nothing outside ASCII. (An IRI must be percent-encoded.) URLs are written
+# into APT's sources files and shown in plans.
+URL_CHARS = r"[A-Za-z0-9._~:/?#\[\]@!$&'()*+,;=%-]+"
+
+
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -130,7 +136,7 @@ class AptRepository(Model):
 
     name: Name = Field(description="File name stem under /etc/apt/sources.list.d/.",
                        examples=["puppet"])
-    uris: list[Annotated[str, Field(pattern=r"^(https?|file)://[^\s]+$")]] = Field(
+    uris: list[Annotated[str, Field(pattern=rf"^(https?|file)://{URL_CHARS}$")]] = Field(
         min_length=1, description="Repository URIs (http, https or file).",
         examples=[["http://apt.puppetlabs.com"]],
     )
@@ -167,7 +173,7 @@ class Apt(Model):
     """APT on the host: sources, pinning; the mirror and suite also build the images."""
 
     manage: bool = Field(True, description="Write APT sources and pinning.", examples=[True])
-    mirror: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = Field(
+    mirror: Annotated[str, Field(pattern=rf"^https?://{URL_CHARS}$")] = Field(
         "http://deb.debian.org/debian", description="Debian mirror for the host and images.",
         examples=["http://deb.debian.org/debian"],
     )

@@ -21,12 +21,19 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
+# A key longer than this is shown cut (a container named with 10,000 characters would
+# otherwise make a 10,000-character problem line).
+LONGEST_KEY = 100
+
+
 def format_path(path: Path) -> str:
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
+            if len(part) > LONGEST_KEY:
+                part = f"{part[:LONGEST_KEY - 20]}…({len(part)} characters)"
             out += ("." if out else "") + (part or '""')
     return printable(out) or "(top level)"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import unicodedata
 from decimal import Decimal
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 from typing import Annotated, Any
@@ -129,6 +130,13 @@ def check_ssh_key(value: Any) -> str:
             f"{_short(value, 40)} is not an OpenSSH public key (expected one line "
             "'ssh-ed25519 AAAA… comment', as in ~/.ssh/id_ed25519.pub)"
         )
+    for c in value:
+        # sshd splits authorized_keys on \n only, but a terminal showing the key (plan,
+        # status) acts on C1 controls, and bidirectional or invisible characters make
+        # the comment lie about whose key it is.
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"):
+            raise ValueError(f"the key contains the invisible or control character "
+                             f"U+{ord(c):04X}: copy the .pub file's line again")
     kind, blob = value.split()[:2]
     try:
         raw = base64.b64decode(blob, validate=True)

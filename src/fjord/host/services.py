@@ -289,7 +289,8 @@ class Service(Resource):
 
     def __init__(self, unit: str, *, enabled: bool = True, running: bool = True,
                  socket: str | None = None, config: Sequence[Configured] = (),
-                 reason: str = "", after: Sequence[str] = ()) -> None:
+                 reason: str = "", after: Sequence[str] = (),
+                 ready: Callable[[], None] | None = None) -> None:
         super().__init__(unit)
         self.unit = unit
         self.enabled = enabled
@@ -298,6 +299,8 @@ class Service(Resource):
         self.config = list(config)
         self.reason = reason
         self.after = tuple(after)
+        # after a (re)start: returns once the daemon serves (raises when it does not)
+        self.ready = ready
 
     def changes(self, ctx: Context) -> list[Change]:
         mgr = manager(ctx)
@@ -358,10 +361,14 @@ class Service(Resource):
 
     def _start(self, ctx: Context) -> None:
         manager(ctx).start(self.unit)
+        if self.ready is not None:
+            self.ready()
         self._record()
 
     def _restart(self, ctx: Context) -> None:
         manager(ctx).restart(self.unit)
+        if self.ready is not None:
+            self.ready()
         self._record()
 
 

@@ -13,12 +13,23 @@ from fjord.config.desired import Desired
 from fjord.engine.resource import Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
 from fjord.host.services import Service
+from fjord.runner import run
 
 ROOT = Path("/")
 PACKAGES_ID = "packages host"
 
 # The TCP and TLS listeners of a socket-activated libvirtd (Debian 12).
 LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
+
+
+def vswitchd_follows() -> None:
+    """Until ovs-vswitchd serves the database again. When only ovsdb-server was down,
+    ovs-vswitchd reconnects with a back-off of up to 8 s, and its datapath may not
+    forward meanwhile (measured in a lab: the host unreachable until it reconnects). A
+    transaction that waits for ovs-vswitchd (no --no-wait) returns once it caught up;
+    `init` changes nothing in an initialised database."""
+    run(["ovs-vsctl", "--timeout=30", "init"], timeout=40,
+        hint="ovs-vswitchd does not follow its database: see /var/log/openvswitch")
 
 
 def _wants_unified_cgroups(desired: Desired) -> bool:
@@ -41,7 +52,7 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     out += [client, daemon, defaults, hook]
 
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
-                       after=(PACKAGES_ID,)))
+                       after=(PACKAGES_ID,), ready=vswitchd_follows))
     for unit in LIBVIRT_LISTENERS:
         out.append(Service(unit, enabled=False, running=False,
                            reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
