@@ -61,6 +61,11 @@ def _containers(desired: Desired) -> list[dict[str, Any]]:
                 item["autostart"] = state.autostart if state else None
                 item["memory_used"] = lv.memory_usage(c.name)
                 item["memory_limit"] = c.memory if c.name in declared else None
+                if state is not None and state.running:
+                    from fjord.containers.limits import limits_enforced
+
+                    ok, why = limits_enforced(c.name, expected=item["memory_limit"])
+                    item["limits_enforced"] = {"ok": ok, "detail": why}
             except StateUnreadable as exc:
                 item["state"] = f"unknown ({exc.message})"
             out.append(item)
@@ -101,5 +106,8 @@ def render(report: dict[str, Any], out: Console) -> None:
             colour = "green" if state == "running" else "yellow"
             mem = f"  {c['memory_used'] >> 20} MiB used" if c.get("memory_used") else ""
             kept = "" if c["in_file"] else "  (not in the file: kept until --prune)"
+            lim = c.get("limits_enforced")
+            if lim is not None and not lim["ok"]:
+                kept += f"  [red]memory limit not enforced: {escape(lim['detail'])}[/]"
             out.print(f"  {escape(c['name'])}  [{colour}]{escape(state)}[/]  "
                       f"{escape(c['fqdn'])}  {c['ipv4']}  {c['ipv6'] or ''}{mem}{kept}")

@@ -323,7 +323,8 @@ HOST = "host:\n  fqdn: h.example.net\n  ipv4: {address: 192.0.2.5/24, gateway: 1
     (HOST + "  dns: [192.0.2.53]\n  provider: aws\n",
      "host.provider: must be one of 'generic', 'hetzner' or 'ovh'; got 'aws' (line 5, column 3)"),
     (HOST + "  dns: [192.0.2.53]\n  apt: {mirror: ftp://x}\n",
-     "host.apt.mirror: 'ftp://x' is not in the expected form (a match for ^https?://[^\\s]+$) "
+     "host.apt.mirror: 'ftp://x' is not in the expected form (a match for "
+     "^https?://[A-Za-z0-9._~:/?#\\[\\]@!$&'()*+,;=%-]+$) "
      "(line 5, column 9)"),
     (HOST + "  dns: [192.0.2.53]\nhost2: {}\n",
      "host2: unknown key 'host2' (did you mean 'host'?) (line 5, column 1)"),

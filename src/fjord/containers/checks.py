@@ -62,6 +62,13 @@ def _one(lv: Libvirt, desired: Desired, c: Container, v4: str | None, v6: str | 
     yield CheckResult(f"{label}: systemd running", ok,
                       detail if ok else detail + f" (fjord container exec {c.name} -- "
                       "journalctl -b)")
+    from fjord.containers.limits import cgroups_private, limits_enforced
+
+    ok, detail = limits_enforced(c.name, expected=c.memory)
+    yield CheckResult(f"{label}: memory limit enforced", ok,
+                      detail if ok else detail + " (see docs/containers.md: limits and cgroups)")
+    ok, detail = cgroups_private(c.name)
+    yield CheckResult(f"{label}: sees only its own cgroups", ok, detail)
     ok, detail = ping(str(c.ipv4))
     yield CheckResult(f"{label}: answers ping on {c.ipv4}", ok,
                       detail if ok else f"{detail}; look at br-int and the container's eth0")

@@ -25,6 +25,12 @@ OFFLOAD_ENV = "FJORD_CHECKSUM_OFFLOAD_OFF"
 def main(argv: list[str]) -> int:
     if len(argv) >= 3 and (argv[1], argv[2]) == ("started", "begin"):
         return _started(argv[0])
+    if len(argv) >= 3 and (argv[1], argv[2]) == ("release", "end"):
+        # empty cgroups fjord-init made in hierarchies libvirt does not manage
+        from fjord.containers.limits import release
+
+        release(argv[0])
+        return 0
     if len(argv) < 3 or (argv[1], argv[2]) != ("prepare", "begin"):
         return 0
     from fjord.containers.rootfs import ensure_mounted

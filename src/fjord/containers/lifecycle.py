@@ -127,7 +127,17 @@ def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
         raise FjordError(f"container {name} is not running",
                          hint=f"start it: fjord container start {name}")
     return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--root", "--wd", "--", *argv]
+            "--cgroup", "--root", "--wd", "--", *argv]
+
+
+def enter(name: str) -> None:
+    """Put the calling process into a running container's cgroups, so that what it runs
+    there (`fjord container exec`, the checks) is under the container's limits."""
+    from fjord.containers.limits import enter_cgroups
+
+    pid = init_pid(name)
+    if pid is not None:
+        enter_cgroups(pid)
 
 
 def container_env() -> dict[str, Any]:

@@ -183,10 +183,11 @@ def exec_(name: str, command: tuple[str, ...]) -> None:
 
     Standard input, output, the terminal and the exit status are COMMAND's own.
     """
-    from fjord.containers.lifecycle import container_env, exec_argv
+    from fjord.containers.lifecycle import container_env, enter, exec_argv
 
     require_root("fjord container exec")
     argv = exec_argv(name, list(command))
+    enter(name)  # under the container's limits, like everything in it
     sys.stdout.flush()
     os.execvpe(argv[0], argv, {**container_env()})
 
