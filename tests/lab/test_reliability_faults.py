@@ -131,11 +131,6 @@ def test_sigkill_at_every_change_of_a_fresh_apply(make_lab: Callable[..., Lab]) 
 # --- the lab's daemons ------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: after ovsdb-server died, `fjord apply` starts it and reports success while "
-    "ovs-vswitchd is still in its reconnect back-off (up to 8 s) and forwards nothing: "
-    "`fjord check` right after fails 'host: IPv4 gateway answers'. "
-    "Fix: /tmp/fjord-patches/02-ovs-service-waits-for-vswitchd.patch"))
 def test_daemons_killed_on_a_converged_host(lab: Lab) -> None:
     apply(lab, EXAMPLE, LAYERS)
     # ovsdb-server: `fjord check` says the network cannot be read; apply starts it again
