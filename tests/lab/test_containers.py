@@ -63,6 +63,17 @@ def host(images, make_lab):
     return lab, key, configure
 
 
+def answers(lab: Lab, address: str, within: float = 20) -> bool:
+    """The container answers ping from the host within ``within`` seconds of a start."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if lab.exec(["ping", "-c1", "-W1", address], check=False).ok:
+            return True
+    return False
+
+
 def checks(lab: Lab) -> dict[str, dict]:
     out = fjord(lab, "check", "--json", check=False)
     return {c["name"]: c for c in json.loads(out.stdout)["checks"]}
@@ -151,11 +162,11 @@ def test_lifecycle_commands(host):
     plan = json.loads(fjord(lab, "plan", "--json").stdout)["changes"]
     assert [c["resource"] for c in plan] == ["container test"]
     fjord(lab, "container", "start", "test")
-    assert lab.exec(["ping", "-c1", "-W2", "10.1.0.2"], check=False).ok
+    assert answers(lab, "10.1.0.2")
     fjord(lab, "container", "restart", "test")
-    assert lab.exec(["ping", "-c1", "-W2", "10.1.0.2"], check=False).ok
+    assert answers(lab, "10.1.0.2")
     fjord(lab, "container", "destroy", "test", "--yes")
     assert lab.exec(["virsh", "-c", "lxc:///", "list", "--all", "--name"]).stdout.strip() == ""
     # the file still declares it: the next apply recreates it
     fjord(lab, "apply", "--yes")
-    assert lab.exec(["ping", "-c1", "-W2", "10.1.0.2"], check=False).ok
+    assert answers(lab, "10.1.0.2")
