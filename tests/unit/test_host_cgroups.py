@@ -39,7 +39,7 @@ def test_detect(name: str, mode: str, v1: tuple[str, ...], v2_mount: str | None)
     ("unified-nomemory", True, "unavailable", True),
     ("hybrid", False, "unavailable", True),
     ("hybrid-systemd", False, "unavailable", True),
-    ("legacy", True, "not guaranteed", True),
+    ("legacy", True, "enforced", False),
     ("legacy-partial", False, "unavailable", True),
     ("none", False, "unavailable", False),
 ])
@@ -60,10 +60,12 @@ def test_hybrid_reason_and_fix():
     assert layout.unified_dir
 
 
-def test_legacy_reason_names_the_missing_namespace():
-    a = cgroups.assess(cgroups.detect(LAYOUTS / "legacy"))
-    assert "no cgroup namespace" in a.reason and not a.container_cgroupns
-    assert "PID 1 here is fjord-lab-hold" in (a.fix or "")
+def test_legacy_reason_names_the_missing_namespace_and_fjord_init():
+    layout = cgroups.detect(LAYOUTS / "legacy")
+    a = cgroups.assess(layout)
+    assert "no cgroup namespace" in a.reason and "fjord-init" in a.reason
+    # fjord-init gives each container a namespace where the kernel offers them
+    assert a.container_cgroupns == layout.kernel_cgroupns and a.fix is None
 
 
 def test_missing_v1_controllers_are_named():

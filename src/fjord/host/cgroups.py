@@ -9,9 +9,10 @@ its limits hold, depends on how the host mounted them:
   older systemd, or `systemd.unified_cgroup_hierarchy=0`). libvirt 9 cannot start LXC
   domains there ("Unable to create directory /sys/fs/cgroup/unified").
 - ``legacy``: v1 controllers only. Containers run, but libvirt gives them no cgroup
-  namespace: a container's systemd can move itself to the root of the hierarchies it
-  sees and out of its memory limit (measured, see DESIGN fact 3). Limits are not
-  guaranteed.
+  namespace: a container's systemd would move itself to the root of the hierarchies it
+  sees and out of its memory limit (measured, see DESIGN fact 3). fjord's containers
+  start through fjord-init (fjord.containers.limits), which gives each one a cgroup
+  namespace rooted in its own cgroup first; `fjord check` verifies it per container.
 - ``none``: nothing mounted (e.g. under `ip netns exec`): no cgroup backend at all.
 
 The persistent fix is the unified hierarchy, chosen on the kernel command line, which
@@ -199,16 +200,20 @@ def assess(layout: Layout) -> Assessment:
             return Assessment(False, f"cgroup v1 without the {', '.join(missing)} controller(s) "
                               "libvirt's LXC driver needs", "unavailable", False,
                               _fix_unified(layout), True)
-        return Assessment(True, "cgroup v1 only: containers run but get no cgroup namespace; "
-                          "a container's systemd can move itself out of its limits",
-                          "not guaranteed", False, _fix_unified(layout), True)
+        return Assessment(True, "cgroup v1 only: libvirt gives containers no cgroup "
+                          "namespace; fjord-init gives each its own, and `fjord check` "
+                          "verifies per container that its limits hold",
+                          "enforced", layout.kernel_cgroupns, None, False)
     if "memory" not in layout.v2_controllers:
         return Assessment(True, "cgroup v2 without the memory controller: memory limits are "
                           "not applied", "unavailable", layout.kernel_cgroupns,
                           "remove cgroup_disable=memory from the kernel command line, then "
                           "reboot", True)
-    return Assessment(True, "cgroup v2 (unified): limits are enforced", "enforced",
-                      layout.kernel_cgroupns, None, False)
+    # libvirt 9 gives a container no cgroup namespace on v2 either; fjord-init leaves
+    # v2 alone (untested here: these machines cannot boot that layout).
+    return Assessment(True, "cgroup v2 (unified): limits are enforced by libvirt; "
+                      "containers see the host's cgroup tree (no cgroup namespace)",
+                      "enforced", False, None, False)
 
 
 def can_run_lxc(layout: Layout) -> tuple[bool, str]:
