@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import io
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -431,6 +432,29 @@ def assert_refused(code: int, out: str, err: str, what: str) -> None:
         assert len(line) < 2000, f"{what}: problem line of {len(line)} characters"
 
 
+class HostTouched(AssertionError):
+    pass
+
+
+def _forbidden(*args: Any, **kwargs: Any) -> Any:
+    raise HostTouched(f"fjord tried to reach the host: {args[:1]!r}")
+
+
+@pytest.fixture(autouse=True)
+def no_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """These tests run fjord in this process, on this machine: it must not be able to
+    change it, whatever a test gets wrong. No external program, no socket (netlink,
+    OVSDB, libvirt), not root (so `apply` stops at its root check even for a file it
+    would accept), and a throwaway state directory."""
+    import socket
+
+    monkeypatch.setattr(subprocess, "Popen", _forbidden)
+    monkeypatch.setattr(socket, "socket", _forbidden)
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "fjord-state"))
+    monkeypatch.setenv("FJORD_PACKAGE_MANAGER", "simulate")
+
+
 @dataclass(frozen=True)
 class Outcome:
     code: int
@@ -443,12 +467,22 @@ class Outcome:
 def validated(tmp_path_factory: pytest.TempPathFactory
               ) -> list[tuple[Case, Path, Outcome]]:
     """Every case of the corpus through `fjord validate` (in process), once."""
+    import socket
+
     directory = tmp_path_factory.mktemp("hostile")
+    guard = pytest.MonkeyPatch()
+    guard.setattr(subprocess, "Popen", _forbidden)
+    guard.setattr(socket, "socket", _forbidden)
+    guard.setattr(os, "geteuid", lambda: 65534)
+    guard.setenv("FJORD_STATE_DIR", str(directory / "fjord-state"))
     out = []
-    for case, path in zip(ALL_CASES, write_corpus(directory), strict=True):
-        start = time.monotonic()
-        code, stdout, stderr = fjord_in_process("validate", "-c", str(path))
-        out.append((case, path, Outcome(code, stdout, stderr, time.monotonic() - start)))
+    try:
+        for case, path in zip(ALL_CASES, write_corpus(directory), strict=True):
+            start = time.monotonic()
+            code, stdout, stderr = fjord_in_process("validate", "-c", str(path))
+            out.append((case, path, Outcome(code, stdout, stderr, time.monotonic() - start)))
+    finally:
+        guard.undo()
     return out
 
 
@@ -503,8 +537,7 @@ def test_every_hostile_configuration_is_refused_by_validate(
 def test_plan_apply_status_check_refuse_them_before_touching_anything(
         validated: list[tuple[Case, Path, Outcome]], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    state = tmp_path / "state"
-    monkeypatch.setenv("FJORD_STATE_DIR", str(state))
+    state = tmp_path / "fjord-state"
     refused = [(c, p) for c, p, o in validated if o.code == 2]
     sample = [(c, p) for c, p in refused if c.place is None]
     sample += [(c, p) for c, p in refused if c.place is not None][:: max(1, len(refused) // 150)]
@@ -523,8 +556,11 @@ def test_plan_apply_status_check_refuse_them_before_touching_anything(
 
 
 def test_the_real_command_line_refuses_them_too(
-        validated: list[tuple[Case, Path, Outcome]]) -> None:
-    """A few through the console script (its own process, environment and streams)."""
+        validated: list[tuple[Case, Path, Outcome]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few through the console script (its own process, environment and streams):
+    `validate` only, which reads nothing but the file."""
+    monkeypatch.undo()  # this test starts processes itself
+    monkeypatch.setenv("FJORD_STATE_DIR", "/nonexistent/fjord-state")
     refused = [(c, p) for c, p, o in validated if o.code == 2]
     picked = [p for c, p in refused if c.name in ("billion-laughs", "nul-byte", "too-large",
                                                     "python-object")]
@@ -595,3 +631,15 @@ def test_random_places_and_values(picks: list[tuple[tuple[Any, ...], str, bool]]
     for case in cases:
         case = Case(case.name, case.text, case.place, get(loaded, case.place), case.base)
         assert dangerous(case) is None, (case.place, case.value, dangerous(case))
+
+
+def test_the_guard_holds(tmp_path: Path) -> None:
+    """With a file fjord accepts, in-process `apply` stops at the root check and `plan`
+    reaches for the host and is stopped: nothing in this module can change the machine."""
+    (path,) = write_corpus(tmp_path, [Case("base", dump(base()))])
+    code, _, err = fjord_in_process("apply", "-c", str(path), "--yes")
+    assert code == 1 and "needs root" in err, err
+    with pytest.raises(HostTouched):
+        from fjord.cli import cli
+
+        cli.main(["plan", "-c", str(path)], standalone_mode=False)
