@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faults import fjord
 
 from fjord.lab import Lab
 
@@ -18,16 +19,6 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "lab.yaml"
 FJORD = [sys.executable, "-m", "fjord"]
-
-
-def fjord(lab: Lab, *args: str, check: bool = True,
-          timeout: float = 300) -> subprocess.CompletedProcess:
-    out = subprocess.run(lab.exec_argv([*FJORD, *args]), capture_output=True, text=True,
-                         timeout=timeout)
-    if check and out.returncode != 0:
-        raise AssertionError(
-            f"fjord {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
-    return out
 
 
 def two_containers(key: str, memory: str = "512MiB", with_web: bool = True) -> str:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults import fjord
 
 from fjord.lab import Lab
 from fjord.runner import run
@@ -25,16 +26,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "lab.yaml"
 FJORD = [sys.executable, "-m", "fjord"]
 PUBLIC4, PUBLIC6 = "192.0.2.5", "2001:db8:151:7307::2"
 CT4, CT6 = "10.1.0.2", "2001:db8:151:7307:1::1"
-
-
-def fjord(lab: Lab, *args: str, check: bool = True,
-          timeout: float = 180) -> subprocess.CompletedProcess:
-    out = subprocess.run(lab.exec_argv([*FJORD, *args]), capture_output=True, text=True,
-                         timeout=timeout)
-    if check and out.returncode != 0:
-        raise AssertionError(
-            f"fjord {' '.join(args)} -> {out.returncode}\n{out.stdout}\n{out.stderr}")
-    return out
 
 
 def apply_json(lab: Lab, config: str, *extra: str) -> list[dict]:
