@@ -39,6 +39,18 @@ class Result:
         return self.returncode == 0
 
 
+def prepare(argv: Sequence[str],
+            env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argument list as strings and the environment a command runs with (logged)."""
+    args = [os.fspath(a) for a in argv]
+    full_env = dict(os.environ)
+    full_env.setdefault("LC_ALL", "C.UTF-8")
+    if env:
+        full_env.update(env)
+    log.debug("run: %s", format_argv(args))
+    return args, full_env
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -50,12 +62,7 @@ def run(
     hint: str | None = None,
 ) -> Result:
     """Run ``argv``; raise CommandError when it fails and ``check`` is set."""
-    args = [os.fspath(a) for a in argv]
-    full_env = dict(os.environ)
-    full_env.setdefault("LC_ALL", "C.UTF-8")
-    if env:
-        full_env.update(env)
-    log.debug("run: %s", format_argv(args))
+    args, full_env = prepare(argv, env)
     start = time.monotonic()
     try:
         proc = subprocess.run(

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import FrameType
 
 from fjord.errors import CommandError, FjordError
-from fjord.runner import Result, format_argv
+from fjord.runner import Result, prepare
 
 log = logging.getLogger("fjord.run")
 
@@ -90,12 +90,7 @@ def stream(
 
     ``on_start`` receives the process once it runs (tests use it to interrupt a build).
     """
-    args = [os.fspath(a) for a in argv]
-    full_env = dict(os.environ)
-    full_env.setdefault("LC_ALL", "C.UTF-8")
-    if env:
-        full_env.update(env)
-    log.debug("run: %s", format_argv(args))
+    args, full_env = prepare(argv, env)
     start = time.monotonic()
     try:
         proc = subprocess.Popen(
