@@ -229,7 +229,14 @@ def _until_ping(pinger: Pinger, start: float, ips: list[str]) -> dict[str, Any]:
             "first": min(answered.values()) - start}
 
 
+def _settle() -> None:
+    """Before a timed side: the previous side's writes on disk (a copy root is 199 MB),
+    so that neither side pays for the other's writeback."""
+    os.sync()
+
+
 def job_hand(job: dict[str, Any]) -> dict[str, Any]:
+    _settle()
     ips = [c["ip"] for c in job["containers"]]
     pinger = Pinger(ips)
     start = time.perf_counter()
@@ -245,6 +252,7 @@ def job_hand(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_fjord(job: dict[str, Any]) -> dict[str, Any]:
+    _settle()
     ips = [c["ip"] for c in job["containers"]]
     pinger = Pinger(ips)
     start = time.perf_counter()
@@ -286,6 +294,7 @@ def job_destroy_hand(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("parallel"):
         return _destroy_parallel([*VIRSH, "destroy"], job["names"], Path(HAND_DIR))
     destroy, total = [], []
+    _settle()
     for name in job["names"]:
         start = time.perf_counter()
         _run([*VIRSH, "destroy", name])
@@ -320,6 +329,7 @@ def job_destroy_fjord(job: dict[str, Any]) -> dict[str, Any]:
     times: list[float] = []
     error = None
     if has_cli.returncode == 0:
+        _settle()
         extra = ["--yes"] if "--yes" in usage else []
         if "--config" in usage:
             extra += ["-c", job["config"]]
@@ -519,8 +529,8 @@ def ensure_image(work: Path) -> tuple[str, str]:
 
 
 def measure(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
-    """The figures: create+start until ping (hand-made and fjord, ratios), destroy,
-    memory and disk per container."""
+    """{"figures": create+start until ping (hand-made and fjord, ratios), destroy,
+    memory and disk per container; "raw": every round's measures}."""
     from fjord.lab import Lab
 
     if os.geteuid() != 0:
@@ -590,7 +600,7 @@ def measure(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
             lab.down()
         finally:
             subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
-    return figures(raw)
+    return {"figures": figures(raw), "raw": raw}
 
 
 def _errors(runs: list[dict[str, Any]]) -> str:
@@ -631,22 +641,22 @@ def figures(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
             case["ratio"], "x", ratio_target,
             note="fjord / hand-made, per round (A B interleaved)" if case["ratio"]
             else UNAVAILABLE)
-    hand_destroy = [t for case in raw["cases"].values() for r in case["hand"]
-                    for t in r["destroy"]["destroy"]]
-    hand_total = [t for case in raw["cases"].values() for r in case["hand"]
-                  for t in r["destroy"]["total"]]
-    fj_destroy = [t for case in raw["cases"].values() for r in case["fjord"]
-                  for t in r["destroy"]["destroy"]]
-    destroy_errors = sorted({r["destroy"]["error"] for case in raw["cases"].values()
-                             for r in case["fjord"] if r["destroy"].get("error")})
-    out["baseline_destroy"] = figure(
-        hand_destroy, "s",
-        note="virsh destroy, per container; with undefine, umount and rm: "
-        f"{_range(hand_total)} s")
-    out["fjord_destroy"] = figure(
-        fj_destroy, "s", TARGETS["destroy"],
-        note="fjord container destroy NAME, per container (stop, undefine, remove root)"
-        if fj_destroy else "; ".join(destroy_errors) or UNAVAILABLE)
+    for mode in ("overlay", "copy"):
+        ones = raw["cases"].get(f"{mode}_1", {"hand": [], "fjord": []})
+        hand_destroy = [t for r in ones["hand"] for t in r["destroy"]["destroy"]]
+        hand_total = [t for r in ones["hand"] for t in r["destroy"]["total"]]
+        fj_destroy = [t for r in ones["fjord"] for t in r["destroy"]["destroy"]]
+        errors = sorted({r["destroy"]["error"] for r in ones["fjord"]
+                         if r["destroy"].get("error")})
+        out[f"baseline_destroy_{mode}"] = figure(
+            hand_destroy, "s",
+            note=f"virsh destroy of a running {mode} container; with undefine, umount and "
+            f"rm -rf: {_range(hand_total)} s")
+        out[f"fjord_destroy_{mode}"] = figure(
+            fj_destroy, "s", TARGETS["destroy"],
+            note=f"fjord container destroy --yes NAME of a running {mode} container (stop, "
+            "undefine, remove the root, free the addresses)"
+            if fj_destroy else "; ".join(errors) or UNAVAILABLE)
     inspect = raw.get("inspect") or {}
     pss = [v["memory"]["pss"] / 2**20 for v in inspect.values()]
     rss = [v["memory"]["rss"] / 2**20 for v in inspect.values()]
