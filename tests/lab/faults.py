@@ -362,3 +362,62 @@ def unchanged(lab: Lab, what: str) -> Iterator[None]:
     yield
     diff = differences(before, capture(lab))
     assert not diff, f"{what} changed the lab:\n" + "\n".join(diff[:40])
+
+
+# --- what must come back after a reboot ---------------------------------------------------------
+
+INVENTORY = textwrap.dedent("""
+    import json, re, subprocess, pathlib, time
+    def sh(*argv):
+        return subprocess.run(argv, capture_output=True, text=True).stdout
+    def js(*argv):
+        try:
+            return json.loads(sh(*argv) or "[]")
+        except ValueError:
+            return []
+    deadline = time.monotonic() + 5
+    while "tentative" in sh("ip", "-j", "address") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # container ports (vnetN) and the userspace datapath's ovs-netdev come and go with
+    # their names; br-int's MAC (and so its EUI-64 link-local address) is random
+    skip = re.compile(r"^(vnet[0-9]+|ovs-netdev)$")
+    addresses = sorted(
+        f"{link['ifname']} {a['local']}/{a['prefixlen']}"
+        for link in js("ip", "-j", "address") if not skip.match(link["ifname"])
+        for a in link.get("addr_info", [])
+        if not (link["ifname"] == "br-int" and a["local"].startswith("fe80:")
+                and a["local"] != "fe80::1"))
+    routes = sorted(
+        f"{r['dst']} via {r.get('gateway', '-')} dev {r.get('dev', '-')}"
+        for fam in ("-4", "-6") for r in js("ip", "-j", fam, "route")
+        if not skip.match(r.get("dev", "")))
+    tables = re.split(r"(?m)^(?=table )", sh("nft", "-s", "list", "ruleset"))
+    bridges = {}
+    for br in sh("ovs-vsctl", "list-br").split():
+        ports = [p for p in sh("ovs-vsctl", "list-ports", br).split() if not skip.match(p)]
+        dp = sh("ovs-vsctl", "get", "bridge", br, "datapath_type").strip()
+        bridges[br] = {"datapath": dp, "ports": sorted(ports)}
+    domains = {}
+    for line in sh("virsh", "-c", "lxc:///", "list", "--all").splitlines()[2:]:
+        parts = line.split(None, 2)
+        if len(parts) >= 3:
+            domains[parts[1]] = parts[2].strip()
+    print(json.dumps({
+        "addresses": addresses, "routes": routes,
+        "proxy_ndp": sorted(sh("ip", "-6", "neigh", "show", "proxy").splitlines()),
+        "nft": sorted(t for t in tables if t.strip()),
+        "bridges": bridges, "domains": domains,
+        "sysctl": {k: pathlib.Path("/proc/sys", k.replace(".", "/")).read_text().strip()
+                   for k in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding",
+                             "net.ipv6.conf.all.proxy_ndp", "net.ipv4.conf.all.arp_ignore")},
+    }, sort_keys=True))
+""")
+
+
+def inventory(lab: Lab) -> dict[str, Any]:
+    """What a boot must bring back, by meaning rather than by bytes: addresses, routes
+    (main tables), proxy NDP entries, each nft table, the bridges with their datapath and
+    ports (not the containers' ports, named at random), libvirt's domains with their
+    state, and the forwarding sysctls."""
+    result: dict[str, Any] = json.loads(lab.exec([sys.executable, "-c", INVENTORY]).stdout)
+    return result
