@@ -242,10 +242,6 @@ def test_secret_files_are_private(server: dict[str, Any]) -> None:
     record("security.checks", 3, detail="secret files 0600, directories 0700")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: `fjord plan -c FILE` without root on a host with containers ends in a traceback "
-    "(PermissionError reading /var/lib/fjord/containers/NAME/container.json, a 0700 "
-    "directory). Fix: /tmp/fjord-patches/06-plan-without-root-with-containers.patch"))
 def test_apply_refuses_without_root_and_the_rest_works(server: dict[str, Any]) -> None:
     lab = server["lab"]
     config = "/etc/fjord/fjord.yaml"  # readable by nobody (pytest's directory is not)

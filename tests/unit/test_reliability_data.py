@@ -97,10 +97,6 @@ def _apply(resource: File) -> None:
         change.run(ctx)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: backups are named by the second (/var/lib/fjord/backups/PATH.YYYYmmddTHHMMSS): a "
-    "file replaced twice within one second overwrites the first backup, which can be the "
-    "provider's original. Fix: /tmp/fjord-patches/07-backups-never-overwritten.patch"))
 def test_every_replaced_version_is_backed_up_even_within_one_second(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The provider's original file, and each version fjord wrote since, can be found

@@ -122,7 +122,10 @@ class Domain:
         return cls(
             name=_text(dom, "name"),
             uuid=_text(dom, "uuid"),
-            memory=_bytes(dom.find("memory")),
+            # the limit in force: a running domain lowered live keeps its boot-time
+            # <memory> (the maximum) and shows the new limit as <currentMemory>
+            memory=_bytes(dom.find("currentMemory") if dom.find("currentMemory") is not None
+                          else dom.find("memory")),
             vcpus=int(_text(dom, "vcpu") or 1),
             cpu_shares=int(_text(dom, "cputune/shares") or 1024),
             root=root,

@@ -99,7 +99,12 @@ def all_records(base: Path | None = None) -> list[Record]:
     records = []
     if root.is_dir():
         for entry in sorted(root.iterdir()):
-            record = read_record(Layout(entry.name, entry))
+            try:
+                record = read_record(Layout(entry.name, entry))
+            except PermissionError:
+                # not root (`fjord plan` of a file): a container's directory is 0700;
+                # what cannot be read is left out, as the plan's other unreadable state
+                continue
             if record is not None:
                 records.append(record)
     return records

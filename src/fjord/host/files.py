@@ -93,7 +93,13 @@ class File(Resource):
             data = self.path.read_bytes()
         except FileNotFoundError:
             return
-        dest = backup_path(self.path)
+        # One name per second: a second version within the same second (two applies in
+        # a row, a script) must not overwrite the first one's backup (the original).
+        first = dest = backup_path(self.path)
+        n = 1
+        while dest.exists():
+            dest = first.with_name(f"{first.name}.{n}")
+            n += 1
         atomic_write(dest, data, 0o600)
 
     def _write(self, ctx: Context) -> None:
