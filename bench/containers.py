@@ -664,14 +664,19 @@ def figures(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
     cg = [v["memory"]["machine_cgroup_usage"] / 2**20 for v in inspect.values()
           if v["memory"]["machine_cgroup_usage"] is not None]
     procs = [v["memory"]["processes"] for v in inspect.values()]
+    who = f"{IDLE_SECONDS:.0f} s after 10 {raw.get('inspect_of')} overlay containers answered ping"
     out["memory_idle_container"] = figure(
+        cg, "MiB", digits=1,
+        note=(f"memory.usage_in_bytes of the container's memory cgroup "
+              f"(machine/lxc-ID-NAME.libvirt-lxc in the lab's tree), {who}: its processes "
+              f"and the page cache charged to it (reclaimable: the journal file, ...)")
+        if cg else UNAVAILABLE)
+    out["memory_idle_container_pss"] = figure(
         pss, "MiB", digits=1,
-        note=(f"PSS of the container's processes ({_range(procs, 0)} processes), "
-              f"{IDLE_SECONDS:.0f} s after 10 {raw.get('inspect_of')} overlay containers "
-              "answered ping; "
-              f"RSS {_range(rss, 1)} MiB; libvirt's machine cgroup shows only "
-              f"{_range(cg, 1)} MiB because the container's systemd moves itself out of it "
-              "(cgroup v1 in the lab, DESIGN fact 3)") if pss else UNAVAILABLE)
+        note=(f"PSS of the processes in the container's PID namespace ({_range(procs, 0)} "
+              f"processes), {who}: shared pages (the image's libraries) divided among the "
+              f"containers, i.e. what one more costs; RSS {_range(rss, 1)} MiB")
+        if pss else UNAVAILABLE)
     disk = [v["disk"] / 1e6 for v in inspect.values()]
     out["disk_overlay_running"] = figure(
         disk, "MB", TARGETS["disk_overlay_mb"], digits=3,
