@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord.lab import Lab
+from fjord.lab.daemons import PIDFILES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "examples" / "lab.yaml")
@@ -145,8 +146,7 @@ def assert_converged(lab: Lab, config: str = EXAMPLE,
 KILLER = textwrap.dedent("""
     import os, signal, sys, threading, time
     import fjord.ui
-    n, delay, target, trigger = (int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
-                                 sys.argv[4])
+    n, delay, target, trigger = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
     started = fjord.ui.ProgressReporter.started
     seen, what = [0], [""]
     def kill():
@@ -155,9 +155,12 @@ KILLER = textwrap.dedent("""
                 time.sleep(0.001)
         if delay > 0:
             time.sleep(delay)
-        sys.stderr.write(f"FAULT: SIGKILL to {target or 'fjord'} at change {n}: {what[0]}\\n")
+        # TARGET: 0 (this apply), a PID, or a daemon's PID file (read now: the apply
+        # may have restarted the daemon since it began)
+        pid = int(open(target).read()) if target.startswith("/") else int(target)
+        sys.stderr.write(f"FAULT: SIGKILL to {pid or 'fjord'} at change {n}: {what[0]}\\n")
         sys.stderr.flush()
-        os.kill(target or os.getpid(), signal.SIGKILL)
+        os.kill(pid or os.getpid(), signal.SIGKILL)
     def wrapped(self, change):
         seen[0] += 1
         if seen[0] == n:
@@ -173,14 +176,17 @@ KILLER = textwrap.dedent("""
 """)
 
 
-def apply_with_fault(lab: Lab, n: int, delay: float = 0.0, target: int = 0,
+def apply_with_fault(lab: Lab, n: int, delay: float = 0.0, target: int | str = 0,
                      config: str = EXAMPLE, layers: Sequence[str] = HOST_AND_NETWORK,
                      trigger: str | None = None,
                      timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run `fjord apply` and send SIGKILL to ``target`` (0: the apply itself) when its
+    """Run `fjord apply` and send SIGKILL to ``target`` (0: the apply itself; a PID; a
+    daemon's name, its PID read from its PID file at that moment) when its
     ``n``-th change starts, or when ``trigger`` (a path on the server) exists after that,
     plus ``delay`` seconds. Returns the finished process and the resource the fault hit
     ("" if the apply never got that far)."""
+    if isinstance(target, str):
+        target = "/run/" + PIDFILES[target]
     argv = lab.exec_argv([sys.executable, "-c", KILLER, str(n), str(delay), str(target),
                           trigger or "-", "apply", "-c", config, "--yes", *only(layers)])
     out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

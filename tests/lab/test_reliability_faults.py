@@ -175,9 +175,7 @@ def test_daemon_killed_while_apply_runs(make_lab: Callable[..., Lab]) -> None:
         lab = first if i == 0 else make_lab()
         what = f"{daemon} killed at the start of change {n} ({steps[n - 1]})"
         try:
-            pid = daemon_pid(lab, daemon)
-            assert pid is not None
-            out, where = apply_with_fault(lab, n, 0.0, target=pid)
+            out, where = apply_with_fault(lab, n, 0.0, target=daemon)
             assert where == steps[n - 1], f"{what}: hit {where!r}"
             assert "Traceback" not in out.stderr, f"{what}:\n{out.stderr}"
             if out.returncode != 0:

@@ -3,7 +3,7 @@ SIGKILL at random moments leaves the old file or the new one, never a mix), a re
 file is always backed up (also when it changes twice within a second), and a corrupt
 state file is detected, set aside and rebuilt.
 
-The lab side (tests/lab/test_reliability_data.py) does the same with a real server."""
+The lab side (tests/lab/test_reliability_storage.py) does the same with a real server."""
 
 from __future__ import annotations
 
