@@ -54,10 +54,6 @@ class Ovs:
                 raise StateUnreadable(f"cannot connect to ovsdb-server: {exc}") from exc
         return self._api
 
-    def forget(self) -> None:
-        """Before apply reads a resource: reconnect, Open vSwitch may have been restarted."""
-        self.close()
-
     def close(self) -> None:
         if self._conn is not None:
             try:
