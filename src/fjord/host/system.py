@@ -51,6 +51,9 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     hook.after = (PACKAGES_ID,)
     out += [client, daemon, defaults, hook]
 
+    from fjord.host.boot_order import BootOrder
+
+    out.append(BootOrder(root, after=(PACKAGES_ID,)))
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
                        after=(PACKAGES_ID,), ready=vswitchd_follows))
     for unit in LIBVIRT_LISTENERS:
