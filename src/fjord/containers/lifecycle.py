@@ -21,7 +21,7 @@ log = logging.getLogger("fjord.containers")
 STOP_TIMEOUT = 20.0
 
 
-def stale_ports(desired: Desired, container: Container) -> list[str]:
+def stale_ports(desired: Desired, container: Container, ovs: Any = None) -> list[str]:
     """Open vSwitch ports left by a crashed container: ports libvirt made for this
     container's MACs whose network device no longer exists. libvirt refuses to start a
     domain whose port is still there ("could not add network device")."""
@@ -31,7 +31,8 @@ def stale_ports(desired: Desired, container: Container) -> list[str]:
     from fjord.net.ovs import Ovs
 
     macs = {m for m in (container.mac_private, container.mac_public) if m}
-    ovs, nl = Ovs(), Netlink()
+    own = ovs is None
+    ovs, nl = (Ovs() if own else ovs), Netlink()
     try:
         stale = []
         for row in ovs.api.tables["Interface"].rows.values():
@@ -42,7 +43,8 @@ def stale_ports(desired: Desired, container: Container) -> list[str]:
             ovs.delete_port(name)
         return stale
     finally:
-        ovs.close()
+        if own:
+            ovs.close()
         nl.close()
 
 
@@ -60,8 +62,9 @@ def checksum_offload_off(name: str, devices: Sequence[str]) -> None:
              "tx", "off"], timeout=10)
 
 
-def start(lv: Libvirt, desired: Desired, container: Container) -> None:
-    removed = stale_ports(desired, container)
+def start(lv: Libvirt, desired: Desired, container: Container, ovs: Any = None) -> None:
+    """Start a container; ``ovs``: an open OVSDB connection to reuse (apply has one)."""
+    removed = stale_ports(desired, container, ovs)
     if removed:
         log.info("removed stale Open vSwitch ports of %s: %s", container.name, removed)
     rootfs.ensure_mounted(container.name)

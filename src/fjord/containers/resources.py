@@ -189,7 +189,15 @@ class RunningResource(Resource):
             return []
         v6 = f", {self.c.ipv6}" if self.c.ipv6 else ""
         return [Change(self.id, "update", f"start {self.c.name} ({self.c.ipv4}{v6})",
-                       lambda c: lifecycle.start(libvirt(c), c.desired, self.c))]
+                       self._start)]
+
+    def _start(self, ctx: Context) -> None:
+        ovs = None
+        if ctx.desired.host.switch.kind == "ovs":
+            from fjord.net.switch import driver as switch
+
+            ovs = switch(ctx)
+        lifecycle.start(libvirt(ctx), ctx.desired, self.c, ovs)
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"{self.c.name} is running"
