@@ -117,12 +117,6 @@ def lost(lab: Lab, sums: dict[str, str]) -> list[str]:
     return [name for name, s in sums.items() if data_sum(lab, name) != s]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a new IPv4 address for a running container (its own, or the private network "
-    "moved) is written to its /etc/network/interfaces, but the container keeps the "
-    "address it booted with: apply succeeds, the next plan is empty, and the container "
-    "does not answer at its declared address. "
-    "Fix: /tmp/fjord-patches/09-restart-a-container-whose-network-changed.patch"))
 def test_configuration_changes_never_delete_a_root_filesystem(server: Any) -> None:
     lab, write, sums = server
     chosen = sample(CHANGES, 1, always=[CHANGES[2], CHANGES[6], CHANGES[9]])

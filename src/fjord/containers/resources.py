@@ -56,6 +56,9 @@ class ImageResource(Resource):
         return f"image {self.spec.key} is cached"
 
 
+NETWORK_FILE = "/etc/network/interfaces"
+
+
 class RootResource(Resource):
     """The container's root filesystem: made from its image, customised."""
 
@@ -89,8 +92,19 @@ class RootResource(Resource):
         pending = customize.pending(layout.rootfs, self.c, desired)
         if not pending:
             return []
-        return [Change(self.id, "update", f"customise {self.c.name}: {', '.join(pending)}",
-                       self._make)]
+        # A running container read its network file when it booted: a new address or
+        # gateway takes a restart, or it stays unreachable at its declared address.
+        state = libvirt(ctx).domain(self.c.name) if NETWORK_FILE in pending else None
+        restart = state is not None and state.running
+        return [Change(self.id, "update", f"customise {self.c.name}: {', '.join(pending)}"
+                       + (" (restarted: its network changed)" if restart else ""),
+                       self._make_and_restart if restart else self._make)]
+
+    def _make_and_restart(self, ctx: Context) -> None:
+        self._make(ctx)
+        lv = libvirt(ctx)
+        lifecycle.stop(lv, self.c.name)
+        lifecycle.start(lv, ctx.desired, self.c)
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"root of {self.c.name} exists and is customised"
