@@ -127,12 +127,21 @@ def checks(lab: Lab, config: str = EXAMPLE, prefixes: Sequence[str] = ("host:",)
 
 def assert_converged(lab: Lab, config: str = EXAMPLE,
                      layers: Sequence[str] = HOST_AND_NETWORK,
-                     prefixes: Sequence[str] = ("host:",), what: str = "") -> None:
-    """`fjord check` passes (for ``prefixes``) and the plan is empty."""
-    _, failed = checks(lab, config, prefixes)
+                     prefixes: Sequence[str] = ("host:",), what: str = "",
+                     settle: float = 0.0) -> float:
+    """`fjord check` passes (for ``prefixes``; retried for up to ``settle`` seconds) and
+    the plan is empty. Returns how long the check took to pass."""
+    start = time.monotonic()
+    while True:
+        _, failed = checks(lab, config, prefixes)
+        if not failed or time.monotonic() - start > settle:
+            break
+        time.sleep(0.5)
+    took = time.monotonic() - start
     assert not failed, f"{what}: fjord check failed: {failed}"
     left = plan(lab, config, layers)["changes"]
     assert left == [], f"{what}: still planned after convergence: {left}"
+    return took
 
 
 # --- SIGKILL at the Nth change ----------------------------------------------------------------

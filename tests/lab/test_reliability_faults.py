@@ -147,7 +147,11 @@ def test_daemons_killed_on_a_converged_host(lab: Lab) -> None:
     changes = apply(lab, EXAMPLE, LAYERS)
     assert [c["resource"] for c in changes] == ["service openvswitch-switch"], changes
     assert daemon_pid(lab, "ovsdb-server") is not None
-    assert_converged(lab, EXAMPLE, LAYERS, what="after ovsdb-server came back")
+    # (the userspace datapath forwards again a few seconds after ovs-vswitchd caught up:
+    # measured 2 to 4 s in the lab)
+    took = assert_converged(lab, EXAMPLE, LAYERS, what="after ovsdb-server came back",
+                            settle=15)
+    print(f"forwarding again {took:.1f} s after the apply")
     assert lab.upstream(["ping", "-c1", "-W2", "192.0.2.5"], check=False).ok
     record("faults.daemon_killed", detail="ovsdb-server, converged host")
     # libvirtd
@@ -168,7 +172,7 @@ def test_daemon_killed_while_apply_runs(make_lab: Callable[..., Lab]) -> None:
     first = make_lab()
     steps = [c["resource"] for c in plan(first, EXAMPLE, LAYERS)["changes"]]
     points = [(d, n) for d in DAEMONS for n in range(1, len(steps) + 1)]
-    chosen = sample(points, 1, always=[("ovsdb-server", steps.index("bridge br-ex") + 1)])
+    chosen = sample(points, 0, always=[("ovsdb-server", steps.index("bridge br-ex") + 1)])
     print(f"daemon kill points {chosen} (seed {SEED}, full={FULL})")
     failures = []
     for i, (daemon, n) in enumerate(chosen):
@@ -184,7 +188,7 @@ def test_daemon_killed_while_apply_runs(make_lab: Callable[..., Lab]) -> None:
             wait_for_guard(lab)
             apply(lab, EXAMPLE, LAYERS)
             assert daemon_pid(lab, daemon) is not None, f"{what}: not started again"
-            assert_converged(lab, EXAMPLE, LAYERS, what=what)
+            assert_converged(lab, EXAMPLE, LAYERS, what=what, settle=15)
             record("faults.daemon_killed", detail=what, first_apply_exit=out.returncode)
         except AssertionError as exc:
             failures.append(str(exc))
