@@ -50,14 +50,9 @@ class Libvirt:
         return self._conn
 
     def forget(self) -> None:
-        """Before apply reads a resource: reconnect if libvirtd was restarted meanwhile."""
-        if self._conn is not None:
-            try:
-                alive = bool(self._conn.isAlive())
-            except _libvirt().libvirtError:
-                alive = False
-            if not alive:
-                self._conn = None
+        """Before apply reads a resource: reconnect, libvirtd may have been restarted
+        meanwhile (isAlive() does not notice a daemon that went away: measured)."""
+        self.close()
 
     def close(self) -> None:
         if self._conn is not None:

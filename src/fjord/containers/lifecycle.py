@@ -82,7 +82,16 @@ def stop(lv: Libvirt, name: str, timeout: float = STOP_TIMEOUT) -> None:
     state = lv.domain(name)
     if state is None or not state.running:
         return
-    lv.shutdown(name)
+    # Just after a start, libvirt refuses a shutdown until it knows the init's PID.
+    settle = time.monotonic() + 5.0
+    while True:
+        try:
+            lv.shutdown(name)
+            break
+        except FjordError as exc:
+            if "not yet known" not in exc.message or time.monotonic() > settle:
+                raise
+            time.sleep(0.1)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = lv.domain(name)
