@@ -68,13 +68,16 @@ def host_checks(desired: Desired) -> Iterator[CheckResult]:
 
 
 def _declared(desired: Desired) -> Iterator[CheckResult]:
+    from fjord.config.desired import with_kept
     from fjord.engine.plan import make_plan
     from fjord.engine.resource import Context
     from fjord.resources import network_resources
 
     ctx = Context(desired)
     try:
-        plan = make_plan(network_resources(desired), ctx)
+        # as apply sees it: containers left out of the file keep their network until
+        # they are pruned
+        plan = make_plan(network_resources(with_kept(desired)), ctx)
     finally:
         ctx.close()
     drift = [f"{c.resource}: {c.detail}" for c in plan.changes]

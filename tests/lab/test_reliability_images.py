@@ -122,10 +122,6 @@ def test_disk_full_while_mmdebstrap_runs(tmp_path: Path) -> None:
     record("faults.image_build", detail="disk full during mmdebstrap")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a disk that fills up while fjord finishes an image (after mmdebstrap) ends "
-    "`fjord image build` in a traceback (OSError: No space left on device); the work "
-    "directory is removed. Fix: /tmp/fjord-patches/10-image-build-disk-full-message.patch"))
 def test_disk_full_after_mmdebstrap(tmp_path: Path) -> None:
     """mmdebstrap finished, and the disk is full while fjord finishes the image."""
     result = build(tmp_path, "fill-then-succeed")

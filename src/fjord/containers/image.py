@@ -280,17 +280,24 @@ class ImageCache:
                 work.mkdir()
                 rootfs = work / "rootfs"
                 version = _mmdebstrap(spec, rootfs, progress, timeout, on_start)
-                finish_rootfs(rootfs, spec)
-                meta = {
-                    "key": spec.key,
-                    "inputs": spec.inputs(),
-                    "created": started,
-                    "seconds": round(time.time() - started, 3),
-                    "size": tree_size(rootfs),
-                    "mmdebstrap": version,
-                }
-                (work / META).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-                os.rename(work, self.path(spec.key))
+                try:
+                    finish_rootfs(rootfs, spec)
+                    meta = {
+                        "key": spec.key,
+                        "inputs": spec.inputs(),
+                        "created": started,
+                        "seconds": round(time.time() - started, 3),
+                        "size": tree_size(rootfs),
+                        "mmdebstrap": version,
+                    }
+                    (work / META).write_text(json.dumps(meta, indent=2, sort_keys=True)
+                                             + "\n")
+                    os.rename(work, self.path(spec.key))
+                except OSError as exc:  # a full disk, typically
+                    raise FjordError(
+                        f"building image {spec.key} failed while finishing it: "
+                        f"{exc.strerror or exc} ({exc.filename or self.root})",
+                        hint=f"free space under {self.root}; nothing was cached") from exc
         except BaseException:
             remove_tree(work)
             raise
