@@ -184,12 +184,6 @@ def test_corrupt_state_files_are_detected_and_rebuilt(server: Any) -> None:
     assert kept, "no corrupt file was kept for inspection"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a lost or corrupt allocations.json is said to be 'rebuilt from what exists', "
-    "but it is allocated afresh from the file: a container whose remembered address is "
-    "not the lowest free one gets another IPv4 and public IPv6 (web: 10.1.0.50 -> "
-    "10.1.0.3), and a container left out of the file (kept, running) loses its "
-    "reservation, so a new container gets its addresses while it still uses them"))
 def test_addresses_survive_a_lost_allocations_file(server: Any) -> None:
     lab, write, sums = server
     # web on an address that is not the lowest free one (as after removals), and a kept
@@ -229,11 +223,6 @@ def listing(lab: Lab, config: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a corrupt /var/lib/fjord/containers/NAME/container.json stops every plan and "
-    "apply ('is unreadable'), and the hint proposes `fjord container destroy`, which "
-    "deletes the data; it could be rebuilt from what exists (upper/ => overlay, the "
-    "image from the domain's mounted root or the cache, the directory's time)"))
 def test_a_corrupt_container_record_is_rebuilt(server: Any) -> None:
     lab, write, sums = server
     config = write(BASE)

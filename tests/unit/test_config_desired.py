@@ -306,6 +306,27 @@ def test_corrupt_state_file_is_detected_and_rebuilt(state_dir, content):
         assert (state_dir / "allocations.json.corrupt").read_bytes() == content
 
 
+def test_a_lost_allocations_file_is_rebuilt_from_the_containers_records(state_dir):
+    """Each existing container's record keeps its addresses: a lost or corrupt
+    allocations.json gives them back, a kept container (out of the file) included, and a
+    newcomer gets none of them."""
+    first = make(names("a", "b", "web"), {"web": {"ipv4": "10.1.0.50"}})
+    for c in first.containers:
+        record = state_dir / "containers" / c.name / "container.json"
+        record.parent.mkdir(parents=True)
+        record.write_text(json.dumps({"name": c.name, "mode": "overlay", "image": "k",
+                                      "lower": "/l", "created": 1.0,
+                                      "addresses": first.allocations[c.name]}))
+    (state_dir / "allocations.json").write_bytes(b"{garbage")
+    assert read_allocations() == first.allocations
+    later = load_text(names("a", "web", "z"))       # b kept (out of the file), z new
+    assert later.allocations["b"] == first.allocations["b"]
+    assert later.container("web").ipv4 == first.container("web").ipv4
+    assert str(later.container("web").ipv4) == "10.1.0.50"
+    taken = {v for n in ("a", "b", "web") for v in first.allocations[n].values()}
+    assert not set(later.allocations["z"].values()) & taken
+
+
 def load_text(containers: str):
     doc = parse(HOST + "containers:\n" + containers)
     return resolve(doc, check(doc))

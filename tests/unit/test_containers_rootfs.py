@@ -88,12 +88,65 @@ def test_an_interrupted_copy_is_redone(tmp_path):
     assert (lay.rootfs / "etc/hostname").exists()
 
 
-def test_corrupt_record_is_reported(tmp_path):
+def test_a_corrupt_record_with_no_root_behind_it_is_reported(tmp_path):
     lay = rootfs.Layout.of("web", tmp_path)
     lay.base.mkdir()
     lay.record.write_text("{")
-    with pytest.raises(FjordError, match="unreadable"):
+    with pytest.raises(FjordError, match="container.json is corrupt.*holds no root"):
         rootfs.read_record(lay)
+
+
+@pytest.mark.parametrize("garbage", [b"{", b"", b"[1]", b'{"name": "web", "mode": "zip"}',
+                                     b"\x00\xff"])
+def test_a_corrupt_overlay_record_is_rebuilt_and_its_data_kept(tmp_path, garbage):
+    base = tmp_path / "containers"
+    lay = rootfs.Layout.of("web", base)
+    for d in (lay.upper / "root", lay.work, lay.rootfs):
+        d.mkdir(parents=True)
+    (lay.upper / "root/data").write_text("precious")
+    lay.record.write_bytes(garbage)
+    record = rootfs.read_record(lay)
+    # upper/ says overlay; not mounted, so the image is unknown (nothing written yet)
+    assert record is not None and record.mode == "overlay" and record.image == ""
+    assert "rebuilt from what exists" in (record.rebuilt or "")
+    assert lay.record.read_bytes() == garbage
+    assert [r.name for r in rootfs.all_records(base)] == ["web"]
+    # making the root again adopts the image the file asks for, keeps the bad file aside
+    img = fake_image(tmp_path)
+    adopted = rootfs.adopt(lay, record, img)
+    assert (adopted.image, adopted.lower, adopted.rebuilt) == (img.key, str(img.rootfs), None)
+    assert rootfs.read_record(lay) == adopted
+    assert (base / "web/container.json.corrupt").read_bytes() == garbage
+    assert (lay.upper / "root/data").read_text() == "precious"
+
+
+def test_a_lost_copy_record_is_rebuilt(tmp_path):
+    img = fake_image(tmp_path)
+    base = tmp_path / "containers"
+    lay = rootfs.prepare("web", img, "copy", base)
+    lay.record.unlink()
+    record = rootfs.read_record(lay)
+    assert record is not None and record.mode == "copy" and "missing" in (record.rebuilt or "")
+    # prepare adopts it (the image the file asks for) and keeps the copy as it is
+    (lay.rootfs / "etc/hostname").write_text("web\n")
+    rootfs.prepare("web", img, "copy", base)
+    again = rootfs.read_record(lay)
+    assert again is not None and again.rebuilt is None and again.image == img.key
+    assert (lay.rootfs / "etc/hostname").read_text() == "web\n"
+
+
+def test_a_record_keeps_the_addresses_for_the_allocations(tmp_path):
+    img = fake_image(tmp_path)
+    base = tmp_path / "containers"
+    lay = rootfs.prepare("web", img, "copy", base)
+    rootfs.prepare("db", img, "copy", base)
+    addrs = {"ipv4": "10.1.0.50", "mac_private": "52:54:00:aa:bb:cc"}
+    assert rootfs.save_addresses(lay, addrs)
+    assert not rootfs.save_addresses(lay, addrs)
+    record = rootfs.read_record(lay)
+    assert record is not None and record.addresses == addrs and record.image == img.key
+    assert rootfs.recorded_addresses(base=base) == {"web": addrs}
+    assert rootfs.recorded_addresses(skip={"web"}, base=base) == {}
 
 
 def test_hook_acts_only_on_prepare_begin(monkeypatch):

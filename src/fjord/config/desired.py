@@ -8,6 +8,7 @@ take the lowest free addresses, and MACs derive from the host and container name
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
@@ -26,6 +27,7 @@ ALLOCATIONS = "allocations.json"
 IPV6_CONTAINER_BASE = 1 << 48
 IPV6_SEARCH = 1 << 16
 MAC_PREFIX = "52:54:00:"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -284,9 +286,20 @@ def allocations_path() -> Path:
 
 
 def read_allocations() -> dict[str, dict[str, str]]:
+    """The remembered allocations: allocations.json, completed from the records of the
+    containers that exist (each keeps its own addresses), so that a lost or corrupt file
+    is rebuilt from what exists and no existing container's addresses are handed out."""
+    from fjord.containers.rootfs import recorded_addresses
+
     data = read_json(allocations_path()) or {}
     containers = data.get("containers", {})
-    return containers if isinstance(containers, dict) else {}
+    known = dict(containers) if isinstance(containers, dict) else {}
+    found = recorded_addresses(skip=known)
+    if found:
+        log.warning("%s lacks %s: taken from their records", allocations_path(),
+                    ", ".join(sorted(found)))
+        known.update(found)
+    return known
 
 
 def save_allocations(desired: Desired) -> bool:

@@ -79,6 +79,11 @@ class RootResource(Resource):
             return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
                            f"{self.spec.key}, customised (network, names, DNS, SSH keys"
                            f"{', Puppet' if self.c.puppet else ''})", self._make)]
+        if record.rebuilt is not None:
+            return [Change(self.id, "update", f"rewrite the record of {self.c.name}: "
+                           f"{record.rebuilt}"
+                           + ("" if record.image else f"; its image taken as {self.spec.key}, "
+                              "the one the file asks for"), self._make)]
         if record.image != self.spec.key or record.mode != self.c.rootfs:
             ctx.warn(f"container {self.c.name} was made as {record.mode} on image "
                      f"{record.image}; the file now asks for {self.c.rootfs} on "
@@ -90,6 +95,8 @@ class RootResource(Resource):
             return [Change(self.id, "update", f"mount the overlay root of {self.c.name} "
                            "and check its customisation", self._make)]
         pending = customize.pending(layout.rootfs, self.c, desired)
+        if record.addresses != addresses(self.c):
+            pending.append(f"{rootfs.RECORD} (addresses)")
         if not pending:
             return []
         # A running container read its network file when it booted: a new address or
@@ -116,6 +123,15 @@ class RootResource(Resource):
                              hint="fjord image build -c FILE")
         layout = rootfs.prepare(self.c.name, image, self.c.rootfs)  # type: ignore[arg-type]
         customize.customize(layout.rootfs, self.c, ctx.desired)
+        rootfs.save_addresses(layout, addresses(self.c))
+
+
+def addresses(c: Container) -> dict[str, str]:
+    """What the container's record keeps of its addresses (allocations.json's keys)."""
+    out = {"ipv4": str(c.ipv4), "mac_private": c.mac_private}
+    if c.ipv6 is not None and c.mac_public is not None:
+        out.update(ipv6=str(c.ipv6), mac_public=c.mac_public)
+    return out
 
 
 class DomainResource(Resource):

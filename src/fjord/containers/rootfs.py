@@ -2,9 +2,12 @@
 
 Layout, under ``<state>/containers/<name>/``:
 
-- ``container.json``: the mode and the image key the container was made from. The
-  image stays the container's for its life: an overlay's lower layer must never
-  change under its upper one, so a new image means a new container.
+- ``container.json``: the mode and the image key the container was made from, and the
+  addresses it was customised with. The image stays the container's for its life: an
+  overlay's lower layer must never change under its upper one, so a new image means a
+  new container. The addresses are a second copy of its entry in allocations.json, so
+  that a lost allocations file is rebuilt from what exists; a corrupt record is in turn
+  rebuilt from what exists (see :func:`read_record`).
 - ``overlay``: ``upper/`` (everything the container changed: customisation, logs,
   installed packages) and ``work/`` (overlayfs' scratch space), mounted with the
   image's ``rootfs/`` as the read-only lower layer at ``rootfs/``.
@@ -21,12 +24,14 @@ container needs it, with no fstab line or boot ordering to maintain.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fjord.containers.image import Image
 from fjord.containers.tree import remove_tree, tree_size
@@ -38,6 +43,7 @@ Mode = Literal["overlay", "copy"]
 RECORD = "container.json"
 # Characters overlayfs' option parser treats specially; fjord's own paths never have them.
 _UNSAFE_OPTION = re.compile(r"[,:\\\s=]")
+log = logging.getLogger(__name__)
 
 
 def containers_dir() -> Path:
@@ -50,9 +56,21 @@ class Record:
 
     name: str
     mode: Mode
-    image: str        # the image key
-    lower: str        # the image's rootfs directory
+    image: str        # the image key ("" when a rebuilt record could not tell)
+    lower: str        # the image's rootfs directory ("" likewise)
     created: float
+    addresses: Mapping[str, str] | None = None   # as in allocations.json
+    # Not stored: why this record was rebuilt in memory (its file was corrupt), or None.
+    rebuilt: str | None = field(default=None, compare=False)
+
+    def stored(self) -> dict[str, Any]:
+        data = asdict(self)
+        del data["rebuilt"]
+        if self.addresses is None:
+            del data["addresses"]
+        else:
+            data["addresses"] = dict(self.addresses)
+        return data
 
 
 @dataclass(frozen=True)
@@ -82,16 +100,99 @@ class Layout:
 
 
 def read_record(layout: Layout) -> Record | None:
+    """The container's record; None when the container has no root at all.
+
+    A corrupt record (or one lost while the root is still there) is rebuilt in memory
+    from what exists, with ``rebuilt`` saying how; `fjord apply` writes it back (the bad
+    file is kept as ``container.json.corrupt``). Nothing is ever deleted because of it.
+    """
     try:
-        data = json.loads(layout.record.read_bytes())
-        return Record(name=data["name"], mode=data["mode"], image=data["image"],
-                      lower=data["lower"], created=float(data["created"]))
+        raw = layout.record.read_bytes()
     except FileNotFoundError:
+        if layout.upper.is_dir() or _has_root(layout.rootfs):
+            return _rebuild(layout, "container.json is missing")
         return None
+    try:
+        return _parse(raw)
     except (ValueError, KeyError, TypeError) as exc:
-        raise FjordError(f"{layout.record} is unreadable ({exc})",
-                         hint="inspect it; `fjord container destroy` starts the container over"
-                         ) from exc
+        return _rebuild(layout, f"container.json is corrupt ({exc})")
+
+
+def _parse(raw: bytes) -> Record:
+    data = json.loads(raw)
+    mode = data["mode"]
+    if mode not in ("overlay", "copy"):
+        raise ValueError(f"unknown mode {mode!r}")
+    addresses = data.get("addresses")
+    if addresses is not None and not (
+            isinstance(addresses, dict) and all(isinstance(v, str) for v in addresses.values())):
+        raise ValueError("addresses is not an object of strings")
+    return Record(name=str(data["name"]), mode=mode, image=str(data["image"]),
+                  lower=str(data["lower"]), created=float(data["created"]),
+                  addresses=addresses)
+
+
+def _has_root(path: Path) -> bool:
+    return (path / "sbin").exists() or (path / "usr/sbin").exists()
+
+
+def _rebuild(layout: Layout, why: str) -> Record:
+    """A record from what is on disk: ``upper/`` makes an overlay (its image from the
+    mounted overlay's lower layer when mounted, else unknown), a root without it a copy."""
+    if layout.upper.is_dir():
+        lower = mounted_lower(layout.rootfs) or ""
+        mode: Mode = "overlay"
+        how = f"an overlay on {lower}" if lower else "an overlay (image unknown: not mounted)"
+    elif _has_root(layout.rootfs):
+        lower, mode, how = "", "copy", "a full copy"
+    else:
+        raise FjordError(f"{layout.record}: {why}, and {layout.base} holds no root to "
+                         "rebuild it from", hint="inspect the directory; `fjord container "
+                         f"destroy {layout.name}` removes what is left")
+    image = Path(lower).parent.name if lower else ""
+    try:
+        created = layout.base.stat().st_mtime
+    except OSError:
+        created = time.time()
+    log.warning("%s: %s; rebuilt from what exists: %s", layout.record, why, how)
+    return Record(name=layout.name, mode=mode, image=image, lower=lower, created=created,
+                  rebuilt=f"{why}; rebuilt from what exists: {how}")
+
+
+def mounted_lower(path: Path) -> str | None:
+    """The lower directory of the overlay mounted at ``path``, if one is."""
+    target = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as fh:
+        for line in fh:
+            fields = line.split()
+            if _unescape(fields[4]) != target or " - overlay " not in line:
+                continue
+            options = line.partition(" - ")[2].split()[2]
+            for option in options.split(","):
+                if option.startswith("lowerdir="):
+                    return _unescape(option.removeprefix("lowerdir=")).split(":")[0]
+    return None
+
+
+def write_record(layout: Layout, record: Record) -> None:
+    """Write the record atomically; a corrupt one is kept as ``container.json.corrupt``."""
+    try:
+        _parse(layout.record.read_bytes())
+    except FileNotFoundError:
+        pass
+    except (ValueError, KeyError, TypeError):
+        os.replace(layout.record, layout.record.with_name(RECORD + ".corrupt"))
+    atomic_write(layout.record, (json.dumps(record.stored(), indent=2, sort_keys=True)
+                                 + "\n").encode(), 0o644)
+
+
+def save_addresses(layout: Layout, addresses: Mapping[str, str]) -> bool:
+    """Keep the container's addresses in its record; True when it changed."""
+    record = read_record(layout)
+    if record is None or (record.addresses == dict(addresses) and record.rebuilt is None):
+        return False
+    write_record(layout, replace(record, addresses=dict(addresses), rebuilt=None))
+    return True
 
 
 def all_records(base: Path | None = None) -> list[Record]:
@@ -108,6 +209,30 @@ def all_records(base: Path | None = None) -> list[Record]:
             if record is not None:
                 records.append(record)
     return records
+
+
+def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
+                       ) -> dict[str, dict[str, str]]:
+    """The addresses the records of existing containers hold (those not in ``skip``):
+    what rebuilds a lost or damaged allocations.json."""
+    root = base if base is not None else containers_dir()
+    skip = set(skip)
+    out: dict[str, dict[str, str]] = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in entries:
+        if name in skip:
+            continue
+        try:
+            data = json.loads((root / name / RECORD).read_bytes())
+            addresses = data.get("addresses") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(addresses, dict):
+            out[name] = {k: v for k, v in addresses.items() if isinstance(v, str)}
+    return out
 
 
 def overlay_options(layout: Layout, lower: Path) -> str:
@@ -139,6 +264,8 @@ def prepare(name: str, image: Image, mode: Mode, base: Path | None = None) -> La
     """
     layout = Layout.of(name, base)
     record = read_record(layout)
+    if record is not None and record.rebuilt is not None:
+        record = adopt(layout, record, image)
     if record is not None:
         if record.image != image.key or record.mode != mode:
             raise FjordError(
@@ -154,11 +281,19 @@ def prepare(name: str, image: Image, mode: Mode, base: Path | None = None) -> La
         _prepare_overlay(layout, image)
     else:
         _prepare_copy(layout, image)
-    new = Record(name=name, mode=mode, image=image.key, lower=str(image.rootfs),
-                 created=time.time())
-    atomic_write(layout.record, (json.dumps(asdict(new), indent=2, sort_keys=True)
-                                 + "\n").encode(), 0o644)
+    write_record(layout, Record(name=name, mode=mode, image=image.key,
+                                lower=str(image.rootfs), created=time.time()))
     return layout
+
+
+def adopt(layout: Layout, record: Record, image: Image) -> Record:
+    """Write back a rebuilt record; where it could not tell the image, the one the file
+    asks for (which must exist: an overlay's upper layer is only whole on its image)."""
+    if not record.image:
+        record = replace(record, image=image.key, lower=str(image.rootfs))
+    record = replace(record, rebuilt=None)
+    write_record(layout, record)
+    return record
 
 
 def _prepare_overlay(layout: Layout, image: Image) -> None:
@@ -212,6 +347,10 @@ def ensure_mounted(name: str, base: Path | None = None) -> bool:
     record = read_record(layout)
     if record is None or record.mode != "overlay":
         return False
+    if not record.lower:
+        raise FjordError(f"container {name}: {record.rebuilt}",
+                         hint="`fjord apply` rewrites the record (the image the file asks "
+                         "for) and mounts the root")
     return mount(layout, Path(record.lower))
 
 
