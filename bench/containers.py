@@ -528,7 +528,8 @@ def ensure_image(work: Path) -> tuple[str, str]:
     return f"/var/cache/fjord/images/{key}/rootfs", str(cache / key / "rootfs")
 
 
-def measure(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
+def measure(quick: bool = False, rounds: int | None = None,
+            only: list[str] | None = None) -> dict[str, Any]:
     """{"figures": create+start until ping (hand-made and fjord, ratios), destroy,
     memory and disk per container; "raw": every round's measures}."""
     from fjord.lab import Lab
@@ -537,6 +538,8 @@ def measure(quick: bool = False, rounds: int | None = None) -> dict[str, Any]:
         raise RuntimeError("needs root (labs)")
     rounds = rounds or (1 if quick else 5)
     cases = [("overlay", 1), ("copy", 1), ("overlay", 10), ("copy", 10)]
+    if only:
+        cases = [c for c in cases if f"{c[0]}_{c[1]}" in only]
     work = Path(tempfile.mkdtemp(prefix="fjord-bench-ctr-"))
     work.chmod(0o755)
     lab = Lab(unique_name("bench-ctr-"))
@@ -702,9 +705,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--rounds", type=int, help="rounds per case (default 5)")
     parser.add_argument("--quick", action="store_true", help="one round, no 10 copies")
+    parser.add_argument("--cases", help="only these cases, comma-separated (overlay_1, "
+                        "copy_1, overlay_10, copy_10)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
-    print(json.dumps(measure(args.quick, args.rounds), indent=2))
+    only = args.cases.split(",") if args.cases else None
+    print(json.dumps(measure(args.quick, args.rounds, only), indent=2))
     return 0
 
 

@@ -89,8 +89,17 @@ def test_two_containers_boot_reach_the_world_and_take_the_owners_key(host):
         out = fjord(lab, "container", "exec", name, "--", "systemctl", "--failed",
                     "--no-legend", "--plain")
         assert out.stdout.strip() == "", out.stdout
-    # the containers know each other's hosts by name on the host
+    # the host resolves the containers by name, and they resolve each other and reach
+    # each other by name (over the internal bridge)
     assert lab.exec(["getent", "hosts", "web"]).ok
+    listed = json.loads(fjord(lab, "container", "list", "--json").stdout)["containers"]
+    ipv4 = {c["name"]: c["ipv4"] for c in listed}
+    for name, peer in (("test", "web"), ("web", "test")):
+        got = fjord(lab, "container", "exec", name, "--", "getent", "ahostsv4", peer)
+        assert got.stdout.split()[0] == ipv4[peer], got.stdout
+        ping = fjord(lab, "container", "exec", name, "--", "ping", "-c1", "-W2", peer,
+                     check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
     # a second apply changes nothing
     assert json.loads(fjord(lab, "apply", "--yes", "--json").stdout)["changes"] == []
 

@@ -248,3 +248,20 @@ def test_a_linked_directory_is_refused(tmp_path):
 def test_tree_rejects_paths_leaving_the_root(tmp_path):
     with pytest.raises(ValueError):
         Tree(tmp_path).write("/etc/../../x", b"")
+
+
+def test_containers_resolve_each_other_and_the_host(tmp_path):
+    d = desired(tmp_path, ipv6="bridged")
+    web = files(d, "web")["/etc/hosts"].decode()
+    assert "10.1.0.2\ttest.example.net test\n" in web
+    assert "10.1.0.1\toslo.example.net oslo\n" in web
+    assert f"{d.container('test').ipv6}\ttest.example.net test\n" in web
+    # a container kept out of the file (not pruned) is still listed while it exists
+    from dataclasses import replace
+
+    kept = replace(d, allocations={**d.allocations, "old": {
+        "ipv4": "10.1.0.9", "mac_private": "52:54:00:00:00:09"}})
+    assert "10.1.0.9\told.example.net old\n" in files(kept, "web")["/etc/hosts"].decode()
+    # with no IPv6 on the host, no IPv6 lines at all
+    v4 = files(desired(tmp_path, ipv6="none"), "web")["/etc/hosts"].decode()
+    assert "10.1.0.2\ttest.example.net test\n" in v4 and "2001:" not in v4

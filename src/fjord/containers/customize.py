@@ -7,7 +7,8 @@ once per container, into a private temporary directory.
 Written per container (and why):
 
 - ``/etc/hostname``, ``/etc/hosts``: the short name, and the FQDN on its own addresses
-  so that ``hostname -f`` answers without DNS.
+  so that ``hostname -f`` answers without DNS; then the host's and the other
+  containers' names, so that containers resolve each other with no resolver to run.
 - ``/etc/resolv.conf``: the host's configured DNS servers (IPv6 ones only when the
   container has IPv6; glibc reads the first three).
 - ``/etc/network/interfaces``: static addresses (see :func:`interfaces`), read by
@@ -127,12 +128,31 @@ def interfaces(net: Network) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hosts(container: Container) -> str:
+def hosts(container: Container, desired: Desired | None = None) -> str:
+    """Its own names on its own addresses, then (given ``desired``) the host's and every
+    other container's, so that containers resolve each other and the host by name
+    without a resolver: private IPv4 always (the internal bridge joins them), public
+    IPv6 too when both ends have it. Kept containers (out of the file, not pruned) are
+    listed as long as they exist, as on the host."""
     short = container.fqdn.partition(".")[0]
     lines = [HEADER.rstrip("\n"), "127.0.0.1\tlocalhost",
              f"{container.ipv4}\t{container.fqdn} {short}"]
     if container.ipv6 is not None:
         lines.append(f"{container.ipv6}\t{container.fqdn} {short}")
+    if desired is not None:
+        from fjord.config.desired import with_kept
+
+        host = desired.host
+        lines += ["", "# the host, on the internal bridge",
+                  f"{host.private.address.ip}\t{host.fqdn} {host.hostname}",
+                  "# the other containers"]
+        for peer in sorted(with_kept(desired).containers, key=lambda c: c.name):
+            if peer.name == container.name:
+                continue
+            names = f"{peer.fqdn} {peer.fqdn.partition('.')[0]}"
+            lines.append(f"{peer.ipv4}\t{names}")
+            if peer.ipv6 is not None and container.ipv6 is not None:
+                lines.append(f"{peer.ipv6}\t{names}")
     lines += ["", "::1\tlocalhost ip6-localhost ip6-loopback", "ff02::1\tip6-allnodes",
               "ff02::2\tip6-allrouters"]
     return "\n".join(lines) + "\n"
@@ -178,7 +198,7 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
     short = container.fqdn.partition(".")[0]
     out: list[RootFile | RootLink] = [
         RootFile("/etc/hostname", f"{short}\n".encode()),
-        RootFile("/etc/hosts", hosts(container).encode()),
+        RootFile("/etc/hosts", hosts(container, desired).encode()),
         RootFile("/etc/resolv.conf", resolv_conf(container, desired.host.dns).encode()),
         RootFile("/etc/network/interfaces",
                  interfaces(network_for(container, desired)).encode()),
