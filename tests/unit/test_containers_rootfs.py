@@ -149,17 +149,48 @@ def test_a_record_keeps_the_addresses_for_the_allocations(tmp_path):
     assert rootfs.recorded_addresses(skip={"web"}, base=base) == {}
 
 
-def test_hook_acts_only_on_prepare_begin(monkeypatch):
+@pytest.fixture
+def ours(state_dir):
+    """Container `web` is fjord's (it has a directory in the state), `other` is not."""
+    (state_dir / "containers" / "web").mkdir(parents=True)
+    return state_dir
+
+
+def test_hook_mounts_on_prepare_begin_only(monkeypatch, ours):
     calls = []
     monkeypatch.setattr(rootfs, "ensure_mounted", lambda name: calls.append(name) or True)
     assert hook.main(["web", "start", "begin", "-"]) == 0
-    assert hook.main(["web", "release", "end", "-"]) == 0
     assert calls == []
     assert hook.main(["web", "prepare", "begin", "-"]) == 0
     assert calls == ["web"]
 
 
-def test_hook_failure_stops_the_start(monkeypatch, capsys):
+def test_hook_leaves_other_domains_alone(monkeypatch, ours):
+    """Domains fjord did not make cost libvirt no work (and no import) at all."""
+    from fjord.containers import limits
+
+    calls = []
+    monkeypatch.setattr(rootfs, "ensure_mounted", lambda name: calls.append(name) or True)
+    monkeypatch.setattr(limits, "release", lambda name: calls.append(name) or [])
+    monkeypatch.setenv(hook.OFFLOAD_ENV, "1")
+    for op in (["prepare", "begin"], ["started", "begin"], ["release", "end"]):
+        assert hook.main(["other", *op, "-"]) == 0
+        assert hook.main(["../web", *op, "-"]) == 0
+    assert calls == []
+    assert hook.main(["web", "release", "end", "-"]) == 0
+    assert calls == ["web"]
+
+
+def test_hook_started_needs_the_container_init(monkeypatch, ours, capsys):
+    monkeypatch.setenv(hook.OFFLOAD_ENV, "1")
+    # no libvirt record of the container's controller: a clear failure, not a traceback
+    assert hook.main(["web", "started", "begin", "-"]) == 1
+    assert "checksum offload" in capsys.readouterr().err
+    monkeypatch.delenv(hook.OFFLOAD_ENV)
+    assert hook.main(["web", "started", "begin", "-"]) == 0
+
+
+def test_hook_failure_stops_the_start(monkeypatch, capsys, ours):
     def fail(name):
         raise FjordError("image gone")
 
@@ -182,3 +213,35 @@ def test_hook_script_runs_with_this_python_and_state(tmp_path):
     out = subprocess.run([str(script), "nobody", "prepare", "begin", "-"], input="<domain/>",
                          capture_output=True, text=True, env=env, timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def test_offload_off_in_another_network_namespace():
+    """The ioctl path, on a veth in a network namespace of its own (a sleeping process
+    holds it), as root; the machine's own namespace is not touched."""
+    import shutil
+
+    from fjord.containers.offload import OffloadError, tx_checksum_off
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    holder = subprocess.Popen(["unshare", "--net", "--", "sh", "-c",
+                               "ip link add name va type veth peer name vb && ip link set va up "
+                               "&& echo ready && exec sleep 60"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        pid = holder.pid
+        ns = ["nsenter", f"--target={pid}", "--net", "--"]
+        assert tx_checksum_off(pid, ["va", "vc"], optional=["vc"]) == ["va"]
+        assert tx_checksum_off(pid, ["va"]) == []          # already off: nothing to do
+        if shutil.which("ethtool"):
+            shown = subprocess.run([*ns, "ethtool", "-k", "va"], capture_output=True,
+                                   text=True, check=True).stdout
+            assert "tx-checksumming: off" in shown
+        with pytest.raises(OffloadError, match="no interface vc"):
+            tx_checksum_off(pid, ["vc"])
+        with pytest.raises(OffloadError):
+            tx_checksum_off(2**22 + 7, ["va"])          # no such process
+    finally:
+        holder.kill()
+        holder.wait()

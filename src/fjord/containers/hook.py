@@ -23,41 +23,61 @@ OFFLOAD_ENV = "FJORD_CHECKSUM_OFFLOAD_OFF"
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) >= 3 and (argv[1], argv[2]) == ("started", "begin"):
-        return _started(argv[0])
-    if len(argv) >= 3 and (argv[1], argv[2]) == ("release", "end"):
+    """Act on fjord's own containers only, importing as little as possible: libvirt
+    waits for the hook at every start and stop, so its cost is the containers'."""
+    if len(argv) < 3 or not _ours(argv[0]):
+        return 0
+    name, op = argv[0], (argv[1], argv[2])
+    if op == ("prepare", "begin"):
+        return _prepare(name)
+    if op == ("started", "begin"):
+        return _started(name)
+    if op == ("release", "end"):
         # empty cgroups fjord-init made in hierarchies libvirt does not manage
         from fjord.containers.limits import release
 
-        release(argv[0])
-        return 0
-    if len(argv) < 3 or (argv[1], argv[2]) != ("prepare", "begin"):
-        return 0
+        release(name)
+    return 0
+
+
+def _ours(name: str) -> bool:
+    """Did fjord make this container? (It has a directory in fjord's state.)"""
+    import os
+
+    state = os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord"
+    return "/" not in name and os.path.isdir(os.path.join(state, "containers", name))
+
+
+def _prepare(name: str) -> int:
     from fjord.containers.rootfs import ensure_mounted
     from fjord.errors import FjordError
 
     try:
-        ensure_mounted(argv[0])
+        ensure_mounted(name)
     except FjordError as exc:
-        print(f"fjord: cannot mount the root of container {argv[0]}: {exc}", file=sys.stderr)
+        print(f"fjord: cannot mount the root of container {name}: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _started(name: str) -> int:
     """After every start (autostart at boot included): on the userspace datapath, the
-    container's interfaces must compute their checksums (see lifecycle)."""
+    container's interfaces must compute their checksums (see fjord.containers.offload).
+    Standard library only: this runs while libvirt waits."""
     import os
 
     if os.environ.get(OFFLOAD_ENV) != "1":
         return 0
-    from fjord.containers.lifecycle import checksum_offload_off
-    from fjord.errors import FjordError
+    from fjord.containers.offload import OffloadError, init_pid, tx_checksum_off
 
+    pid = init_pid(name)
     try:
-        checksum_offload_off(name, ["eth0", "eth1"])
-    except FjordError as exc:
-        print(f"fjord: container {name}: {exc}", file=sys.stderr)
+        if pid is None:
+            raise OffloadError(f"libvirt names no init process for {name}")
+        tx_checksum_off(pid, ["eth0", "eth1"], optional=["eth1"])
+    except OffloadError as exc:
+        print(f"fjord: container {name}: cannot turn checksum offload off: {exc}",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from fjord.containers.offload import LXC_RUN, init_pid  # noqa: F401 (used here, re-exported)
 from fjord.engine.plan import StateUnreadable
 from fjord.errors import FjordError
 
 DEFAULT_URI = "lxc:///"
 # Where libvirt's LXC driver keeps the controller's PID of a running container.
-LXC_RUN = Path("/run/libvirt/lxc")
 
 
 @dataclass(frozen=True)
@@ -143,15 +142,3 @@ def driver(ctx: Any) -> Libvirt:
     return ctx.driver("libvirt", Libvirt)
 
 
-def init_pid(name: str) -> int | None:
-    """The PID (in the host's view) of a running container's init: the only child of
-    libvirt's LXC controller, whose PID libvirt records in /run/libvirt/lxc/NAME.pid."""
-    try:
-        controller = int((LXC_RUN / f"{name}.pid").read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-    try:
-        children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
-    except FileNotFoundError:
-        return None
-    return int(children[0]) if children else None

@@ -14,7 +14,6 @@ from fjord.config.desired import Container, Desired
 from fjord.containers import rootfs
 from fjord.containers.libvirt import Libvirt, init_pid
 from fjord.errors import FjordError
-from fjord.runner import run
 
 log = logging.getLogger("fjord.containers")
 
@@ -50,16 +49,19 @@ def stale_ports(desired: Desired, container: Container, ovs: Any = None) -> list
 
 def checksum_offload_off(name: str, devices: Sequence[str]) -> None:
     """With Open vSwitch's userspace datapath (netdev), frames from a veth must carry
-    complete checksums: the datapath never fills in partial ones, so TCP from the
-    container would fail. The kernel datapath (real servers) needs nothing."""
+    complete checksums (see :mod:`fjord.containers.offload`); eth1 exists only with
+    bridged IPv6. The libvirt hook does the same after every start (boot included)."""
+    from fjord.containers.offload import OffloadError, tx_checksum_off
+
     pid = init_pid(name)
     if pid is None:
         raise FjordError(f"container {name} has no init process")
-    for dev in devices:
-        if not os.path.exists(f"/proc/{pid}/root/sys/class/net/{dev}") and dev != "eth0":
-            continue  # eth1 exists only with bridged IPv6
-        run(["nsenter", f"--target={pid}", "--net", "--", "ethtool", "--offload", dev,
-             "tx", "off"], timeout=10)
+    try:
+        tx_checksum_off(pid, devices, optional=[d for d in devices if d != "eth0"])
+    except OffloadError as exc:
+        raise FjordError(f"container {name}: cannot turn checksum offload off: {exc}",
+                         hint="the userspace datapath needs it for TCP from the "
+                         "container; see /var/log/libvirt/lxc/" + name + ".log") from exc
 
 
 def start(lv: Libvirt, desired: Desired, container: Container, ovs: Any = None) -> None:
@@ -82,14 +84,25 @@ def stop(lv: Libvirt, name: str, timeout: float = STOP_TIMEOUT) -> None:
     state = lv.domain(name)
     if state is None or not state.running:
         return
-    # Just after a start, libvirt refuses a shutdown until it knows the init's PID.
-    settle = time.monotonic() + 5.0
+    # Just after a start, libvirt refuses a shutdown until it knows the init's PID, and
+    # under load it may not learn it for a long time (its controller's "init" event
+    # came before libvirtd listened). Then fjord asks systemd itself: SIGRTMIN+4 is its
+    # "power off" (systemd(1)), which is what libvirt's shutdown leads to.
+    settle = time.monotonic() + 2.0
     while True:
         try:
             lv.shutdown(name)
             break
         except FjordError as exc:
-            if "not yet known" not in exc.message or time.monotonic() > settle:
+            if "not yet known" not in exc.message:
+                raise
+            pid = init_pid(name)
+            if time.monotonic() > settle and pid is not None:
+                log.info("libvirt does not know the init of %s yet: powering it off "
+                         "through systemd (PID %d)", name, pid)
+                os.kill(pid, signal.SIGRTMIN + 4)
+                break
+            if time.monotonic() > settle + 3.0:
                 raise
             time.sleep(0.1)
     deadline = time.monotonic() + timeout
