@@ -110,6 +110,43 @@ def test_apply_stops_at_first_failure_and_rerun_continues(ctx):
     assert [c.resource for c in done] == ["box b", "box c"]
 
 
+def test_apply_reads_afresh_after_each_change_and_only_then(ctx):
+    """A driver's cache (here: a copy of the world) is reused by a run of resources that
+    need nothing, and dropped after every change: a resource read after a change sees
+    it, one read before sees the plan's reads."""
+
+    class Snapshot:
+        def __init__(self, world):
+            self.world, self.copy, self.reads = world, None, 0
+
+        def get(self, key):
+            if self.copy is None:
+                self.copy, self.reads = dict(self.world), self.reads + 1
+            return self.copy.get(key)
+
+        def forget(self):
+            self.copy = None
+
+    class Cached(Box):
+        def changes(self, ctx):
+            snap = ctx.driver("snap", lambda: Snapshot(self.world))
+            if snap.get(self.name) == self.want:
+                return []
+            return [Change(self.id, "update", f"{self.name} = {self.want}", self._set)]
+
+    w = {"a": "1", "b": "1", "d": "1"}
+    boxes = [Cached("a", w, "1"), Cached("b", w, "1"), Cached("c", w, "1"),
+             Cached("d", w, "1"), Cached("e", w, "1", after=("box c",))]
+    make_plan(boxes, ctx)
+    snap = ctx.drivers["snap"]
+    assert snap.reads == 1                      # one read for the whole plan
+    apply(boxes, ctx, Recorder())
+    # a, b: the plan's read; c changed: read after it (convergence); d, e: that read
+    # again, dropped after e's change and read for its convergence check
+    assert w["log"] == ["c", "e"] and snap.reads == 3
+    assert make_plan(boxes, ctx).empty
+
+
 def test_a_resource_that_does_not_converge_is_an_error(ctx):
     class Liar(Box):
         def _set(self, ctx):

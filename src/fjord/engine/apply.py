@@ -41,9 +41,16 @@ class ApplyError(FjordError):
 
 
 def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> list[Change]:
+    """Run the changes; ``ctx`` is the plan's (its drivers' caches are the plan's reads,
+    made under the same apply lock).
+
+    Each resource is read again right before it is changed. What drivers cached stays
+    valid until a change runs: right after one, every cache is dropped and the changed
+    resource is read back from the host (it must have converged), which fills the
+    caches the next resources read. So a run of resources that need nothing costs no
+    new round trips, and nothing is decided on a read older than the last change."""
     done: list[Change] = []
     for resource in order(resources):
-        ctx.refresh()
         try:
             changes = resource.changes(ctx)
         except StateUnreadable as exc:
@@ -63,7 +70,7 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
             done.append(change)
         if changes:
             ctx.refresh()
-            left = resource.changes(ctx)
+            left = resource.changes(ctx)  # fills the caches again, after the change
             if left:
                 raise FjordError(
                     f"{resource.id} did not converge; still to do: "

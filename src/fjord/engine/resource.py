@@ -37,7 +37,7 @@ class Context:
         return self.drivers[name]
 
     def refresh(self) -> None:
-        """Forget what drivers cached while planning: apply reads every resource afresh."""
+        """Forget what drivers cached: after a change, the next read asks the host."""
         for drv in self.drivers.values():
             forget = getattr(drv, "forget", None)
             if forget is not None:
