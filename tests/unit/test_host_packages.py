@@ -42,10 +42,9 @@ class FakeRun:
         return Result(argv, rc, out, err, 0.0)
 
 
-def answers(policy: str = "") -> dict[str, tuple[int, str, str]]:
+def answers() -> dict[str, tuple[int, str, str]]:
     return {
         "dpkg-query -W": (0, captured("dpkg-query.txt"), ""),
-        "apt-cache": (0, captured("apt-cache-policy.txt") + policy, ""),
         "apt-get -s -o Dir::Cache::pkgcache= -o Dir::Cache::srcpkgcache= install "
         "--no-install-recommends nosuchpkg":
             (100, captured("apt-get-s-unknown.stdout"), captured("apt-get-s-unknown.stderr")),
@@ -71,11 +70,13 @@ def test_multiarch_installed_wins():
     assert packages.parse_dpkg_status(text) == {"libfoo": "installed"}
 
 
-def test_parse_policy():
-    policy = packages.parse_policy(captured("apt-cache-policy.txt"))
-    assert policy == {"emacs-nox": "1:28.2+1-15+deb12u4",
-                      "openvswitch-switch": "3.1.0-2+deb12u1",
-                      "mail-transport-agent": None}  # virtual: no candidate; nosuchpkg: absent
+def test_parse_unknown():
+    assert packages.parse_unknown(captured("apt-get-s-unknown.stderr")) == ["nosuchpkg"]
+    virtual = ("Package mail-transport-agent is a virtual package provided by:\n"
+               "  courier-mta 1.0.16-3+b6\n\n"
+               "E: Package 'mail-transport-agent' has no installation candidate\n")
+    assert packages.parse_unknown(virtual) == ["mail-transport-agent"]
+    assert packages.parse_unknown("E: Broken packages\n") == []
 
 
 def test_parse_simulation():
@@ -107,15 +108,15 @@ def test_update_fails_on_any_unreachable_source():
 def test_read_only_queries_write_no_apt_cache():
     run = FakeRun(answers())
     pm = packages.AptManager(run)
-    pm.candidates(["emacs-nox"])
     pm.simulate(["emacs-nox"])
     for argv, _ in run.calls:
         assert "Dir::Cache::pkgcache=" in argv and "Dir::Cache::srcpkgcache=" in argv
 
 
-def test_simulation_failure_carries_apts_message():
-    with pytest.raises(FjordError, match="Unable to locate package nosuchpkg"):
+def test_simulation_failure_names_unknown_packages():
+    with pytest.raises(packages.UnknownPackages, match="APT does not know nosuchpkg") as exc:
         packages.AptManager(FakeRun(answers())).simulate(["nosuchpkg"])
+    assert exc.value.names == ["nosuchpkg"]
 
 
 def test_no_dpkg_is_unreadable():
@@ -151,8 +152,7 @@ def test_required_set_installed_means_no_change():
 
 
 def test_plan_lists_missing_packages_with_dependencies():
-    known = "".join(f"{n}:\n  Installed: 1.0\n  Candidate: 1.0\n" for n in ("rc-pkg", "half"))
-    run = FakeRun(answers(policy=known))
+    run = FakeRun(answers())
     ctx = ctx_with(packages.AptManager(run))
     (change,) = packages.Packages({"emacs-nox": "host.packages", "dbus": "x",
                                    "rc-pkg": "y", "half": "z"}).changes(ctx)
@@ -162,10 +162,12 @@ def test_plan_lists_missing_packages_with_dependencies():
     assert run.calls[-1][0][-3:] == ["emacs-nox", "rc-pkg", "half"]
 
 
-def test_unknown_package_fails_at_plan_time():
-    ctx = ctx_with(packages.AptManager(FakeRun(answers())))
+def test_unknown_package_fails_at_plan_time_with_one_apt_call():
+    run = FakeRun(answers())
+    ctx = ctx_with(packages.AptManager(run))
     with pytest.raises(FjordError, match=r"nosuchpkg \(host.packages\)"):
         packages.Packages({"nosuchpkg": "host.packages"}).changes(ctx)
+    assert [argv[0] for argv, _ in run.calls] == ["dpkg-query", "apt-get"]
 
 
 def test_unknown_package_waits_for_pending_update():

@@ -34,9 +34,6 @@ class FakePackages:
     def installed(self) -> dict[str, str]:
         return dict(self.have)
 
-    def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
-        return {n: "1.0" for n in names}
-
     def simulate(self, names: Sequence[str]) -> list[str]:
         return list(names)
 

@@ -92,30 +92,27 @@ def parse_dpkg_status(text: str) -> dict[str, str]:
     return out
 
 
-_POLICY_HEAD = re.compile(r"^(\S+):$")
-_CANDIDATE = re.compile(r"^\s+Candidate:\s*(\S+)")
-
-
-def parse_policy(text: str) -> dict[str, str | None]:
-    """``apt-cache policy NAMES`` → package → candidate version (None: "(none)").
-    Packages APT does not know at all are simply missing from the output."""
-    out: dict[str, str | None] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        head = _POLICY_HEAD.match(line)
-        if head:
-            current = head.group(1)
-            out[current] = None
-            continue
-        cand = _CANDIDATE.match(line)
-        if cand and current is not None:
-            out[current] = None if cand.group(1) == "(none)" else cand.group(1)
-    return out
-
-
 def parse_simulation(text: str) -> list[str]:
     """``apt-get -s install`` → the packages it would unpack, in its order."""
     return [line.split()[1] for line in text.splitlines() if line.startswith("Inst ")]
+
+
+_UNKNOWN = (re.compile(r"^E: Unable to locate package (\S+)$", re.M),
+            re.compile(r"^E: Package '([^']+)' has no installation candidate$", re.M))
+
+
+def parse_unknown(text: str) -> list[str]:
+    """The packages a failed ``apt-get -s install`` says APT does not know or cannot
+    pick (virtual packages with several providers, no candidate)."""
+    return [m.group(1) for pattern in _UNKNOWN for m in pattern.finditer(text)]
+
+
+class UnknownPackages(FjordError):
+    """APT knows no installable version of these packages."""
+
+    def __init__(self, names: Sequence[str], message: str) -> None:
+        super().__init__(message)
+        self.names = list(names)
 
 
 def apt_errors(text: str) -> str:
@@ -128,10 +125,9 @@ class PackageManager(Protocol):
 
     def installed(self) -> dict[str, str]: ...
 
-    def candidates(self, names: Sequence[str]) -> dict[str, str | None]: ...
-
     def simulate(self, names: Sequence[str]) -> list[str]:
-        """What installing ``names`` would unpack; raises FjordError if APT cannot."""
+        """What installing ``names`` would unpack; raises UnknownPackages for packages
+        APT does not know, FjordError if it cannot install them."""
         ...
 
     def install(self, names: Sequence[str]) -> None: ...
@@ -155,14 +151,14 @@ class AptManager:
                                   hint="fjord manages Debian hosts (dpkg)") from exc
         return parse_dpkg_status(res.stdout)
 
-    def candidates(self, names: Sequence[str]) -> dict[str, str | None]:
-        res = self._run(["apt-cache", *READ_ONLY, "policy", *names])
-        return parse_policy(res.stdout)
-
     def simulate(self, names: Sequence[str]) -> list[str]:
         res = self._run(["apt-get", "-s", *READ_ONLY, "install", "--no-install-recommends",
                          *names], check=False, env=NONINTERACTIVE)
         if res.returncode != 0:
+            unknown = parse_unknown(res.stdout + res.stderr)
+            if unknown:
+                raise UnknownPackages(unknown, f"APT does not know {', '.join(unknown)}:\n"
+                                      f"{apt_errors(res.stdout + res.stderr)}")
             raise FjordError(
                 f"APT cannot install {', '.join(names)}:\n{apt_errors(res.stdout + res.stderr)}",
                 hint="check host.packages and host.apt (suites, pins); "
@@ -268,27 +264,25 @@ class Packages(Resource):
         return [Change(self.id, "create", detail, lambda ctx: manager(ctx).install(names))]
 
     def _check(self, ctx: Context, names: list[str]) -> str:
-        """Fail now, not half-way, for packages APT does not know or cannot install.
+        """Fail now, not half-way, for packages APT does not know or cannot install: one
+        ``apt-get -s install`` answers both (APT's own simulation, nothing written).
 
         While sources are about to change (apt-get update pending), what the old lists
         do not know is only noted: apply re-reads this resource right before installing,
         after the update, and fails there if APT still does not know it."""
-        pm = manager(ctx)
         pending = self.lists is not None and self.lists.pending()
-        known = pm.candidates(names)
-        unknown = [n for n in names if (known.get(n) or known.get(base_name(n))) is None]
-        if unknown and pending:
-            return f" ({', '.join(unknown)}: not in the package lists yet, checked after " \
-                   "apt-get update)"
-        if unknown:
-            why = "; ".join(f"{n} ({self.wanted[n]})" for n in unknown)
+        try:
+            unpacked = manager(ctx).simulate(names)
+        except UnknownPackages as exc:
+            if pending:
+                return f" ({', '.join(exc.names)}: not in the package lists yet, checked " \
+                       "after apt-get update)"
+            why = "; ".join(f"{n} ({self._why(n)})" for n in exc.names)
             raise FjordError(
                 f"not installable from the configured APT sources: {why}",
                 hint="check the names with `apt-cache policy NAME`; a package from another "
                 "repository needs it under host.apt.repositories",
-            )
-        try:
-            unpacked = pm.simulate(names)
+            ) from None
         except FjordError:
             if pending:
                 return " (APT cannot install it with the current lists: checked again after " \
@@ -297,6 +291,10 @@ class Packages(Resource):
         wanted = {base_name(n) for n in names}
         extra = [p for p in unpacked if p not in wanted]
         return f" (+{len(extra)} dependencies)" if extra else ""
+
+    def _why(self, name: str) -> str:
+        return self.wanted.get(name) or next(
+            (why for n, why in self.wanted.items() if base_name(n) == name), "wanted")
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"{len(self.wanted)} packages installed"
