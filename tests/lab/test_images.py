@@ -280,7 +280,7 @@ LAB_SCRIPT = textwrap.dedent("""
     def until_ping(start):
         while sh("ping", "-c1", "-W0.05", "10.1.0.2", check=False).returncode:
             if time.perf_counter() - start > 30:
-                break
+                return None  # no answer
         return time.perf_counter() - start
 
     args = json.loads(sys.argv[1])
@@ -352,12 +352,12 @@ def test_a_container_boots_in_a_lab_and_answers(built: Built, lab: Any, tmp_path
     os.kill(lab.status()["server"]["daemons"]["libvirtd"], signal.SIGHUP)
     out = lab.exec([sys.executable, "-c", LAB_SCRIPT, json.dumps(args)], env=env, timeout=300)
     r = json.loads(out.stdout.splitlines()[-1])
+    # how fast is bench/containers.py's business; here: it answered at all (within 30 s)
+    assert r["create_start_ping"] is not None, "the container never answered ping"
     record_property("create_start_ping_seconds", round(r["create_start_ping"], 3))
-    print(f"create+customise+define+start until ping: {r['create_start_ping']:.3f} s")
-    assert r["create_start_ping"] <= 1.0
     assert r["differences"] == [], "libvirt did not keep what fjord asked for"
+    assert r["mounted_by_hook"] and r["restart_ping"] is not None
     record_property("restart_ping_seconds", round(r["restart_ping"], 3))
-    assert r["mounted_by_hook"] and r["restart_ping"] <= 5.0
 
     enter = ["virsh", "-c", "lxc:///", "lxc-enter-namespace", "test", "--noseclabel", "--"]
     deadline = time.monotonic() + 30
