@@ -245,3 +245,24 @@ def test_offload_off_in_another_network_namespace():
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_destroy_frees_the_name_at_once_and_deletes_in_the_background(tmp_path):
+    img = fake_image(tmp_path)
+    base = tmp_path / "containers"
+    lay = rootfs.prepare("web", img, "copy", base)
+    (lay.rootfs / "root").mkdir(exist_ok=True)
+    (lay.rootfs / "root/data").write_text("x" * 1000)
+    # a leftover of an interrupted earlier deletion
+    (base / rootfs.TRASH / "old.1" / "f").mkdir(parents=True)
+    assert rootfs.destroy("web", base)
+    assert not lay.base.exists() and rootfs.all_records(base) == []
+    assert rootfs.recorded_addresses(base=base) == {}
+    deadline = time.monotonic() + 20
+    while any((base / rootfs.TRASH).iterdir()):
+        assert time.monotonic() < deadline, list((base / rootfs.TRASH).iterdir())
+        time.sleep(0.02)
+    # the name can be used again right away, and waiting works too
+    rootfs.prepare("web", img, "copy", base)
+    assert rootfs.destroy("web", base, background=False)
+    assert list((base / rootfs.TRASH).iterdir()) == []

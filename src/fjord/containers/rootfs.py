@@ -200,6 +200,8 @@ def all_records(base: Path | None = None) -> list[Record]:
     records = []
     if root.is_dir():
         for entry in sorted(root.iterdir()):
+            if entry.name == TRASH:
+                continue
             try:
                 record = read_record(Layout(entry.name, entry))
             except PermissionError:
@@ -354,13 +356,38 @@ def ensure_mounted(name: str, base: Path | None = None) -> bool:
     return mount(layout, Path(record.lower))
 
 
-def destroy(name: str, base: Path | None = None) -> bool:
-    """Remove everything of a container's root (it must be stopped); True if it existed."""
+TRASH = ".trash"
+
+
+def destroy(name: str, base: Path | None = None, *, background: bool = True) -> bool:
+    """Remove everything of a container's root (it must be stopped); True if it existed.
+
+    The container's directory is renamed into ``.trash/`` at once (its name, record and
+    addresses are free from then on) and its files are deleted by a process of its own
+    (``rm -rf --one-file-system``, in a new session: a full copy is thousands of files
+    and takes seconds to delete on a busy disk). What an interrupted deletion leaves in
+    the trash is deleted by the next destroy. ``background=False`` waits instead."""
     layout = Layout.of(name, base)
     if not layout.base.exists():
         return False
     unmount(layout)
-    remove_tree(layout.base)
+    trash = layout.base.parent / TRASH
+    trash.mkdir(mode=0o700, exist_ok=True)
+    doomed = trash / f"{name}.{time.time_ns()}"
+    try:
+        os.rename(layout.base, doomed)
+    except OSError:  # another filesystem under the directory, say: delete in place
+        remove_tree(layout.base)
+        return True
+    if not background:
+        remove_tree(doomed)
+        return True
+    import subprocess
+
+    leftovers = sorted(str(p) for p in trash.iterdir())
+    subprocess.Popen(["rm", "-rf", "--one-file-system", "--", *leftovers],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     return True
 
 
