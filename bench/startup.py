@@ -9,8 +9,13 @@ Prints JSON on stdout: the min, median and max wall time of each command over N 
 (read + check + allocate, without the interpreter start), the import time of the heavy
 modules, and the targets (--help 0.3 s; validate + plan of 100 containers 1 s, medians).
 The configuration is generated into a temporary directory with an empty state
-directory. Run as root, the commands run as `nobody` (through setpriv) so that `plan`
-takes the path of an unprivileged user, reading what it can; --as-root keeps root.
+directory, twice: with `host.packages` that are installed (every plan of a host after
+its first apply: `plan` only asks dpkg), and with one that is not (a host's first plan:
+`plan` also asks APT to simulate the installation, so that an unknown or uninstallable
+package stops the plan before anything changes; that simulation reads all of APT's
+package lists, about a second, whatever the number of containers). Run as root, the
+commands run as `nobody` (through setpriv) so that `plan` takes the path of an
+unprivileged user, reading what it can; --as-root keeps root.
 With --check, exits 1 when a target is missed.
 """
 
@@ -31,14 +36,20 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"help": 0.3, "validate_plus_plan": 1.0}
+# A package the host's first plan must have APT simulate; any that is not installed.
+MISSING_PACKAGE = "emacs-nox"
 SSH_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDQegTl+dk1r+ldKeigLZdt7kkZb4uBda3sRNj8oO5Df "
            "bench@example.net")
 
 
-def generate_config(n: int) -> str:
+def generate_config(n: int, packages: list[str] | None = None) -> str:
     """examples/lab.yaml's host with n containers: a tenth with explicit addresses, a
-    fifth with a port forward, a few with their own settings."""
+    fifth with a port forward, a few with their own settings. ``packages``: the host's
+    packages instead of the example's."""
     host = (REPO / "examples" / "lab.yaml").read_text().split("\ncontainers:")[0]
+    if packages is not None:
+        host = re.sub(r"\n  packages: \[.*\]\n", f"\n  packages: [{', '.join(packages)}]\n",
+                      host)
     host = re.sub(r"\n  forwards:\n(    - .*\n)+", "\n", host + "\n")
     forwards = [f"    - {{protocol: tcp, port: {10000 + i}, container: c{i:03d}, to_port: 22}}"
                 for i in range(0, n, 5)]
@@ -122,8 +133,11 @@ def measure(runs: int = 10, containers: int = 100, as_root: bool = False) -> dic
     try:
         tmp.chmod(0o755)
         config = tmp / "fjord.yaml"
-        config.write_text(generate_config(containers))
+        config.write_text(generate_config(containers, packages=[]))
         config.chmod(0o644)
+        fresh = tmp / "fjord-fresh-host.yaml"
+        fresh.write_text(generate_config(containers, packages=[MISSING_PACKAGE]))
+        fresh.chmod(0o644)
         env = {**os.environ, "FJORD_STATE_DIR": str(tmp / "state"), "NO_COLOR": "1"}
         env.pop("FJORD_CONFIG", None)
         prefix: list[str] = []
@@ -142,7 +156,10 @@ def measure(runs: int = 10, containers: int = 100, as_root: bool = False) -> dic
                 "help": timed([*fjord, "--help"], env, runs),
                 f"validate_{n}": timed([*fjord, "validate", "-c", str(config)], env, runs),
                 f"plan_{n}": timed([*fjord, "plan", "-c", str(config)], env, runs),
+                f"plan_{n}_packages_missing": timed([*fjord, "plan", "-c", str(fresh)], env,
+                                                    runs),
             },
+            "missing_package": MISSING_PACKAGE,
             "in_process": {f"read_check_allocate_{n}": in_process(str(config), runs)},
             "imports_ms": import_times(env),
         }
