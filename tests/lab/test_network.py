@@ -245,3 +245,21 @@ def test_port_forward_reaches_the_private_side(make_lab, stand_in):
     finally:
         server.kill()
         server.wait()
+
+
+def test_a_moved_private_network_leaves_no_old_gateway(make_lab, tmp_path):
+    """host.private moves: the new gateway address goes on br-int and the old one comes
+    off (it would still answer, and route, for a network nobody declares)."""
+    lab = make_lab()
+    apply_json(lab, str(EXAMPLE))
+    moved = variant(tmp_path, "moved", **{"address: 10.1.0.1/16": "address: 10.2.0.1/16",
+                                          "ipv4: 10.1.0.2": "ipv4: 10.2.0.2"})
+    changes = {(c["resource"], c["action"]) for c in apply_json(lab, moved)}
+    assert ("address 10.1.0.1/16 on br-int", "delete") in changes, changes
+    br_int = lab.exec(["ip", "-br", "-4", "addr", "show", "br-int"]).stdout
+    assert "10.2.0.1/16" in br_int and "10.1.0.1" not in br_int, br_int
+    assert apply_json(lab, moved) == []
+    # and back
+    apply_json(lab, str(EXAMPLE))
+    br_int = lab.exec(["ip", "-br", "-4", "addr", "show", "br-int"]).stdout
+    assert "10.1.0.1/16" in br_int and "10.2.0.1" not in br_int, br_int

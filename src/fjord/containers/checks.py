@@ -10,6 +10,7 @@ from fjord.check import CheckResult, ping
 from fjord.config.desired import Container, Desired
 from fjord.containers.libvirt import Libvirt
 from fjord.containers.lifecycle import container_env, exec_argv
+from fjord.errors import FjordError
 from fjord.runner import run
 from fjord.state import state_dir
 
@@ -39,6 +40,15 @@ def container_checks(desired: Desired) -> Iterator[CheckResult]:
     lv = Libvirt()
     try:
         for c in desired.containers:
+            try:
+                lv.domain(c.name)
+            except FjordError as exc:
+                # libvirtd down or unreachable: say so for each container, and go on
+                # with what can still be checked (the port forwards)
+                yield CheckResult(f"container {c.name}: running", False,
+                                  f"cannot ask libvirt ({exc.message}): is libvirtd "
+                                  "running? `fjord apply` starts it")
+                continue
             yield from _one(lv, desired, c, v4, v6, name)
     finally:
         lv.close()

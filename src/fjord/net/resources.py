@@ -221,6 +221,32 @@ class StaleProxyNdp(Resource):
         return lambda c: links.driver(c).delete_proxy(self.dev, addr)
 
 
+class StaleAddresses(Resource):
+    """The internal bridge is fjord's: a global address on it that the file no longer
+    declares (the private network moved) is removed, so the old gateway answers no more.
+    Link-local addresses are left alone (the kernel's own, and fe80::1 when routed is
+    declared by an Address resource)."""
+
+    kind = "address-cleanup"
+
+    def __init__(self, dev: str, keep: set[Any]) -> None:
+        super().__init__(dev)
+        self.dev, self.keep = dev, keep
+        self.after = ("address",)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        nl = links.driver(ctx)
+        if nl.link(self.dev) is None:
+            return []
+        stale = sorted((a for a in nl.addresses(self.dev) if a not in self.keep), key=str)
+        return [Change(f"address {a} on {self.dev}", "delete",
+                       f"address {a} on {self.dev}: no longer declared (host.private)",
+                       self._remover(a)) for a in stale]
+
+    def _remover(self, addr: Any) -> Any:
+        return lambda c: links.driver(c).delete_address(self.dev, addr)
+
+
 def resources(desired: Desired) -> list[Resource]:
     host = desired.host
     sw = host.switch
@@ -231,6 +257,7 @@ def resources(desired: Desired) -> list[Resource]:
         Bridge(sw.internal, datapath=datapath, role="the containers' private network"),
         Address(sw.internal, str(host.private.address), "the containers' IPv4 gateway",
                 after=(f"bridge {sw.internal}",)),
+        StaleAddresses(sw.internal, {ip_interface(str(host.private.address))}),
     ]
     if sw.kind == "ovs" and sw.datapath == "netdev":
         out.append(File(uplink_guard.PERSISTED, uplink_guard.render(host.uplink),
