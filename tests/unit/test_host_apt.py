@@ -299,9 +299,14 @@ def test_unmanaged_apt_has_no_resources(tmp_path: Path):
     assert apt.resources(desired_with(manage=False), tmp_path) == []
 
 
-def test_key_must_be_armoured(tmp_path: Path):
-    with pytest.raises(FjordError, match="ASCII-armoured"):
-        apt.resources(desired_with(repositories=[repo(key="mQINBGTestKey")]), tmp_path)
+@pytest.mark.parametrize("key", ["mQINBGTestKey", KEY.replace("Key", "K\u0435y"),
+                                 KEY.rstrip().rsplit("\n", 1)[0]])
+def test_key_must_be_armoured_and_is_checked_by_validate(key: str):
+    """Refused by the configuration's own checks (validate, exit 2), not first by plan."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="armour"):
+        repo(key=key)
 
 
 def test_repository_cannot_take_the_mirrors_file_name(tmp_path: Path):

@@ -17,6 +17,7 @@ from fjord.config.types import (
     IP,
     IPV4_EXAMPLE,
     MAC,
+    ArmouredKey,
     IfName,
     IPv4,
     IPv4Net,
@@ -147,10 +148,10 @@ class AptRepository(Model):
         default_factory=list, description="Components (empty for flat repositories).",
         examples=[["puppet8"]],
     )
-    key: str = Field(
+    key: ArmouredKey = Field(
         description="The repository's signing key: ASCII-armoured text, stored as "
         "/etc/apt/keyrings/NAME.asc and referenced with Signed-By.",
-        examples=["-----BEGIN PGP PUBLIC KEY BLOCK-----\n…\n-----END PGP PUBLIC KEY BLOCK-----"],
+        examples=["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBF...\n-----END PGP PUBLIC KEY BLOCK-----"],
     )
 
 

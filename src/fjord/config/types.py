@@ -287,6 +287,29 @@ Port = Annotated[int, AfterValidator(lambda p: _port(p)),
                  _schema("port", type="integer", minimum=1, maximum=65535)]
 
 
+ARMOUR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+ARMOUR_END = "-----END PGP PUBLIC KEY BLOCK-----"
+
+
+def check_armoured_key(value: str) -> str:
+    """An ASCII-armoured OpenPGP public key: the BEGIN and END lines, printable ASCII."""
+    text = value.strip()
+    if not text.startswith(ARMOUR_BEGIN) or not text.endswith(ARMOUR_END):
+        raise ValueError("not an ASCII-armoured OpenPGP public key: paste the repository's "
+                         f"key as text (`gpg --armor --export KEYID`), from {ARMOUR_BEGIN} "
+                         f"to {ARMOUR_END}")
+    bad = sorted({c for c in text if not (" " <= c <= "~" or c in "\n\r\t")})
+    if bad:
+        raise ValueError("an armoured key is printable ASCII; this one holds "
+                         + ", ".join(f"U+{ord(c):04X}" for c in bad[:5]))
+    return value
+
+
+ArmouredKey = Annotated[str, AfterValidator(check_armoured_key), _schema(
+    "ASCII-armoured OpenPGP public key", type="string",
+    pattern=r"^\s*-----BEGIN PGP PUBLIC KEY BLOCK-----")]
+
+
 def _port(value: int) -> int:
     if not 1 <= value <= 65535:
         raise ValueError(f"{value} is not a port number (1 to 65535)")
