@@ -151,7 +151,8 @@ class AptRepository(Model):
     key: ArmouredKey = Field(
         description="The repository's signing key: ASCII-armoured text, stored as "
         "/etc/apt/keyrings/NAME.asc and referenced with Signed-By.",
-        examples=["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBF...\n-----END PGP PUBLIC KEY BLOCK-----"],
+        examples=["-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBF...\n"
+                  "-----END PGP PUBLIC KEY BLOCK-----"],
     )
 
 
