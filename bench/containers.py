@@ -501,9 +501,10 @@ class Bench:
         return self.step({"job": job, "containers": containers, "fjord": self.fjord,
                           "config": self.config(containers, mode)})
 
-    def destroy_hand(self, containers: list[dict[str, Any]]) -> dict[str, Any]:
+    def destroy_hand(self, containers: list[dict[str, Any]],
+                     tidy_only: bool = False) -> dict[str, Any]:
         return self.step({"job": "destroy_hand", "names": [c["name"] for c in containers],
-                          "parallel": len(containers) > 1})
+                          "parallel": len(containers) > 1 or tidy_only})
 
     def destroy_fjord(self, containers: list[dict[str, Any]]) -> dict[str, Any]:
         return self.step({"job": "destroy_fjord", "fjord": self.fjord,
@@ -585,13 +586,19 @@ def measure(quick: bool = False, rounds: int | None = None,
             for r in range(rounds):
                 log(f"containers: {mode} x{n}, round {r + 1}/{rounds}")
                 hc = b.containers(f"h{mode[0]}{n}r{r}x", n)
-                hand = b.hand(mode, hc)
+                try:
+                    hand = b.hand(mode, hc)
+                except RuntimeError as exc:
+                    # libvirt itself failing a start (seen once under load: a cgroup
+                    # gone before its controller wrote to it): this round has no
+                    # baseline, and says why
+                    hand = {"seconds": None, "error": str(exc)[-300:]}
                 last_ten = mode == "overlay" and n == 10 and r == rounds - 1
                 if last_ten and not fjord_ok and hand.get("seconds") is not None:
                     time.sleep(IDLE_SECONDS)
                     raw["inspect"] = b.inspect(hc, HAND_DIR)
                     raw["inspect_of"] = "hand-made"
-                hand["destroy"] = b.destroy_hand(hc)
+                hand["destroy"] = b.destroy_hand(hc, tidy_only=hand["seconds"] is None)
                 case["hand"].append(hand)
                 if not fjord_ok:
                     continue

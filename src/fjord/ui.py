@@ -56,18 +56,30 @@ def render_plan(plan: Plan, out: Console, *, verbose: bool = False) -> None:
 
 
 class ProgressReporter:
-    """One line per change as it runs, with its duration."""
+    """One line per change as it finishes, with its duration; a spinner while changes
+    run (one for a group of changes that run at the same time)."""
 
     def __init__(self, out: Console) -> None:
         self.out = out
         self.count = 0
         self._status: Any = None
+        self._running: set[int] = set()
 
     def started(self, change: Change) -> None:
-        self.count += 1
+        self._stop()
+        self._running = {id(change)}
         self._status = self.out.status(
             f"{escape(change.resource)}: {escape(change.detail)}", spinner="dots"
         )
+        self._status.start()
+
+    def started_group(self, changes: list[Change]) -> None:
+        self._stop()
+        self._running = {id(c) for c in changes}
+        names = ", ".join(escape(c.resource) for c in changes[:4])
+        more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
+        self._status = self.out.status(f"{len(changes)} at once: {names}{more}",
+                                       spinner="dots")
         self._status.start()
 
     def _stop(self) -> None:
@@ -75,11 +87,18 @@ class ProgressReporter:
             self._status.stop()
             self._status = None
 
+    def _done(self, change: Change) -> None:
+        self.count += 1
+        self._running.discard(id(change))
+        if not self._running:
+            self._stop()
+
     def finished(self, change: Change, seconds: float) -> None:
-        self._stop()
+        self._done(change)
         self.out.print(f"{change_line(self.count, change)} [dim]({seconds:.2f} s)[/]")
 
     def failed(self, change: Change, error: BaseException) -> None:
-        self._stop()
+        self._done(change)
+        self._stop()  # the apply ends here
         self.out.print(f"[red]{self.count:>3}. ✗ {escape(change.resource)}: "
                        f"{escape(change.detail)}[/]")

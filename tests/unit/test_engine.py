@@ -147,6 +147,56 @@ def test_apply_reads_afresh_after_each_change_and_only_then(ctx):
     assert make_plan(boxes, ctx).empty
 
 
+class Together(Box):
+    """A concurrent resource whose change waits for its neighbours' at a barrier: it
+    only gets through if they all run at the same time."""
+
+    kind = "together"
+    concurrent = True
+
+    def __init__(self, name, world, barrier, fail=False):
+        super().__init__(name, world, "1", fail=fail)
+        self.barrier = barrier
+
+    def _set(self, ctx):
+        self.barrier.wait()
+        super()._set(ctx)
+
+
+def test_concurrent_neighbours_run_their_changes_at_the_same_time(ctx):
+    import threading
+
+    w: dict = {}
+    barrier = threading.Barrier(3, timeout=10)
+    group = [Together(n, w, barrier) for n in ("a", "b", "c")]
+    rec = Recorder()
+    done = apply([Box("first", w, "1"), *group, Box("last", w, "1")], ctx, rec)
+    assert {c.resource for c in done} == {"box first", "together a", "together b",
+                                          "together c", "box last"}
+    assert w["log"][0] == "first" and w["log"][-1] == "last"   # the group in between
+    assert make_plan(group, ctx).empty
+
+
+def test_a_failure_in_a_concurrent_group_stops_after_the_others_finish(ctx):
+    import threading
+
+    w: dict = {}
+    barrier = threading.Barrier(3, timeout=10)
+    group = [Together("a", w, barrier), Together("b", w, barrier, fail=True),
+             Together("c", w, barrier)]
+    rec = Recorder()
+    with pytest.raises(ApplyError) as exc:
+        apply([*group, Box("after", w, "1")], ctx, rec)
+    assert "together b" in str(exc.value) and "boom" in str(exc.value)
+    assert sorted(c.resource for c in exc.value.done) == ["together a", "together c"]
+    assert ("fail", "together b") in rec.events and "after" not in w
+    # the next apply finishes the job
+    group[1].fail = False
+    group[1].barrier = threading.Barrier(1)
+    apply([*group, Box("after", w, "1")], ctx, Recorder())
+    assert w["b"] == "1" and w["after"] == "1"
+
+
 def test_a_resource_that_does_not_converge_is_an_error(ctx):
     class Liar(Box):
         def _set(self, ctx):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from fjord.errors import FjordError
 log = logging.getLogger("fjord.containers")
 
 STOP_TIMEOUT = 20.0
+_PORTS_LOCK = threading.Lock()
 
 
 def stale_ports(desired: Desired, container: Container, ovs: Any = None) -> list[str]:
@@ -33,14 +35,16 @@ def stale_ports(desired: Desired, container: Container, ovs: Any = None) -> list
     own = ovs is None
     ovs, nl = (Ovs() if own else ovs), Netlink()
     try:
-        stale = []
-        for row in ovs.api.tables["Interface"].rows.values():
-            mac = dict(row.external_ids).get("attached-mac", "").lower()
-            if mac in macs and nl.link(row.name) is None:
-                stale.append(str(row.name))
-        for name in stale:
-            ovs.delete_port(name)
-        return stale
+        # one at a time: apply starts several containers at once, on one connection
+        with _PORTS_LOCK:
+            stale = []
+            for row in list(ovs.api.tables["Interface"].rows.values()):
+                mac = dict(row.external_ids).get("attached-mac", "").lower()
+                if mac in macs and nl.link(row.name) is None:
+                    stale.append(str(row.name))
+            for name in stale:
+                ovs.delete_port(name)
+            return stale
     finally:
         if own:
             ovs.close()

@@ -206,6 +206,9 @@ class DomainResource(Resource):
 
 class RunningResource(Resource):
     kind = "container"
+    # several containers start at once: libvirt's start is mostly waiting (its
+    # controller, the hooks, the init's handshake)
+    concurrent = True
 
     def __init__(self, container: Container) -> None:
         super().__init__(container.name)
@@ -217,6 +220,10 @@ class RunningResource(Resource):
         state = libvirt(ctx).domain(self.c.name)
         if state is not None and state.running:
             return []
+        if ctx.desired.host.switch.kind == "ovs":
+            from fjord.net.switch import driver as switch
+
+            switch(ctx)  # opened here, not by the threads that start containers
         v6 = f", {self.c.ipv6}" if self.c.ipv6 else ""
         return [Change(self.id, "update", f"start {self.c.name} ({self.c.ipv4}{v6})",
                        self._start)]
@@ -260,7 +267,11 @@ def resources(desired: Desired) -> list[Resource]:
     for c in desired.containers:
         spec = spec_for(c, desired)
         specs.setdefault(spec.key, (spec, []))[1].append(c.name)
-        chains += [RootResource(c, spec), DomainResource(c), RunningResource(c)]
+        chains.append(RootResource(c, spec))
+    # every root, then every domain, then every start: the starts are neighbours in the
+    # apply order, and run at the same time
+    chains += [DomainResource(c) for c in desired.containers]
+    chains += [RunningResource(c) for c in desired.containers]
     out += [ImageResource(spec, names) for spec, names in specs.values()]
     out += chains
     declared = {c.name for c in desired.containers}

@@ -48,28 +48,33 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
     valid until a change runs: right after one, every cache is dropped and the changed
     resource is read back from the host (it must have converged), which fills the
     caches the next resources read. So a run of resources that need nothing costs no
-    new round trips, and nothing is decided on a read older than the last change."""
+    new round trips, and nothing is decided on a read older than the last change.
+
+    Neighbours marked ``concurrent`` (see Resource) run their changes together, at most
+    MAX_CONCURRENT at a time; the first failure among them stops the apply once the
+    others have finished."""
     done: list[Change] = []
-    for resource in order(resources):
-        try:
-            changes = resource.changes(ctx)
-        except StateUnreadable as exc:
-            raise FjordError(f"{resource.id}: cannot read its state: {exc.message}",
-                             hint=exc.hint) from exc
-        for change in changes:
-            reporter.started(change)
-            start = time.monotonic()
-            try:
-                change.run(ctx)
-            except BaseException as exc:
-                reporter.failed(change, exc)
-                if isinstance(exc, KeyboardInterrupt | SystemExit):
-                    raise
-                raise ApplyError(change, exc, done) from exc
-            reporter.finished(change, time.monotonic() - start)
-            done.append(change)
-        if changes:
-            ctx.refresh()
+    ordered = order(resources)
+    i = 0
+    while i < len(ordered):
+        group = [ordered[i]]
+        while (group[0].concurrent and i + len(group) < len(ordered)
+               and ordered[i + len(group)].concurrent
+               and ordered[i + len(group)].kind == group[0].kind):
+            group.append(ordered[i + len(group)])
+        i += len(group)
+        planned = [(r, _read(r, ctx)) for r in group]
+        planned = [(r, changes) for r, changes in planned if changes]
+        if not planned:
+            continue
+        if len(planned) == 1:
+            resource, changes = planned[0]
+            for change in changes:
+                _run(change, ctx, reporter, done)
+        else:
+            _run_together(planned, ctx, reporter, done)
+        ctx.refresh()
+        for resource, _ in planned:
             left = resource.changes(ctx)  # fills the caches again, after the change
             if left:
                 raise FjordError(
@@ -78,6 +83,82 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
                     hint="this is a bug in fjord or something else is changing the host",
                 )
     return done
+
+
+MAX_CONCURRENT = 4
+
+
+def _read(resource: Resource, ctx: Context) -> list[Change]:
+    try:
+        return resource.changes(ctx)
+    except StateUnreadable as exc:
+        raise FjordError(f"{resource.id}: cannot read its state: {exc.message}",
+                         hint=exc.hint) from exc
+
+
+def _run(change: Change, ctx: Context, reporter: Reporter, done: list[Change]) -> None:
+    reporter.started(change)
+    start = time.monotonic()
+    try:
+        change.run(ctx)
+    except BaseException as exc:
+        reporter.failed(change, exc)
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise
+        raise ApplyError(change, exc, done) from exc
+    reporter.finished(change, time.monotonic() - start)
+    done.append(change)
+
+
+def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
+                  reporter: Reporter, done: list[Change]) -> None:
+    """Each resource's changes in order in a worker thread; reported from this thread
+    as they finish. A KeyboardInterrupt waits for the started ones (they cannot be
+    interrupted half-way safely) and starts no more."""
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    def work(changes: list[Change]) -> list[tuple[Change, float, BaseException | None]]:
+        out: list[tuple[Change, float, BaseException | None]] = []
+        for change in changes:
+            start = time.monotonic()
+            try:
+                change.run(ctx)
+            except BaseException as exc:  # handed to the main thread
+                out.append((change, time.monotonic() - start, exc))
+                break
+            out.append((change, time.monotonic() - start, None))
+        return out
+
+    group_start = getattr(reporter, "started_group", None)
+    changes = [c for _, cs in planned for c in cs]
+    if group_start is not None:
+        group_start(changes)
+    failure: tuple[Change, BaseException] | None = None
+    with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT, len(planned)),
+                            thread_name_prefix="fjord-apply") as pool:
+        pending: set[Future[list[tuple[Change, float, BaseException | None]]]] = {
+            pool.submit(work, cs) for _, cs in planned}
+        try:
+            while pending:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    for change, seconds, exc in future.result():
+                        if group_start is None:
+                            reporter.started(change)
+                        if exc is None:
+                            reporter.finished(change, seconds)
+                            done.append(change)
+                        else:
+                            reporter.failed(change, exc)
+                            failure = failure or (change, exc)
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    if failure is not None:
+        change, exc = failure
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            raise exc
+        raise ApplyError(change, exc, done) from exc
 
 
 @contextmanager

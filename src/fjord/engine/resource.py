@@ -63,6 +63,11 @@ class Resource(ABC):
 
     kind: str = "resource"
     after: Sequence[str] = ()
+    # Neighbours in the apply order of the same kind that are all ``concurrent`` have
+    # their changes run at the same time (each resource's own changes still in order):
+    # for independent, mostly waiting work such as starting containers. Such a resource
+    # must not depend on another of its kind, and its changes must be thread-safe.
+    concurrent: bool = False
 
     def __init__(self, name: str) -> None:
         self.name = name
