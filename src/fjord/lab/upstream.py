@@ -15,6 +15,7 @@ import json
 import os
 from ipaddress import IPv4Interface, IPv6Interface, ip_address
 from pathlib import Path
+from typing import Any
 
 from fjord.lab import namespaces, netlink, provider
 from fjord.lab.enter import enter_argv
@@ -78,8 +79,7 @@ class Upstream:
 
         Called on `up` and after every `reboot` (the server's namespace is new then)."""
         with netlink.rtnl(self.names.netns_upstream) as ipr:
-            if ipr.link_lookup(ifname=provider.ROUTER_PORT):
-                ipr.link("del", index=netlink.index(ipr, provider.ROUTER_PORT))
+            _remove_old_port(ipr)
             server_fd = _open(self.names.netns_server)
             try:
                 ipr.link("add", ifname=provider.ROUTER_PORT, kind="veth", address=ROUTER_MAC,
@@ -160,3 +160,28 @@ class Upstream:
 
 def _open(netns: str) -> int:
     return os.open(netns_path(netns), os.O_RDONLY)
+
+
+def _remove_old_port(ipr: Any, timeout: float = 10.0) -> None:
+    """The router's end of the previous server's NIC goes away with the old server's
+    namespace, which the kernel tears down in the background: delete it if it is still
+    there (it may vanish under our hands) and wait until its name is free."""
+    import errno
+    import time
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        found = ipr.link_lookup(ifname=provider.ROUTER_PORT)
+        if not found:
+            return
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as exc:
+            if exc.code != errno.ENODEV:
+                raise
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{provider.ROUTER_PORT} of the previous server is still "
+                               f"there after {timeout:.0f} s")
+        time.sleep(0.02)
