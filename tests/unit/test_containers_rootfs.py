@@ -204,15 +204,50 @@ def test_hook_ignores_domains_fjord_did_not_make(tmp_path, monkeypatch):
     assert not rootfs.ensure_mounted("not-ours")
 
 
-def test_hook_script_runs_with_this_python_and_state(tmp_path):
+def hook_at(tmp_path, python=sys.executable, offload_off=False):
     script = tmp_path / "50-fjord"
-    script.write_text(hook.hook_script(state=tmp_path / "state"))
+    script.write_text(hook.hook_script(python=python, state=tmp_path / "st ate",
+                                       offload_off=offload_off))
     script.chmod(0o755)
-    assert script.read_text().startswith(f"#!{sys.executable}\n")
     env = {k: v for k, v in os.environ.items() if k != "FJORD_STATE_DIR"}
-    out = subprocess.run([str(script), "nobody", "prepare", "begin", "-"], input="<domain/>",
-                         capture_output=True, text=True, env=env, timeout=60)
-    assert out.returncode == 0, out.stderr
+
+    def run(*args):
+        return subprocess.run([str(script), *args, "-"], input="<domain/>",
+                              capture_output=True, text=True, env=env, timeout=60)
+
+    return run
+
+
+def test_hook_script_hands_fjords_containers_to_this_python_with_its_state(tmp_path):
+    run = hook_at(tmp_path)
+    # an overlay container (upper/) whose record cannot tell its image: Python runs,
+    # with the state directory (which has a blank: quoted), and refuses the start
+    web = tmp_path / "st ate" / "containers" / "web"
+    (web / "upper").mkdir(parents=True)
+    (web / "rootfs").mkdir()
+    (web / "container.json").write_text("{")
+    out = run("web", "prepare", "begin")
+    assert out.returncode == 1 and "cannot mount the root of container web" in out.stderr
+    assert "rebuilt from what exists" in out.stderr
+
+
+def test_hook_script_starts_no_python_for_other_domains_or_moments(tmp_path):
+    """libvirt waits for the hook at every start and stop: for a domain fjord did not
+    make, or a moment fjord does not act on, the shell answers alone (a Python that does
+    not exist is never started)."""
+    run = hook_at(tmp_path, python=str(tmp_path / "no-such-python"))
+    (tmp_path / "st ate" / "containers" / "web" / "rootfs").mkdir(parents=True)
+    for args in (["other", "prepare", "begin"], ["other", "release", "end"],
+                 ["web", "start", "begin"], ["web", "stopped", "end"],
+                 ["web", "started", "begin"],           # offload off not asked for
+                 ["web", "prepare", "begin"],           # a copy: nothing to mount
+                 ["../web", "prepare", "begin"], [".trash", "release", "end"]):
+        out = run(*args)
+        assert out.returncode == 0, (args, out.stderr)
+    # where fjord acts, the script does hand over (and fails here: no such Python)
+    assert run("web", "release", "end").returncode != 0
+    offload = hook_at(tmp_path, python=str(tmp_path / "no-such-python"), offload_off=True)
+    assert offload("web", "started", "begin").returncode != 0
 
 
 def test_offload_off_in_another_network_namespace():

@@ -7,14 +7,21 @@ stop of every LXC domain, in its own mount namespace (the host's, or the lab's).
 and every domain fjord did not make, is left alone. A non-zero exit stops the start,
 with the message in libvirt's error, which is what an unmountable root should do.
 
+The script (:func:`hook_script`) is a POSIX shell script: libvirt waits for it at
+every start and stop, so it answers alone for domains fjord did not make and for the
+moments fjord does not act on, and for an overlay already mounted (what `fjord apply`
+does before it starts a container); only the rest starts Python and :func:`main`.
+
 The script must exist before libvirtd starts (libvirtd looks for hooks when it
 starts; restart it after installing the hook the first time).
 """
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
+from string import Template
 
 HOOK_PATH = Path("/etc/libvirt/hooks/lxc.d/50-fjord")
 
@@ -82,25 +89,44 @@ def _started(name: str) -> int:
     return 0
 
 
+_SCRIPT = Template("""\
+#!/bin/sh
+# Written by fjord: mounts the overlay root of a fjord container before libvirt starts
+# it (at boot too)$what. See fjord/containers/hook.py.
+# libvirt runs this at every start and stop of every LXC domain, and waits: only
+# fjord's own containers, at the moments below, cost a Python start.
+state=$state
+case "$$1" in ''|.*|*/*) exit 0 ;; esac
+[ -d "$$state/containers/$$1" ] || exit 0
+case "$$2 $$3" in
+  "prepare begin")
+    # a copy has nothing to mount; an overlay `fjord apply` mounted needs nothing
+    [ -d "$$state/containers/$$1/upper" ] || exit 0
+    mountpoint -q "$$state/containers/$$1/rootfs" && exit 0 ;;
+  "started begin") $started ;;
+  "release end") ;;
+  *) exit 0 ;;
+esac
+FJORD_STATE_DIR=$$state$offload exec $python -c $code "$$@"
+""")
+_MAIN = "import sys; from fjord.containers.hook import main; sys.exit(main(sys.argv[1:]))"
+
+
 def hook_script(python: str | None = None, state: Path | None = None,
                 offload_off: bool = False) -> str:
-    """The hook's content: this fjord's Python, and its state directory fixed, because
-    libvirtd's environment has neither fjord's virtualenv nor FJORD_STATE_DIR."""
+    """The hook's content: a POSIX shell script that hands fjord's containers, at the
+    three moments it acts on, to :func:`main` in this fjord's Python with its state
+    directory (libvirtd's environment has neither fjord's virtualenv nor
+    FJORD_STATE_DIR). Every value is shell-quoted."""
     from fjord.state import state_dir
 
-    python = python or sys.executable
-    state = state or state_dir()
-    return (
-        f"#!{python}\n"
-        "# Written by fjord: mounts the overlay root of a fjord container before libvirt\n"
-        "# starts it (at boot too). See fjord/containers/hook.py.\n"
-        "import os\n"
-        "import sys\n"
-        f"os.environ.setdefault('FJORD_STATE_DIR', {str(state)!r})\n"
-        + (f"os.environ.setdefault({OFFLOAD_ENV!r}, '1')\n" if offload_off else "") +
-        "from fjord.containers.hook import main\n"
-        "sys.exit(main(sys.argv[1:]))\n"
-    )
+    return _SCRIPT.substitute(
+        what=" and turns checksum offload off after every start" if offload_off else "",
+        state=shlex.quote(str(state or state_dir())),
+        started=":" if offload_off else "exit 0",
+        offload=f" {OFFLOAD_ENV}=1" if offload_off else "",
+        python=shlex.quote(python or sys.executable),
+        code=shlex.quote(_MAIN))
 
 
 if __name__ == "__main__":  # pragma: no cover
