@@ -74,6 +74,10 @@ def config_path(value: str | None) -> str:
     return value or os.environ.get("FJORD_CONFIG") or DEFAULT_CONFIG
 
 
+# A file with thousands of problems is not read line by line: the first ones, then a count.
+SHOWN_PROBLEMS = 200
+
+
 def fail(error: Any) -> None:
     """Print a FjordError (no traceback unless --debug) and exit with its status."""
     from rich.markup import escape
@@ -83,8 +87,13 @@ def fail(error: Any) -> None:
 
     err = console(stderr=True)
     if isinstance(error, ConfigError):
-        for problem in error.problems:
+        shown = error.problems[:SHOWN_PROBLEMS]
+        for problem in shown:
             err.print(escape(problem.render(error.filename)), highlight=False)
+        more = len(error.problems) - len(shown)
+        if more:
+            err.print(f"… and {more} more (the first {len(shown)} are shown)",
+                      highlight=False)
         err.print(f"[red]{len(error.problems)} problem(s); nothing was changed.[/]")
     else:
         err.print(f"[red]fjord: error:[/] {escape(error.message)}")

@@ -77,3 +77,19 @@ def test_apply_without_terminal_needs_yes(tmp_path):
     assert out.returncode == 1
     assert "needs confirmation" in out.stderr
     assert not (tmp_path / "allocations.json").exists()
+
+
+def test_thousands_of_problems_show_the_first_ones_and_a_count(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nhost:\n  fqdn: oslo.example.net\n"
+                   "  ipv4: {address: 192.0.2.5/27, gateway: 192.0.2.1}\n"
+                   "  dns: [192.0.2.53]\n  fqnd: x\n"
+                   + "".join(f"  unknown{i}: 1\n" for i in range(1000)))
+    out = run("validate", "-c", str(bad))
+    assert out.returncode == 2
+    lines = out.stderr.splitlines()
+    assert len(lines) == 202, lines[-3:]
+    # the first problems by position, the first with its suggestion
+    assert "host.fqnd: unknown key 'fqnd' (did you mean 'fqdn'?)" in lines[0]
+    assert lines[-2] == "… and 801 more (the first 200 are shown)"
+    assert lines[-1] == "1001 problem(s); nothing was changed."

@@ -87,8 +87,14 @@ def _schema_model(path: Path) -> type[BaseModel] | None:
     return model
 
 
+# Suggestions for misspelt keys (difflib) for this many unknown keys; past that, the
+# file is not a typo away from right, and a suggestion each would cost seconds.
+SUGGESTED_KEYS = 200
+
+
 def _schema_problems(doc: Document, exc: ValidationError) -> list[Problem]:
     problems = []
+    unknown = 0
     for err in exc.errors(include_url=False):
         loc: list[str | int] = []
         for part in err["loc"]:
@@ -104,7 +110,8 @@ def _schema_problems(doc: Document, exc: ValidationError) -> list[Problem]:
             loc.append(part)
         path = tuple(loc)
         kind = err["type"]
-        message = _schema_message(path, kind, err)
+        unknown += kind == "extra_forbidden"
+        message = _schema_message(path, kind, err, suggest=unknown <= SUGGESTED_KEYS)
         problems.append(doc.problem(path, message))
     # A misspelt key is reported once, as unknown with its suggestion, and not a second
     # time as the required key that is then missing.
@@ -127,13 +134,15 @@ _TYPE_WORDS = {
 }
 
 
-def _schema_message(path: Path, kind: str, err: Any) -> str:
+def _schema_message(path: Path, kind: str, err: Any, suggest: bool = True) -> str:
     value = err.get("input")
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else ""
         message = f"unknown key {_short(key)}"
         model = _schema_model(path[:-1])
-        if model is not None:
+        if model is not None and not suggest:
+            message += f"; allowed: {', '.join(model.model_fields)}"
+        elif model is not None:
             close = difflib.get_close_matches(key, list(model.model_fields), n=1)
             if close:
                 message += f" (did you mean '{close[0]}'?)"
