@@ -220,10 +220,27 @@ def guard_pid(lab: Lab) -> int | None:
     return int(pid)
 
 
+def switchover_locked(lab: Lab) -> bool:
+    """Whether a switchover or its guard holds the switchover lock (also a guard whose
+    PID the killed apply never wrote down)."""
+    path = fjord_state(lab) / "switchover.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def wait_for_guard(lab: Lab, timeout: float = 30.0) -> float:
     """Until no switchover guard waits; returns how long that took."""
     start = time.monotonic()
-    while guard_pid(lab) is not None:
+    while guard_pid(lab) is not None or switchover_locked(lab):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"the switchover guard still runs after {timeout} s")
         time.sleep(0.1)

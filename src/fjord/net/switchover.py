@@ -11,6 +11,7 @@ shows a new SSH connection works).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -33,6 +34,10 @@ log = logging.getLogger("fjord.switchover")
 
 STATE = "switchover.json"
 CONFIRM = "switchover.confirmed"
+# Held by the apply that runs a switchover and by its guard (the same open file, handed
+# to the guard before it starts): while either lives, no other switchover can begin, even
+# if fjord was killed before it could write the guard's PID down.
+LOCK = "switchover.lock"
 # Moving and verifying take a few seconds (three pings per gateway at most); the guard
 # waits that long, plus the operator's confirmation time when one is asked for.
 VERIFY_SECONDS = 8.0
@@ -177,16 +182,43 @@ def verify(t: Target, attempts: int = 3) -> tuple[bool, str]:
     return (not failed, "; ".join(failed) or "gateways answer")
 
 
-def start_guard(deadline: float) -> int:
-    """A process in its own session that outlives fjord and rolls back at the deadline."""
+def start_guard(deadline: float, lock_fd: int | None = None) -> int:
+    """A process in its own session that outlives fjord and rolls back at the deadline.
+    ``lock_fd``: the switchover lock, which the guard then holds for its whole life."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "fjord.net.guard", str(state_path()), str(deadline)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=open(state_dir() / "guard.log", "ab"),
         start_new_session=True, close_fds=True,
+        pass_fds=() if lock_fd is None else (lock_fd,),
         env={**os.environ, "FJORD_STATE_DIR": str(state_dir())},
     )
     return proc.pid
+
+
+def take_lock() -> int:
+    """The switchover lock (an open file descriptor), or FjordError when a switchover or
+    its guard still holds it."""
+    path = state_dir() / LOCK
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise FjordError("a switchover is already pending confirmation",
+                         hint="run `fjord confirm`, or wait for its guard to roll back "
+                         f"(up to {VERIFY_SECONDS:.0f} s, or the --confirm-timeout)") from None
+    return fd
+
+
+def guard_waiting() -> bool:
+    """Whether a switchover, or the guard of one, still holds the lock."""
+    try:
+        os.close(take_lock())
+    except FjordError:
+        return True
+    return False
 
 
 def confirm() -> bool:
@@ -219,6 +251,14 @@ def pending() -> Snapshot | None:
 
 def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> None:
     """Run the switchover with its safety net; raise FjordError after a rollback."""
+    lock = take_lock()
+    try:
+        _execute(t, lock, confirm_timeout=confirm_timeout, prompt=prompt)
+    finally:
+        os.close(lock)
+
+
+def _execute(t: Target, lock: int, *, confirm_timeout: float | None, prompt: Any) -> None:
     old = pending()
     if old is not None and old.guard_pid and _alive(old.guard_pid):
         raise FjordError("a switchover is already pending confirmation",
@@ -230,7 +270,7 @@ def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> 
         before = snapshot(nl, sw, t)
         before.deadline = time.time() + VERIFY_SECONDS
         before.save()
-        before.guard_pid = start_guard(before.deadline)
+        before.guard_pid = start_guard(before.deadline, lock)
         before.save()
         try:
             move(nl, sw, t, before)
