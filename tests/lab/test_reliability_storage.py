@@ -144,6 +144,14 @@ def test_configuration_changes_never_delete_a_root_filesystem(server: Any) -> No
             assert not deleted, f"{what}: {deleted}"
             # applied means in force: the containers answer where the file puts them
             _, failed = checks(lab, write(text), prefixes=("",))
+            if what == "ssh keys":
+                # the new key's private half is not this host's: ssh must now be refused,
+                # and the key be the one in the containers
+                assert all("ssh with the configured key" in f["name"] for f in failed), failed
+                keys = fjord(lab, "container", "exec", "web", "--", "cat",
+                             "/root/.ssh/authorized_keys").stdout
+                assert "AAAAC3NzaC1lZDI1NTE5AAAAIDQegTl+dk1r" in keys, keys
+                failed = []
             assert not failed, f"{what}: applied, but fjord check fails: {failed}"
         assert not lost(lab, sums), f"{what}: data lost in {lost(lab, sums)}"
         record("data.config_changes", detail=what, exit=out.returncode)
