@@ -10,7 +10,9 @@ Everything happens in one fresh lab (removed at the end, failed or not):
    libvirt hook, page cache); the warm-up container is destroyed, and a hand-made one
    is made and destroyed too.
 2. For each case (overlay or copy root; 1 or 10 containers), ROUNDS rounds, each
-   **A** then **B** (interleaved: A B A B, because the machine is noisy):
+   **A** and **B**, in turns (A B, then B A: the machine is noisy, and neither side
+   should always come after the other's clean-up); before each side, the previous
+   side's deletions and writeback are let finish (``_settle``):
 
    - **A, hand-made**: for each container, its root (``mount -t overlay`` on the
      image, or ``tar -x`` of a tarball of the image), its hostname, network file (the
@@ -229,10 +231,48 @@ def _until_ping(pinger: Pinger, start: float, ips: list[str]) -> dict[str, Any]:
             "first": min(answered.values()) - start}
 
 
-def _settle() -> None:
-    """Before a timed side: the previous side's writes on disk (a copy root is 199 MB),
-    so that neither side pays for the other's writeback."""
+def _settle(timeout: float = 120) -> None:
+    """Before a timed side: the previous side's work finished on disk (a copy root is
+    199 MB; fjord deletes a destroyed root in the background), so that neither side pays
+    for the other's deletions or writeback: no files left in fjord's trash, then
+    sync, then until the kernel's dirty and writeback pages are below 64 MB."""
+    start = time.perf_counter()
+    trash = Path("/var/lib/fjord/containers/.trash")
+    while trash.is_dir() and any(trash.iterdir()) and time.perf_counter() - start < timeout:
+        time.sleep(0.05)
     os.sync()
+    while time.perf_counter() - start < timeout:
+        meminfo = dict(line.split(":", 1) for line in
+                       Path("/proc/meminfo").read_text().splitlines())
+        pending = sum(int(meminfo[k].split()[0]) for k in ("Dirty", "Writeback"))
+        if pending < 64 * 1024:
+            break
+        time.sleep(0.1)
+    # then until the disk itself is idle: deleting 2 GB of files leaves it busy for
+    # tens of seconds after sync returns (ext4 mounted with `discard` trims what was
+    # freed), and the side that came second paid for it (measured: about 3x)
+    stat = _disk_stat_path(Path("/var/lib/fjord"))
+    if stat is None:
+        return
+    quiet, last = 0, None
+    while time.perf_counter() - start < timeout and quiet < 4:
+        fields = stat.read_text().split()
+        now = (int(fields[8]), int(fields[9]))  # in flight, milliseconds busy
+        quiet = quiet + 1 if now[0] == 0 and last is not None and now[1] == last[1] else 0
+        last = now
+        time.sleep(0.25)
+
+
+def _disk_stat_path(path: Path) -> Path | None:
+    """/sys/dev/block/MAJ:MIN/stat of the block device ``path`` lives on (its whole
+    disk's, for a partition)."""
+    dev = path.stat().st_dev if path.exists() else Path("/").stat().st_dev
+    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    if not base.exists():
+        return None
+    whole = base.resolve().parent if (base / "partition").exists() else base.resolve()
+    stat = whole / "stat"
+    return stat if stat.exists() else None
 
 
 def job_hand(job: dict[str, Any]) -> dict[str, Any]:
@@ -544,7 +584,7 @@ def measure(quick: bool = False, rounds: int | None = None,
 
     if os.geteuid() != 0:
         raise RuntimeError("needs root (labs)")
-    rounds = rounds or (1 if quick else 5)
+    rounds = rounds or (2 if quick else 6)  # pairs of rounds: see balanced_ratios
     cases = [("overlay", 1), ("copy", 1), ("overlay", 10), ("copy", 10)]
     if only:
         cases = [c for c in cases if f"{c[0]}_{c[1]}" in only]
@@ -585,33 +625,15 @@ def measure(quick: bool = False, rounds: int | None = None,
                 continue
             for r in range(rounds):
                 log(f"containers: {mode} x{n}, round {r + 1}/{rounds}")
-                hc = b.containers(f"h{mode[0]}{n}r{r}x", n)
-                try:
-                    hand = b.hand(mode, hc)
-                except RuntimeError as exc:
-                    # libvirt itself failing a start (seen once under load: a cgroup
-                    # gone before its controller wrote to it): this round has no
-                    # baseline, and says why
-                    hand = {"seconds": None, "error": str(exc)[-300:]}
                 last_ten = mode == "overlay" and n == 10 and r == rounds - 1
-                if last_ten and not fjord_ok and hand.get("seconds") is not None:
-                    time.sleep(IDLE_SECONDS)
-                    raw["inspect"] = b.inspect(hc, HAND_DIR)
-                    raw["inspect_of"] = "hand-made"
-                hand["destroy"] = b.destroy_hand(hc, tidy_only=hand["seconds"] is None)
-                case["hand"].append(hand)
-                if not fjord_ok:
-                    continue
-                fc = b.containers(f"f{mode[0]}{n}r{r}x", n)
-                got = b.fjord_apply(mode, fc)
-                if last_ten and got.get("seconds") is not None:
-                    time.sleep(IDLE_SECONDS)
-                    raw["inspect"] = b.inspect(fc, "/var/lib/fjord/containers")
-                    raw["inspect_of"] = "fjord"
-                got["destroy"] = b.destroy_fjord(fc)
-                case["fjord"].append(got)
-                if got.get("seconds") and hand.get("seconds"):
-                    case["ratio"].append(got["seconds"] / hand["seconds"])
+                # A B, then B A: neither side always follows the other's clean-up
+                for side in ("hand", "fjord") if r % 2 == 0 else ("fjord", "hand"):
+                    if side == "hand":
+                        case["hand"].append(
+                            _hand_round(b, raw, mode, n, r, last_ten and not fjord_ok))
+                    elif fjord_ok:
+                        case["fjord"].append(_fjord_round(b, raw, mode, n, r, last_ten))
+            case["ratio"] = balanced_ratios(case["hand"], case["fjord"])
     finally:
         log(f"containers: lab {lab.name} down")
         try:
@@ -619,6 +641,48 @@ def measure(quick: bool = False, rounds: int | None = None,
         finally:
             subprocess.run(["rm", "-rf", "--one-file-system", str(work)], check=False)
     return {"figures": figures(raw), "raw": raw}
+
+
+def balanced_ratios(hand: list[dict[str, Any]], fjord: list[dict[str, Any]]) -> list[float]:
+    """fjord / hand-made over each pair of rounds (A B, then B A): both sides once first
+    and once second, because the side that comes second in a round can be much slower
+    (measured with 10 copy roots: about 3x, whichever side it is)."""
+    out = []
+    for k in range(0, min(len(hand), len(fjord)) - 1, 2):
+        times = [r.get("seconds") for r in (hand[k], hand[k + 1], fjord[k], fjord[k + 1])]
+        if all(times):
+            h1, h2, f1, f2 = times
+            out.append((f1 + f2) / (h1 + h2))  # type: ignore[operator]
+    return out
+
+
+def _hand_round(b: Bench, raw: dict[str, Any], mode: str, n: int, r: int,
+                inspect: bool) -> dict[str, Any]:
+    hc = b.containers(f"h{mode[0]}{n}r{r}x", n)
+    try:
+        hand = b.hand(mode, hc)
+    except RuntimeError as exc:
+        # libvirt itself failing a start (seen under load: a cgroup gone before its
+        # controller wrote to it): this round has no baseline, and says why
+        hand = {"seconds": None, "error": str(exc)[-300:]}
+    if inspect and hand.get("seconds") is not None:
+        time.sleep(IDLE_SECONDS)
+        raw["inspect"] = b.inspect(hc, HAND_DIR)
+        raw["inspect_of"] = "hand-made"
+    hand["destroy"] = b.destroy_hand(hc, tidy_only=hand["seconds"] is None)
+    return hand
+
+
+def _fjord_round(b: Bench, raw: dict[str, Any], mode: str, n: int, r: int,
+                 inspect: bool) -> dict[str, Any]:
+    fc = b.containers(f"f{mode[0]}{n}r{r}x", n)
+    got = b.fjord_apply(mode, fc)
+    if inspect and got.get("seconds") is not None:
+        time.sleep(IDLE_SECONDS)
+        raw["inspect"] = b.inspect(fc, "/var/lib/fjord/containers")
+        raw["inspect_of"] = "fjord"
+    got["destroy"] = b.destroy_fjord(fc)
+    return got
 
 
 def _errors(runs: list[dict[str, Any]]) -> str:
@@ -657,7 +721,8 @@ def figures(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
             fj, "s", target, note=_join(note, errors) if fj else (errors or UNAVAILABLE))
         out[f"ratio_start_{key}"] = figure(
             case["ratio"], "x", ratio_target,
-            note="fjord / hand-made, per round (A B interleaved)" if case["ratio"]
+            note="fjord / hand-made over each pair of rounds (A B then B A: each side once "
+            "first, once second)" if case["ratio"]
             else UNAVAILABLE)
     for mode in ("overlay", "copy"):
         ones = raw["cases"].get(f"{mode}_1", {"hand": [], "fjord": []})
@@ -717,8 +782,9 @@ def main() -> int:
     if sys.argv[1:2] == ["--in-lab"]:
         return in_lab(json.loads(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-n", "--rounds", type=int, help="rounds per case (default 5)")
-    parser.add_argument("--quick", action="store_true", help="one round, no 10 copies")
+    parser.add_argument("-n", "--rounds", type=int,
+                        help="rounds per case (default 6: pairs of A B, B A)")
+    parser.add_argument("--quick", action="store_true", help="two rounds, no 10 copies")
     parser.add_argument("--cases", help="only these cases, comma-separated (overlay_1, "
                         "copy_1, overlay_10, copy_10)")
     args = parser.parse_args()
