@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = str(ROOT / "examples" / "lab.yaml")
 FJORD = [sys.executable, "-m", "fjord"]
 HOST_AND_NETWORK = ("host", "network")
+ALL = ("host", "network", "containers")
 
 FULL = os.environ.get("FJORD_FULL_FAULTS", "").lower() in ("1", "true", "yes")
 SEED = int(os.environ.get("FJORD_FAULT_SEED") or time.strftime("%Y%j"))

@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import pytest
 from faults import (
+    ALL,
     EXAMPLE,
     FJORD,
     FULL,
@@ -41,7 +42,6 @@ from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-ALL = ("host", "network", "containers")
 
 
 @pytest.fixture(scope="module")

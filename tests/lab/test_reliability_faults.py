@@ -26,6 +26,7 @@ from faults import (
     EXAMPLE,
     FJORD,
     FULL,
+    HOST_AND_NETWORK,
     SEED,
     apply,
     apply_with_fault,
@@ -45,7 +46,7 @@ from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-LAYERS = ("host", "network")
+LAYERS = HOST_AND_NETWORK
 SWITCHOVER = "/var/lib/fjord/switchover.json"  # written when the guard starts
 # Files the provider's server already has and a fresh apply replaces: their original
 # content must survive in /var/lib/fjord/backups whatever happens.

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from faults import (
+    ALL,
     EXAMPLE,
     FJORD,
     FULL,
@@ -35,7 +36,6 @@ from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-ALL = ("host", "network", "containers")
 REBOOTS = 10 if FULL else 3
 # examples/lab.yaml's container `test` (port forward 2222 -> 22), a second one with
 # allocated addresses, and one that must not start at boot.

@@ -45,7 +45,6 @@ from fjord.lab.daemons import LIBVIRT_ENV
 
 pytestmark = pytest.mark.lab
 
-ALL = ("host", "network", "containers")
 PUBLIC4 = "192.0.2.5"
 CT4, CT6 = "10.1.0.2", "2001:db8:151:7307:1::1"
 LIBVIRT_PORTS = (16509, 16514)

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from faults import (
+    ALL,
     EXAMPLE,
     FJORD,
     ROOT,
@@ -43,7 +44,6 @@ from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-ALL = ("host", "network", "containers")
 BASE = Path(EXAMPLE).read_text() + "  web: {}\n"
 NAMES = ("test", "web")
 

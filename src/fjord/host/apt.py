@@ -112,18 +112,9 @@ def repository_stanzas(repo: AptRepository) -> list[Stanza]:
                    tuple(repo.suites), tuple(repo.components), signed_by(repo.name))]
 
 
-ARMOURED = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
-
-
-def check_key(repo: AptRepository) -> str:
-    text = repo.key.strip()
-    if not text.startswith(ARMOURED):
-        raise FjordError(
-            f"host.apt.repositories.{repo.name}.key: not an ASCII-armoured OpenPGP public key",
-            hint="paste the repository's key as text (`gpg --armor --export KEYID`); "
-            f"it must start with {ARMOURED}",
-        )
-    return text + "\n"
+def key_text(repo: AptRepository) -> str:
+    """The key file's content (the configuration checked the armour: types.ArmouredKey)."""
+    return repo.key.strip() + "\n"
 
 
 def pin_release(release: str) -> str:
@@ -361,7 +352,7 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         if PREFIX + repo.name + ".sources" == DEBIAN_FILE:
             raise FjordError("host.apt.repositories: the name `debian` is fjord's own mirror "
                              "file", hint="give the repository another name")
-        key = File(key_path(root, repo.name), check_key(repo),
+        key = File(key_path(root, repo.name), key_text(repo),
                    reason=f"signing key of {repo.name}")
         inputs += [key, SourcesFile(sources_dir / f"{PREFIX}{repo.name}.sources",
                                     repository_stanzas(repo), root,
