@@ -21,22 +21,33 @@ GOLDEN = Path(__file__).parent / "golden" / "net"
 REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 
 
+MAC = "52:54:00:aa:bb:cc"
+SOURCE = "source /etc/network/interfaces.d/*"
+
+
 def golden(name: str, text: str) -> None:
+    """Compare with a reviewed file; only FJORD_REGENERATE=1 writes one (a missing file
+    fails: a test must not bless whatever it renders)."""
     path = GOLDEN / name
-    if REGENERATE or not path.exists():
+    if REGENERATE:
         path.write_text(text)
+    assert path.exists(), f"{path} is missing; FJORD_REGENERATE=1 writes it (review it)"
     assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
 
 
 def test_interfaces_lab_ovs_netdev_routed():
-    golden("interfaces.lab", interfaces.render(load("examples/lab.yaml", allocations={})))
+    text = interfaces.render(load("examples/lab.yaml", allocations={}), mac=MAC,
+                             keep=[SOURCE])
+    golden("interfaces.lab", text)
 
 
 def test_interfaces_seed():
-    text = interfaces.render(load("examples/seed.yaml", allocations={}))
+    text = interfaces.render(load("examples/seed.yaml", allocations={}), mac=MAC)
     golden("interfaces.seed", text)
-    assert "allow-ovs br-ex" in text and "ovs_ports eth0" in text
+    assert "auto br-ex\nallow-ovs br-ex\n" in text and "ovs_ports eth0" in text
+    assert "auto br-int\nallow-ovs br-int\n" in text
     assert "datapath_type=system" in text and "uplink-guard" not in text
+    assert "source" not in text
 
 
 def test_interfaces_linux_bridge(tmp_path):
@@ -44,9 +55,10 @@ def test_interfaces_linux_bridge(tmp_path):
     cfg = cfg.replace("datapath: netdev", "datapath: system")
     f = tmp_path / "lb.yaml"
     f.write_text(cfg)
-    text = interfaces.render(load(str(f), allocations={}))
+    text = interfaces.render(load(str(f), allocations={}), mac=MAC)
     golden("interfaces.linux-bridge", text)
     assert "bridge_ports eth0" in text and "ovs_" not in text
+    assert f"bridge_hw {MAC}" in text and "auto br-ex" in text and "auto br-int" in text
 
 
 # --- fakes standing in for the drivers --------------------------------------------------
@@ -192,6 +204,33 @@ def test_routed_ipv6_routes_and_proxy_ndp_follow_containers(lab_ctx):
     c.run(lab_ctx)
     assert cleanup.changes(lab_ctx) == []
     assert ("br-ex", ip_address("2001:db8:ffff::1")) in nl.proxies
+
+
+def test_interfaces_file_takes_the_uplinks_mac_and_keeps_source_lines(lab_ctx, tmp_path):
+    (f,) = [r for r in resources.resources(lab_ctx.desired)
+            if isinstance(r, resources.InterfacesFile)]
+    assert f.after == ("uplink",)
+    f.path = tmp_path / "interfaces"
+    f.path.write_text("auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n"
+                      "auto eth0\niface eth0 inet static\n    address 192.0.2.5/27\n")
+    (c,) = f.changes(lab_ctx)
+    assert c.action == "update" and "+auto br-ex" in c.diff
+    f.path.write_bytes(f.content)  # what the change writes (without the chown to root)
+    text = f.path.read_text()
+    assert "other_config:hwaddr=52:54:00:aa:bb:cc" in text
+    assert text.endswith("source /etc/network/interfaces.d/*\n")
+    # the kept line is read back from fjord's own file: no rewrite (as non-root, only
+    # the owner would differ)
+    assert [c.diff for c in f.changes(lab_ctx) if c.diff] == []
+    # the uplink gets another MAC (a new NIC): the file follows
+    lab_ctx.drivers["netlink"].links["eth0"] = "52:54:00:00:00:01"
+    (c,) = f.changes(lab_ctx)
+    assert "-    ovs_extra" in c.diff and "hwaddr=52:54:00:00:00:01" in c.diff
+
+
+def test_the_switchover_records_what_a_boot_with_the_new_file_raises(lab_ctx):
+    (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
+    assert uplink.target.ifup == ("br-ex", "eth0", "br-int")
 
 
 def test_bridged_mode_has_no_routes_or_proxies(tmp_path):

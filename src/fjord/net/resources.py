@@ -85,6 +85,7 @@ class Uplink(Resource):
             netdev=host.switch.kind == "ovs" and host.switch.datapath == "netdev",
             addresses=addrs, gateway4=str(host.ipv4.gateway),
             gateway6=str(host.ipv6.gateway) if host.ipv6 else None,
+            ifup=tuple(interfaces.raised_at_boot(desired)),
         )
 
     def _missing(self, ctx: Context) -> list[str]:
@@ -247,6 +248,26 @@ class StaleAddresses(Resource):
         return lambda c: links.driver(c).delete_address(self.dev, addr)
 
 
+class InterfacesFile(File):
+    """/etc/network/interfaces, rendered at plan time: the external bridge's stanza
+    carries the uplink's MAC as the host has it, and the current file's source lines
+    (the provider's `source /etc/network/interfaces.d/*`) are kept."""
+
+    def __init__(self, desired: Desired) -> None:
+        super().__init__(INTERFACES, None, reason="bring the bridges up at boot",
+                         after=("uplink",))
+        self.desired = desired
+
+    def changes(self, ctx: Context) -> list[Change]:
+        uplink = links.driver(ctx).link(self.desired.host.uplink)
+        current = self._read()[0]
+        self.content = interfaces.render(
+            self.desired, mac=uplink.mac if uplink is not None else None,
+            keep=interfaces.sources(current.decode(errors="replace") if current else None),
+        ).encode()
+        return super().changes(ctx)
+
+
 def resources(desired: Desired) -> list[Resource]:
     host = desired.host
     sw = host.switch
@@ -276,6 +297,5 @@ def resources(desired: Desired) -> list[Resource]:
                 keep.add(c.ipv6)
         if host.ipv6.proxy_ndp:
             out.append(StaleProxyNdp(sw.external, keep, host.ipv6.address.network))
-    out.append(File(INTERFACES, interfaces.render(desired),
-                    reason="bring the bridges up at boot", after=("uplink",)))
+    out.append(InterfacesFile(desired))
     return out

@@ -7,6 +7,11 @@ session: unless the switchover is confirmed before the deadline, the guard resto
 that state — also when fjord itself was killed. Confirmation comes from this apply once
 verification passed, or, with --confirm-timeout, from `fjord confirm` (better proof: it
 shows a new SSH connection works).
+
+ifupdown's state (/run/network/ifstate*) moves with the links: afterwards it records the
+bridges and the uplink up as a boot with the new /etc/network/interfaces would, so that
+the first shutdown's `ifdown -a` does what every later one does; a rollback puts the
+provider's record back.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord.errors import FjordError
-from fjord.net import uplink_guard
+from fjord.net import interfaces, uplink_guard
 from fjord.net.links import Netlink
 from fjord.runner import run
 from fjord.state import atomic_write, state_dir
@@ -67,6 +72,8 @@ class Snapshot:
     deadline: float = 0.0
     guard_pid: int | None = None
     ovsdb: str | None = field(default=None)
+    # ifupdown's state files (name -> content, None: absent), see interfaces.read_ifstate
+    ifstate: dict[str, str | None] | None = None
 
     def save(self) -> None:
         atomic_write(state_path(), json.dumps(asdict(self), indent=2).encode(), 0o600)
@@ -85,6 +92,10 @@ class Target:
     addresses: list[str]
     gateway4: str
     gateway6: str | None
+    # what `ifup -a` with the new /etc/network/interfaces records up, in its order: the
+    # switchover leaves ifupdown's state so, and the next shutdown's `ifdown -a` acts on
+    # them as on every later one (interfaces.raised_at_boot)
+    ifup: tuple[str, ...] = ()
 
 
 def _switch(kind: str, ovsdb: str | None = None) -> Any:
@@ -106,6 +117,7 @@ def snapshot(nl: Netlink, sw: Any, t: Target) -> Snapshot:
         uplink_was_port=sw.port_bridge(t.uplink) == t.bridge,
         guard_was_loaded=uplink_guard.loaded() if t.netdev else False,
         ovsdb=getattr(sw, "socket", None),
+        ifstate=interfaces.read_ifstate([*t.ifup, t.uplink]) if t.ifup else None,
     )
 
 
@@ -133,6 +145,19 @@ def move(nl: Netlink, sw: Any, t: Target, before: Snapshot) -> None:
         nl.replace_default(socket.AF_INET6, ip_address(t.gateway6), t.bridge)
     for addr in nl.addresses(t.uplink):
         nl.delete_address(t.uplink, addr)
+    if t.ifup:
+        # ifupdown still records the uplink under the provider's stanza and knows
+        # nothing of the bridges: record what a boot with the new file would
+        _record_ifstate(t)
+
+
+def _record_ifstate(t: Target) -> None:
+    down = [] if t.uplink in t.ifup else [t.uplink]
+    try:
+        interfaces.record_up(t.ifup, down)
+    except OSError as exc:  # a state file, not the network: no reason to roll back
+        log.warning("could not update ifupdown's state in %s: %s", interfaces.IFSTATE_DIR,
+                    exc)
 
 
 def restore(before: Snapshot) -> None:
@@ -140,7 +165,13 @@ def restore(before: Snapshot) -> None:
 
     Ordered so that something always answers: the uplink gets its addresses back and the
     guard goes (for a moment both answer), routes and addresses leave the bridge, and
-    only then does the uplink leave it."""
+    only then does the uplink leave it. ifupdown's state files go back first (files
+    only: nothing answers differently)."""
+    if before.ifstate is not None:
+        try:
+            interfaces.restore_ifstate(before.ifstate)
+        except OSError as exc:
+            log.warning("could not restore ifupdown's state: %s", exc)
     nl = Netlink()
     sw = _switch(before.switch_kind, before.ovsdb)
     try:
