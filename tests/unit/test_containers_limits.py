@@ -175,3 +175,244 @@ def test_fjord_init_is_a_valid_posix_script(tmp_path):
     assert 'init=/sbin/init' in script
     if shutil.which("dash"):
         assert subprocess.run(["dash", "-n", str(path)]).returncode == 0
+
+
+# -- cgroup v2 (Debian 12/13 with systemd-machined, libvirt 11) ------------------------
+
+# What a real Debian 13 host shows (DESIGN, facts verified on a real boot): libvirt's
+# cgroup for a container, in /proc/PID/cgroup (raw) and in mountinfo (\ooo-escaped).
+V2_OWN = "/machine.slice/machine-lxc\\x2d560\\x2dtest.scope/libvirt"
+V2_OWN_ESCAPED = V2_OWN.replace("\\", "\\134")
+V2_HOST_MOUNTINFO = ("24 30 0:21 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 "
+                     "- cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")
+# the container's mounts, read from the host: libvirt's bind of the host's whole tree,
+# or what fjord-init mounted from inside the namespace (rooted at its own cgroup)
+LIBVIRT_BIND = ("812 790 0:21 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - "
+                "cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")
+FRESH = (f"815 790 0:21 {V2_OWN_ESCAPED} /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - "
+         "cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot\n")
+CONTAINER_MOUNTS = ("790 789 0:95 / / rw,relatime - ext4 /dev/vda1 rw\n"
+                    "800 790 0:96 / /sys ro,nosuid,nodev,noexec,relatime - sysfs sysfs ro\n")
+
+
+class FakeV2Host(FakeHost):
+    """A cgroup v2 host: one hierarchy, libvirt's cgroup under machine.slice."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "proc/self").mkdir(parents=True)
+        (root / "proc/self/mountinfo").write_text(V2_HOST_MOUNTINFO)
+        (root / limits.LXC_RUN).mkdir(parents=True)
+        self.memory = root / "sys/fs/cgroup" / V2_OWN.lstrip("/")
+        self.memory.mkdir(parents=True)
+        for name, value in (("max", 512 << 20), ("current", 40 << 20), ("peak", 61 << 20)):
+            (self.memory / f"memory.{name}").write_text(f"{value}\n")
+
+    def v2_container(self, *, namespace: bool, outcome: str | None, mounts: str = FRESH,
+                     extra: dict[str, str] | None = None) -> None:
+        """libvirt_lxc 560 and the container's init 561 plus two services; with
+        ``namespace`` the init is in a cgroup namespace of its own. ``outcome`` is what
+        fjord-init left in PID 1's environment (None: no fjord-init)."""
+        (self.root / limits.LXC_RUN / "test.pid").write_text("560\n")
+        host_ns = "4026531835"
+        self.process(560, "libvirt_lxc", f"0::{V2_OWN}\n", pidns="4026531836",
+                     cgroupns=host_ns, children=(561,))
+        ns = "4026533200" if namespace else host_ns
+        services = {"systemd": "/init.scope", "sshd": "/system.slice/ssh.service",
+                    "systemd-journal": "/system.slice/systemd-journald.service"}
+        for pid, (comm, sub) in enumerate(services.items(), start=561):
+            self.process(pid, comm, f"0::{V2_OWN}{sub}\n", cgroupns=ns)
+        for pid, (comm, path) in enumerate((extra or {}).items(), start=700):
+            self.process(pid, comm, f"0::{path}\n", cgroupns=ns)
+        init = self.root / "proc/561"
+        (init / "mountinfo").write_text(CONTAINER_MOUNTS + mounts)
+        env = [b"container=lxc-libvirt", b"PATH=/bin:/sbin", b"TERM=linux"]
+        if outcome is not None:
+            env.append(b"FJORD_INIT=" + outcome.encode())
+        (init / "environ").write_bytes(b"\0".join(env) + b"\0")
+
+
+@pytest.fixture
+def v2(tmp_path: Path) -> FakeV2Host:
+    return FakeV2Host(tmp_path)
+
+
+def test_v2_own_namespace_and_memory_max_both_pass(v2):
+    v2.v2_container(namespace=True, outcome="cgroupns")
+    assert limits.verdicts("test", expected=512 << 20, root=v2.root) == [
+        ("memory limit enforced", True,
+         f"all 3 processes in {V2_OWN}: limit 512 MiB, using 40 MiB (peak 61 MiB)"),
+        ("sees only its own cgroups", True, f"own cgroup namespace, rooted at {V2_OWN}"),
+    ]
+    assert limits.init_outcome(561, root=v2.root) == "cgroupns"
+
+
+def test_v2_without_namespace_says_fjord_init_did_not_run_and_how_to_fix(v2):
+    """What the real Debian 13 host showed with the old fjord-init (it left v2 alone)."""
+    v2.v2_container(namespace=False, outcome=None, mounts=LIBVIRT_BIND)
+    (limit, private) = limits.verdicts("test", root=v2.root)
+    assert limit[1]  # the limit itself holds: every process is under memory.max
+    assert not private[1]
+    assert private[2].startswith("no cgroup namespace: it sees the host's whole cgroup tree; "
+                                 "fjord-init did not run (is its init "
+                                 "/usr/local/sbin/fjord-init?), or it started with an older "
+                                 "fjord-init")
+    assert "fjord container restart test" in private[2]
+    assert private[2].endswith("(see docs/containers.md: limits and cgroups)")
+
+
+def test_v2_a_failed_fjord_init_is_quoted(v2):
+    why = "cannot unshare a cgroup namespace: it sees the host's whole cgroup tree"
+    v2.v2_container(namespace=False, outcome=f"failed: {why}", mounts=LIBVIRT_BIND)
+    ok, detail = cgroups_private("test", root=v2.root)
+    assert not ok and f"fjord-init could not make one: {why}" in detail
+    assert "fjord container console test" in detail
+
+
+def test_v2_namespace_but_the_hosts_tree_still_mounted_is_not_private(v2):
+    """fjord-init unshared, but could not unmount libvirt's bind of the whole tree."""
+    v2.v2_container(namespace=True, outcome="failed: cannot unmount the host's cgroup tree "
+                    "from /sys/fs/cgroup", mounts=LIBVIRT_BIND + FRESH)
+    ok, detail = cgroups_private("test", root=v2.root)
+    assert not ok
+    assert detail.startswith(f"own cgroup namespace, but its /sys/fs/cgroup still shows the "
+                             f"cgroup tree from / (wider than its own {V2_OWN})")
+    assert "cannot unmount the host's cgroup tree" in detail
+
+
+def test_v2_a_process_left_in_the_hosts_session_is_outside_the_limit(v2):
+    """The old `fjord check` ran its probes in the host's session cgroup (issue 13)."""
+    v2.v2_container(namespace=True, outcome="cgroupns",
+                    extra={"getent": "/user.slice/user-0.slice/session-3.scope"})
+    ok, detail = limits_enforced("test", root=v2.root)
+    assert not ok and detail.startswith(
+        f"1 of 4 processes are outside its memory cgroup {V2_OWN}")
+    assert "700 getent in /user.slice/user-0.slice/session-3.scope" in detail
+
+
+def test_v2_no_memory_max_fails(v2):
+    v2.v2_container(namespace=True, outcome="cgroupns")
+    (v2.memory / "memory.max").write_text("max\n")
+    ok, detail = limits_enforced("test", root=v2.root)
+    assert not ok and detail == f"its memory cgroup {V2_OWN} has no limit"
+
+
+def test_v2_cgroup_procs_for_probes(v2):
+    v2.v2_container(namespace=True, outcome="cgroupns")
+    assert limits.cgroup_procs(561, root=v2.root) == [
+        v2.root / "sys/fs/cgroup" / V2_OWN.lstrip("/") / "init.scope/cgroup.procs"]
+    with pytest.raises(limits.FjordError, match="process 999 is gone"):
+        limits.cgroup_procs(999, root=v2.root)
+
+
+def test_verdicts_never_raise(v2, monkeypatch):
+    v2.v2_container(namespace=True, outcome="cgroupns")
+
+    def broken(*_a, **_k):
+        raise ValueError("odd /proc")
+
+    monkeypatch.setattr(limits, "limits_enforced", broken)
+    (limit, private) = limits.verdicts("test", root=v2.root)
+    assert limit[:2] == ("memory limit enforced", False)
+    assert limit[2].startswith("cannot tell: ValueError: odd /proc") and private[1]
+
+
+# -- fjord-init itself, run by sh with stand-ins for unshare, mount, umount -------------
+
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$LOG"
+case " ${FAIL-} " in *" $(basename "$0") "*) exit 1 ;; esac
+case $(basename "$0") in
+unshare)  # unshare --cgroup CMD...: run CMD (the new namespace is the test's word)
+    shift; exec "$@" ;;
+mount)    # a cgroup2 mount has a cgroup.procs
+    for a; do last=$a; done
+    case " $* " in *" -t cgroup2 "*) : > "$last/cgroup.procs" ;; esac ;;
+umount)   # the first lazy unmount takes libvirt's bind mount away, the next finds none
+    case $1 in -l) [ -e "$LOG.unmounted" ] && exit 1; : > "$LOG.unmounted" ;; esac ;;
+esac
+exit 0
+"""
+INIT = """#!/bin/sh
+echo "init $* FJORD_INIT=${FJORD_INIT-unset}" >> "$LOG"
+"""
+
+
+def run_init(tmp_path: Path, cgroup: str, *, fail: str = "") -> tuple[list[str], str]:
+    """Run fjord-init with /proc/self/cgroup = ``cgroup``; returns what it ran and said."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir()
+    for name in ("unshare", "mount", "umount"):
+        (bin_ / name).write_text(STUB)
+        (bin_ / name).chmod(0o755)
+    (bin_ / "init").write_text(INIT)
+    (bin_ / "init").chmod(0o755)
+    proc, cg = tmp_path / "proc", tmp_path / "cgroup"
+    (proc / "self").mkdir(parents=True)
+    cg.mkdir()
+    (proc / "self/cgroup").write_text(cgroup)
+    (proc / "self/mounts").write_text("cgroup2 /elsewhere cgroup2 rw 0 0\n")
+    script = tmp_path / "fjord-init"
+    script.write_text(init_script(str(bin_ / "init"), str(script), cgroup=str(cg),
+                                  proc=str(proc)))
+    log = tmp_path / "log"
+    log.write_text("")
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "LOG": str(log), "FAIL": fail,
+           "FJORD_INIT": "stale"}
+    out = subprocess.run(["sh", str(script), "--log-level=info"], env=env,
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0, out.stderr
+    steps = [line.replace(str(tmp_path), "T") for line in log.read_text().splitlines()]
+    return steps, out.stderr
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_fjord_init_on_v2_unshares_remounts_and_boots(tmp_path):
+    steps, said = run_init(tmp_path, f"0::{V2_OWN}\n")
+    assert steps == [
+        "unshare --cgroup true",
+        "unshare --cgroup /bin/sh T/fjord-init --fjord-mount2 --log-level=info",
+        "umount -R T/cgroup",
+        "umount -l T/cgroup",
+        "umount -l T/cgroup",
+        "mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 T/cgroup",
+        "init --log-level=info FJORD_INIT=cgroupns",
+    ]
+    assert said == ""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+@pytest.mark.parametrize(("fail", "last", "message"), [
+    ("unshare", "init --log-level=info FJORD_INIT=failed: cannot unshare a cgroup namespace:"
+     " it sees the host's whole cgroup tree",
+     "fjord-init: cannot unshare a cgroup namespace: it sees the host's whole cgroup tree"),
+    ("mount", "init --log-level=info FJORD_INIT=failed: cannot mount cgroup2 on T/cgroup "
+     "(systemd will try)", "fjord-init: cannot mount cgroup2 on"),
+])
+def test_fjord_init_on_v2_says_what_failed_and_still_boots(tmp_path, fail, last, message):
+    steps, said = run_init(tmp_path, f"0::{V2_OWN}\n", fail=fail)
+    assert steps[-1] == last
+    assert said.startswith(message)
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+@pytest.mark.parametrize("cgroup", ["0::/\n", ""])
+def test_fjord_init_on_v2_in_a_namespace_already_changes_nothing(tmp_path, cgroup):
+    steps, said = run_init(tmp_path, cgroup)
+    assert steps == ["init --log-level=info FJORD_INIT=kept"] and said == ""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_fjord_init_on_v1_still_joins_and_mounts_each_hierarchy(tmp_path):
+    steps, said = run_init(tmp_path, cgroup_file({}))
+    assert steps[0] == "unshare --cgroup true"
+    assert steps[1] == "umount -R T/cgroup"
+    assert steps[2] == "mount -t tmpfs -o mode=700 fjord-init T/cgroup"
+    # it joins libvirt's cgroup where it is elsewhere: pids, name=systemd, cgroup2
+    joined = [s for s in steps if s.startswith("mount -t cgroup") and "T/cgroup/h" in s]
+    assert joined == ["mount -t cgroup -o name=systemd cgroup T/cgroup/h",
+                      "mount -t cgroup -o pids cgroup T/cgroup/h",
+                      "mount -t cgroup2 cgroup2 T/cgroup/h"]
+    assert "unshare --cgroup /bin/sh T/fjord-init --fjord-mount --log-level=info" in steps
+    assert "mount -t cgroup -o nosuid,nodev,noexec,memory cgroup T/cgroup/memory" in steps
+    assert steps[-1] == "init --log-level=info FJORD_INIT=cgroupns" and said == ""

@@ -68,6 +68,19 @@ def test_legacy_reason_names_the_missing_namespace_and_fjord_init():
     assert a.container_cgroupns == layout.kernel_cgroupns and a.fix is None
 
 
+def test_unified_gives_containers_a_namespace_through_fjord_init():
+    layout = cgroups.detect(LAYOUTS / "unified")
+    a = cgroups.assess(layout)
+    assert a.can_run_lxc and a.memory_limits == "enforced" and a.fix is None
+    assert a.container_cgroupns and "fjord-init" in a.reason
+    assert "see the host's cgroup tree" not in a.reason
+    # a kernel without cgroup namespaces: containers see the host's tree, said so
+    from dataclasses import replace
+
+    old = cgroups.assess(replace(layout, kernel_cgroupns=False))
+    assert not old.container_cgroupns and "host's cgroup tree" in old.reason
+
+
 def test_missing_v1_controllers_are_named():
     a = cgroups.assess(cgroups.detect(LAYOUTS / "legacy-partial"))
     assert "memory, devices" in a.reason

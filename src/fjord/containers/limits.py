@@ -1,4 +1,4 @@
-"""Whether a container's limits hold, and what makes them hold on the cgroup v1 layout.
+"""Whether a container's limits hold, and what gives it cgroups of its own (v1 and v2).
 
 libvirt 9's LXC driver puts each container in a cgroup of its own in the controllers
 it knows (cpu, cpuacct, cpuset, memory, devices, freezer, blkio: ``/machine/lxc-PID-
@@ -19,7 +19,7 @@ container's systemd does next depends on what it sees, and on the v1 layout
 
 The fix is :data:`INIT_PATH` (``fjord-init``, :func:`init_script`), a small POSIX shell
 script that fjord writes into every container's root and names as the domain's init.
-Before systemd runs, it
+Before systemd runs, on the v1 layout it
 
 1. joins libvirt's cgroup in every hierarchy where the container is elsewhere
    (``name=systemd``, ``pids``, cgroup2): the same path as libvirt's memory cgroup;
@@ -28,10 +28,27 @@ Before systemd runs, it
    container sees its own cgroup as the root of each, and nothing above;
 4. becomes /sbin/init (PID 1 all along; systemd mounts cgroup2 itself).
 
+On the cgroup v2 layout (Debian 12 and 13 with systemd: /proc/self/cgroup has only the
+``0::PATH`` line, PATH being libvirt's ``/machine.slice/machine-lxc\x2dPID\x2dNAME.scope
+/libvirt``, and libvirt 11 still gives no cgroup namespace and bind-mounts the host's
+whole cgroup2 tree) there is one hierarchy and the container is already in libvirt's
+cgroup, so it
+
+1. unshares a cgroup namespace, rooted at its cgroup (``unshare --cgroup``, an exec:
+   still PID 1);
+2. unmounts what libvirt mounted at /sys/fs/cgroup (``umount -R``, then lazily what is
+   left) and mounts a fresh cgroup2 there, which, made from inside the namespace, is
+   rooted at its own cgroup;
+3. becomes /sbin/init: systemd sees ``0::/``, builds init.scope and system.slice under
+   libvirt's cgroup, whose ``memory.max`` still applies from above.
+
 systemd then builds its tree under libvirt's cgroup, where the limits are. Where there
-is nothing to fix (no v1 memory hierarchy, or already in a cgroup namespace) the script
-becomes /sbin/init at once; where a step fails it says so on the console and still
-boots, and :func:`limits_enforced` reports the result.
+is nothing to fix (no cgroup to root a namespace in, or already in a cgroup namespace)
+the script becomes /sbin/init at once; where a step fails it says so on the console
+(``fjord-init: ...``) and still boots. It leaves its outcome in PID 1's environment
+(``FJORD_INIT=cgroupns``, ``kept`` or ``failed: WHY``; systemd does not pass it on to
+services), which :func:`cgroups_private` reads from the host to say why a container has
+no namespace of its own.
 
 Not a security boundary: without user namespaces the container's root is the host's
 root (libvirt's documentation says as much); a root that rewrites fjord-init or
@@ -39,10 +56,12 @@ enters another namespace can leave its cgroups. What this guarantees is that the
 container's own systemd and its services stay inside the limits, and see only their
 own cgroups.
 
-The checks (`fjord check`, `fjord status`) call :func:`limits_enforced` and
-:func:`cgroups_private`; :func:`enter_cgroups` puts a process started from the host
-(`fjord container exec`) in the container's cgroups; :func:`release` removes the empty
-cgroups fjord-init made, for libvirt's ``release`` hook.
+The checks (`fjord check`, `fjord status`) both call :func:`verdicts`
+(:func:`limits_enforced` and :func:`cgroups_private`), so they say the same;
+:func:`enter_cgroups` puts a process started from the host (`fjord container exec`) in
+the container's cgroups, :func:`cgroup_procs` names them for the checks' probes;
+:func:`release` removes the empty cgroups fjord-init made, for libvirt's ``release``
+hook.
 """
 
 from __future__ import annotations
@@ -69,27 +88,61 @@ UNLIMITED = 1 << 60  # v1 reports "no limit" as PAGE_COUNTER_MAX pages: above th
 _HEADER = "# Written by fjord; changes here are overwritten by `fjord apply`.\n"
 
 
-def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH) -> str:
-    """The content of fjord-init (see the module's documentation)."""
+def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH, *,
+                cgroup: str = "/sys/fs/cgroup", proc: str = "/proc") -> str:
+    """The content of fjord-init (see the module's documentation). ``cgroup`` and ``proc``
+    move what it reads and mounts, for the tests only."""
     return f"""#!/bin/sh
 {_HEADER.rstrip()}
 # PID 1 of this container for a moment, before systemd (fjord/containers/limits.py).
-# On the cgroup v1 layout libvirt gives a container no cgroup namespace and mounts the
-# host's whole hierarchies: systemd would move the services to the root it sees, out
-# of the container's memory limit. This joins libvirt's cgroup in every hierarchy,
-# unshares a cgroup namespace rooted there, mounts /sys/fs/cgroup again from inside
-# it, and becomes {system_init}.
+# libvirt gives a container no cgroup namespace and mounts the host's whole cgroup
+# tree at /sys/fs/cgroup. This gives it a cgroup namespace rooted in its own cgroup
+# (libvirt's, where its limits are), mounts /sys/fs/cgroup again from inside it, and
+# becomes {system_init}.
+# - cgroup v1: joins libvirt's cgroup in every hierarchy first (systemd would move the
+#   services to the root it sees, out of the memory limit), then mounts each hierarchy.
+# - cgroup v2 (only a 0::PATH line): unshares there and mounts a fresh cgroup2.
+# Every failure is said on the console ("fjord-init: ...") and the boot goes on; the
+# outcome is left in PID 1's environment (FJORD_INIT=cgroupns, or "failed: WHY"), where
+# `fjord check` and `fjord status` read it from the host.
 set -u
-cg=/sys/fs/cgroup
+cg={cgroup}
 init={system_init}
 say() {{ echo "fjord-init: $*" >&2; }}
+fail() {{  # the first failure is the one the host reports
+    say "$*"
+    case ${{FJORD_INIT-}} in failed:*) ;; *) FJORD_INIT="failed: $*"; export FJORD_INIT ;; esac
+}}
+boot() {{  # boot "$@": become the system init, with this script's arguments
+    FJORD_INIT=${{FJORD_INIT:-cgroupns}}
+    export FJORD_INIT
+    exec "$init" "$@"
+}}
+
+if [ "${{1-}}" = --fjord-mount2 ]; then
+    # Second stage (cgroup v2), in the new cgroup namespace: libvirt's bind mount of
+    # the host's whole tree goes, a cgroup2 mounted from here is rooted in our cgroup.
+    shift
+    umount -R "$cg" 2>/dev/null
+    n=0
+    while [ $n -lt 8 ] && umount -l "$cg" 2>/dev/null; do n=$((n + 1)); done
+    if grep -q " $cg cgroup2 " {proc}/self/mounts; then
+        fail "cannot unmount the host's cgroup tree from $cg"
+    fi
+    if ! mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 "$cg"; then
+        fail "cannot mount cgroup2 on $cg (systemd will try)"
+    elif [ ! -e "$cg/cgroup.procs" ]; then
+        fail "the cgroup2 mounted on $cg has no cgroup.procs"
+    fi
+    boot "$@"
+fi
 
 if [ "${{1-}}" = --fjord-mount ]; then
-    # Second stage, in the new cgroup namespace: every v1 hierarchy, rooted here.
+    # Second stage (cgroup v1), in the new cgroup namespace: every v1 hierarchy, rooted here.
     shift
     if ! mount -t tmpfs -o nosuid,nodev,noexec,mode=755 cgroup "$cg"; then
-        say "cannot mount a tmpfs on $cg"
-        exec "$init" "$@"
+        fail "cannot mount a tmpfs on $cg"
+        boot "$@"
     fi
     while IFS=: read -r id ctrls _; do
         [ "$id" = 0 ] && continue  # cgroup2: systemd mounts it itself
@@ -100,22 +153,38 @@ if [ "${{1-}}" = --fjord-mount ]; then
                 echo "$dir" | tr , '\\n' | while read -r c; do ln -s "$dir" "$cg/$c"; done
             esac
         else
-            say "cannot mount the $ctrls hierarchy"
+            fail "cannot mount the $ctrls hierarchy"
         fi
-    done < /proc/self/cgroup
-    exec "$init" "$@"
+    done < {proc}/self/cgroup
+    boot "$@"
 fi
 
+unset FJORD_INIT
 own=
+v1=
+v2=
 while IFS=: read -r id ctrls path; do
     case ,$ctrls, in *,memory,*) own=$path ;; esac
-done < /proc/self/cgroup
+    if [ "$id" = 0 ]; then v2=$path; else v1=yes; fi
+done < {proc}/self/cgroup
+
+if [ -z "$v1" ]; then  # cgroup v2 only
+    case $v2 in
+        ""|/) FJORD_INIT=kept; boot "$@" ;;  # no cgroup2 line, or a cgroup namespace already
+    esac
+    if ! unshare --cgroup true; then
+        fail "cannot unshare a cgroup namespace: it sees the host's whole cgroup tree"
+        boot "$@"
+    fi
+    exec unshare --cgroup /bin/sh {path} --fjord-mount2 "$@"
+fi
+
 case $own in
-    ""|/) exec "$init" "$@" ;;  # no v1 memory hierarchy, or a cgroup namespace already
+    ""|/) FJORD_INIT=kept; boot "$@" ;;  # no v1 memory hierarchy, or a cgroup namespace already
 esac
 if ! unshare --cgroup true; then
-    say "cannot unshare a cgroup namespace: the limits may not hold"
-    exec "$init" "$@"
+    fail "cannot unshare a cgroup namespace: the limits may not hold"
+    boot "$@"
 fi
 
 join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
@@ -132,13 +201,13 @@ join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
 
 umount -R "$cg" 2>/dev/null
 if ! mount -t tmpfs -o mode=700 fjord-init "$cg" || ! mkdir "$cg/h"; then
-    say "cannot mount a tmpfs on $cg: the limits may not hold"
-    exec "$init" "$@"
+    fail "cannot mount a tmpfs on $cg: the limits may not hold"
+    boot "$@"
 fi
 while IFS=: read -r id ctrls path; do
     [ "$path" = "$own" ] && continue
-    join "$id" "$ctrls" || say "cannot join $own in the ${{ctrls:-cgroup2}} hierarchy"
-done < /proc/self/cgroup
+    join "$id" "$ctrls" || fail "cannot join $own in the ${{ctrls:-cgroup2}} hierarchy"
+done < {proc}/self/cgroup
 umount "$cg"
 exec unshare --cgroup /bin/sh {path} --fjord-mount "$@"
 """
@@ -291,10 +360,43 @@ def limits_enforced(name: str, *, expected: int | None = None,
     return True, (f"all {len(members)} processes in {own}: limit {_human(limit)}{used}{top}")
 
 
+MARKER = "FJORD_INIT"  # what fjord-init leaves in PID 1's environment
+
+
+def init_outcome(pid: int, root: Path = Path("/")) -> str | None:
+    """What fjord-init said it did for the container whose PID 1 is ``pid``: "cgroupns"
+    (a cgroup namespace of its own), "kept" (nothing to do), "failed: WHY"; None when
+    PID 1 never went through this fjord-init (another init, or an older fjord-init)."""
+    try:
+        data = (root / "proc" / str(pid) / "environ").read_bytes()
+    except OSError:
+        return None
+    for item in data.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep and key == MARKER.encode():
+            return value.decode(errors="replace")
+    return None
+
+
+def _no_namespace(name: str, outcome: str | None) -> str:
+    """Why a container has no cgroup namespace, from what fjord-init left."""
+    restart = f"fjord container restart {name}"
+    if outcome is None:
+        return (f"fjord-init did not run (is its init {INIT_PATH}?), or it started with an "
+                f"older fjord-init that left cgroup v2 alone: restart it ({restart})")
+    if outcome.startswith("failed:"):
+        return (f"fjord-init could not make one: {outcome.partition(':')[2].strip()} "
+                f"(its console says more after a restart: {restart}, then "
+                f"fjord container console {name})")
+    return (f"fjord-init found nothing to do ({outcome}): no cgroup of its own to root a "
+            "namespace in")
+
+
 def cgroups_private(name: str, root: Path = Path("/")) -> tuple[bool, str]:
     """Whether container ``name`` sees only its own cgroups: its init is in a cgroup
     namespace of its own (not the host's, or the lab server's), rooted in its own
-    cgroup, so that neither another container's cgroups nor the host's are in sight."""
+    cgroup, and every mount of the memory hierarchy it has (cgroup2 on v2) shows that
+    cgroup as its root, not the host's tree that libvirt bind-mounted there."""
     c = running(name, root)
     if c is None:
         return False, f"container {name} is not running"
@@ -304,13 +406,64 @@ def cgroups_private(name: str, root: Path = Path("/")) -> tuple[bool, str]:
     if mine is None or host is None:
         return False, "cannot read its cgroup namespace"
     if mine == host:
-        return False, ("no cgroup namespace: it sees the host's whole cgroup hierarchies "
-                       f"(fjord-init did not run: is its init {INIT_PATH}?)")
+        return False, ("no cgroup namespace: it sees the host's whole cgroup tree; "
+                       + _no_namespace(name, init_outcome(c.init, root)))
     key = memory_key(c.groups)
     init_groups = parse_proc_cgroup(_read(proc / str(c.init) / "cgroup") or "")
-    if key is not None and not under(init_groups.get(key, ""), c.groups[key]):
+    if key is None:
+        return True, "own cgroup namespace (the host has no memory cgroup controller)"
+    own = c.groups[key]
+    if not under(init_groups.get(key, ""), own):
         return False, "its cgroup namespace is not rooted in its own cgroup"
-    return True, f"own cgroup namespace, rooted at {c.groups.get(key or '', '?')}"
+    # Read from here, a mount's root is relative to this process's cgroup namespace: a
+    # mount the container made from inside its namespace is rooted at ``own``.
+    wider = [m for m in parse_mountinfo(_read(proc / str(c.init) / "mountinfo") or "")
+             if ((key == "" and m.fstype == "cgroup2") or
+                 (key != "" and m.fstype == "cgroup" and set(key.split(",")) <= set(m.options)))
+             and not under(m.root, own)]
+    if wider:
+        m = wider[0]
+        return False, (f"own cgroup namespace, but its {m.point} still shows the cgroup "
+                       f"tree from {m.root} (wider than its own {own}); "
+                       + _no_namespace(name, init_outcome(c.init, root)))
+    return True, f"own cgroup namespace, rooted at {own}"
+
+
+LIMITS_DOC = "see docs/containers.md: limits and cgroups"
+
+
+def verdicts(name: str, *, expected: int | None = None,
+             root: Path = Path("/")) -> list[tuple[str, bool, str]]:
+    """(what, ok, detail) for a running container's cgroups, the same lines for `fjord
+    check` and `fjord status`: its memory limit holds for all its processes, and it
+    sees only its own cgroups. Never raises: what cannot be read is a failed line."""
+    out = []
+    for what, verdict in (
+            ("memory limit enforced",
+             lambda: limits_enforced(name, expected=expected, root=root)),
+            ("sees only its own cgroups", lambda: cgroups_private(name, root=root))):
+        try:
+            ok, detail = verdict()
+        except Exception as exc:  # a process that went away mid-read, an odd file
+            ok, detail = False, f"cannot tell: {type(exc).__name__}: {exc}"
+        out.append((what, ok, detail if ok else f"{detail} ({LIMITS_DOC})"))
+    return out
+
+
+def cgroup_procs(pid: int, root: Path = Path("/")) -> list[Path]:
+    """The ``cgroup.procs`` files of process ``pid``'s cgroups, in every hierarchy
+    mounted here (a hierarchy not mounted here, such as cgroup2 in the lab, is left
+    out). Writing a PID there moves that process; writing 0 moves the writer."""
+    text = _read(root / "proc" / str(pid) / "cgroup")
+    if text is None:
+        raise FjordError(f"process {pid} is gone: cannot join its cgroups")
+    mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    out = []
+    for key, path in parse_proc_cgroup(text).items():
+        d = cgroup_dir(key, path, root, mounts)
+        if d is not None:
+            out.append(d / "cgroup.procs")
+    return out
 
 
 def enter_cgroups(pid: int, root: Path = Path("/")) -> None:
@@ -318,21 +471,13 @@ def enter_cgroups(pid: int, root: Path = Path("/")) -> None:
     in every hierarchy mounted here, as `virsh lxc-enter-namespace` does: a command run
     in the container from the host (`fjord container exec`) is then under its limits.
     Call it before entering the container's namespaces (nsenter --cgroup included)."""
-    text = _read(root / "proc" / str(pid) / "cgroup")
-    if text is None:
-        raise FjordError(f"process {pid} is gone: cannot join its cgroups")
-    mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
     me = str(os.getpid()).encode()
-    for key, path in parse_proc_cgroup(text).items():
-        d = cgroup_dir(key, path, root, mounts)
-        if d is None:
-            continue  # a hierarchy not mounted here (cgroup2 in the lab)
-        fd = os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC)
+    for procs in cgroup_procs(pid, root):
+        fd = os.open(procs, os.O_WRONLY | os.O_CLOEXEC)
         try:
             os.write(fd, me)
         except OSError as exc:
-            raise FjordError(f"cannot join cgroup {path} ({key or 'cgroup2'}): "
-                             f"{exc.strerror}") from exc
+            raise FjordError(f"cannot join cgroup {procs.parent}: {exc.strerror}") from exc
         finally:
             os.close(fd)
 

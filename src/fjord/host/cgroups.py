@@ -3,8 +3,10 @@
 libvirt's LXC driver puts each container in cgroups; whether that works, and whether
 its limits hold, depends on how the host mounted them:
 
-- ``unified``: cgroup2 alone at /sys/fs/cgroup (Debian 12's default). Containers run;
-  memory limits are enforced; the kernel offers cgroup namespaces.
+- ``unified``: cgroup2 alone at /sys/fs/cgroup (Debian 12's and 13's default).
+  Containers run; memory limits are enforced. libvirt gives them no cgroup namespace
+  there either (libvirt 11, measured on Debian 13): fjord-init makes one, rooted in the
+  container's cgroup, and mounts a fresh cgroup2 from inside it.
 - ``hybrid``: v1 controllers plus cgroup2 at /sys/fs/cgroup/unified (the default of
   older systemd, or `systemd.unified_cgroup_hierarchy=0`). libvirt 9 cannot start LXC
   domains there ("Unable to create directory /sys/fs/cgroup/unified").
@@ -209,11 +211,16 @@ def assess(layout: Layout) -> Assessment:
                           "not applied", "unavailable", layout.kernel_cgroupns,
                           "remove cgroup_disable=memory from the kernel command line, then "
                           "reboot", True)
-    # libvirt 9 gives a container no cgroup namespace on v2 either; fjord-init leaves
-    # v2 alone (untested here: these machines cannot boot that layout).
+    # libvirt (9 and 11) gives a container no cgroup namespace on v2 either and
+    # bind-mounts the host's whole tree: fjord-init unshares one rooted in the
+    # container's cgroup and mounts a fresh cgroup2 from inside it.
+    if not layout.kernel_cgroupns:
+        return Assessment(True, "cgroup v2 (unified): limits are enforced by libvirt, but the "
+                          "kernel has no cgroup namespaces: containers see the host's cgroup "
+                          "tree", "enforced", False, None, False)
     return Assessment(True, "cgroup v2 (unified): limits are enforced by libvirt; "
-                      "containers see the host's cgroup tree (no cgroup namespace)",
-                      "enforced", False, None, False)
+                      "fjord-init gives each container a cgroup namespace of its own, and "
+                      "`fjord check` verifies it per container", "enforced", True, None, False)
 
 
 def can_run_lxc(layout: Layout) -> tuple[bool, str]:
