@@ -62,9 +62,13 @@ def _containers(desired: Desired) -> list[dict[str, Any]]:
                 item["memory_used"] = lv.memory_usage(c.name)
                 item["memory_limit"] = c.memory if c.name in declared else None
                 if state is not None and state.running:
-                    from fjord.containers.limits import limits_enforced
+                    # the same lines as `fjord check`'s, from the same readings
+                    from fjord.containers.limits import verdicts
 
-                    ok, why = limits_enforced(c.name, expected=item["memory_limit"])
+                    lines = verdicts(c.name, expected=item["memory_limit"])
+                    item["cgroups"] = [{"check": what, "ok": ok, "detail": why}
+                                       for what, ok, why in lines]
+                    ok, why = lines[0][1], lines[0][2]
                     item["limits_enforced"] = {"ok": ok, "detail": why}
             except StateUnreadable as exc:
                 item["state"] = f"unknown ({exc.message})"
@@ -106,8 +110,8 @@ def render(report: dict[str, Any], out: Console) -> None:
             colour = "green" if state == "running" else "yellow"
             mem = f"  {c['memory_used'] >> 20} MiB used" if c.get("memory_used") else ""
             kept = "" if c["in_file"] else "  (not in the file: kept until --prune)"
-            lim = c.get("limits_enforced")
-            if lim is not None and not lim["ok"]:
-                kept += f"  [red]memory limit not enforced: {escape(lim['detail'])}[/]"
             out.print(f"  {escape(c['name'])}  [{colour}]{escape(state)}[/]  "
                       f"{escape(c['fqdn'])}  {c['ipv4']}  {c['ipv6'] or ''}{mem}{kept}")
+            for line in c.get("cgroups") or []:
+                mark = "[green]✓[/]" if line["ok"] else "[red]✗[/]"
+                out.print(f"    {mark} {escape(line['check'])}  [dim]{escape(line['detail'])}[/]")

@@ -1,18 +1,36 @@
-"""Container checks for `fjord check`: what an owner proves by hand after a change."""
+"""Container checks for `fjord check`: what an owner proves by hand after a change.
+
+Probes inside a container run in its namespaces and its cgroups (:class:`Inside`); each
+has its own timeout and becomes one line (fjord.check.probe, fjord.check.guard)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 
-from fjord.check import CheckResult, ping
+from fjord.check import (
+    PING_TIMEOUT,
+    PROBE_TIMEOUT,
+    CheckResult,
+    Probe,
+    collect,
+    guard,
+    one_line,
+    ping,
+    probe,
+)
 from fjord.config.desired import Container, Desired
-from fjord.containers.libvirt import Libvirt
-from fjord.containers.lifecycle import container_env, exec_argv
+from fjord.containers.libvirt import Libvirt, init_pid
+from fjord.containers.lifecycle import container_env
 from fjord.errors import FjordError
-from fjord.runner import run
 from fjord.state import state_dir
+
+SYSTEMD_TIMEOUT = 60.0  # a container that has just started may still be booting
+SSH_TIMEOUT = 20.0
+FORWARD_TIMEOUT = 3.0
 
 
 def _targets(desired: Desired) -> tuple[str | None, str | None, str]:
@@ -22,10 +40,32 @@ def _targets(desired: Desired) -> tuple[str | None, str | None, str]:
     return (str(v4) if v4 else None, str(v6) if v6 else None, chk.name)
 
 
-def inside(name: str, argv: list[str], timeout: float = 15) -> tuple[bool, str]:
-    out = run(exec_argv(name, argv), check=False, timeout=timeout, env=container_env())
-    text = (out.stdout.strip() or out.stderr.strip()).splitlines()
-    return out.ok, (text[-1] if text else f"exit status {out.returncode}")
+class Inside:
+    """Probes run in a running container: its namespaces (nsenter) and its cgroups, from
+    the probe's first instruction on (so that they are under its limits, are counted
+    as its processes, and are found there), each with its own timeout."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pid = init_pid(name)
+        if self.pid is None:
+            raise FjordError(f"container {name} is not running",
+                             hint=f"start it: fjord container start {name}")
+        from fjord.containers.limits import cgroup_procs
+
+        self.cgroups = cgroup_procs(self.pid)
+
+    def argv(self, argv: list[str]) -> list[str]:
+        return ["nsenter", f"--target={self.pid}", "--mount", "--uts", "--ipc", "--net",
+                "--pid", "--cgroup", "--root", "--wd", "--", *argv]
+
+    def run(self, argv: list[str], timeout: float = PROBE_TIMEOUT) -> Probe:
+        return probe(self.argv(argv), timeout=timeout, env=container_env(),
+                     cgroups=self.cgroups)
+
+    def __call__(self, argv: list[str], timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
+        out = self.run(argv, timeout)
+        return out.ok, out.last_line()
 
 
 def ssh_argv(c: Container, *extra: str) -> list[str]:
@@ -40,77 +80,116 @@ def container_checks(desired: Desired) -> Iterator[CheckResult]:
     lv = Libvirt()
     try:
         for c in desired.containers:
-            try:
-                lv.domain(c.name)
-            except FjordError as exc:
-                # libvirtd down or unreachable: say so for each container, and go on
-                # with what can still be checked (the port forwards)
-                yield CheckResult(f"container {c.name}: running", False,
-                                  f"cannot ask libvirt ({exc.message}): is libvirtd "
-                                  "running? `fjord apply` starts it")
-                continue
-            yield from _one(lv, desired, c, v4, v6, name)
+            yield from collect(f"container {c.name}", _container(lv, desired, c, v4, v6, name))
     finally:
-        lv.close()
-    yield from forward_checks(desired)
+        with contextlib.suppress(Exception):
+            lv.close()
+    yield from collect("forwards", forward_checks(desired))
 
 
-def _one(lv: Libvirt, desired: Desired, c: Container, v4: str | None, v6: str | None,
-         name: str) -> Iterator[CheckResult]:
+def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
+               v6: str | None, name: str) -> Iterator[CheckResult]:
     label = f"container {c.name}"
-    state = lv.domain(c.name)
+    try:
+        state = lv.domain(c.name)
+    except FjordError as exc:
+        # libvirtd down or unreachable: say so for each container, and go on with what
+        # can still be checked (the port forwards)
+        yield CheckResult(f"{label}: running", False,
+                          f"cannot ask libvirt ({exc.message}): is libvirtd running? "
+                          "`fjord apply` starts it")
+        return
     if state is None or not state.running:
         why = "not defined" if state is None else "not running"
         yield CheckResult(f"{label}: running", False,
                           f"{why}: run `fjord apply` or `fjord container start {c.name}`")
         return
-    ok, detail = inside(c.name, ["systemctl", "is-system-running", "--wait"], timeout=60)
-    if not ok:
-        _, failed = inside(c.name, ["sh", "-c", "systemctl --failed --plain --no-legend "
-                                    "| cut -d' ' -f1 | tr '\\n' ' '"])
-        detail = f"systemd is {detail}; failed units: {failed or 'none listed'}"
-    yield CheckResult(f"{label}: systemd running", ok,
-                      detail if ok else detail + f" (fjord container exec {c.name} -- "
-                      "journalctl -b)")
-    from fjord.containers.limits import cgroups_private, limits_enforced
+    try:
+        inside = Inside(c.name)
+    except FjordError as exc:
+        yield CheckResult(f"{label}: running", False,
+                          f"libvirt says it runs, but it cannot be entered: {one_line(exc)}")
+        return
+    yield guard(f"{label}: systemd running", lambda: _systemd(inside))
+    from fjord.containers.limits import verdicts
 
-    ok, detail = limits_enforced(c.name, expected=c.memory)
-    yield CheckResult(f"{label}: memory limit enforced", ok,
-                      detail if ok else detail + " (see docs/containers.md: limits and cgroups)")
-    ok, detail = cgroups_private(c.name)
-    yield CheckResult(f"{label}: sees only its own cgroups", ok, detail)
-    ok, detail = ping(str(c.ipv4))
-    yield CheckResult(f"{label}: answers ping on {c.ipv4}", ok,
-                      detail if ok else f"{detail}; look at br-int and the container's eth0")
+    for what, ok, detail in verdicts(c.name, expected=c.memory):
+        yield CheckResult(f"{label}: {what}", ok, detail)
+
+    def answers() -> tuple[bool, str]:
+        ok, detail = ping(str(c.ipv4))
+        return ok, detail if ok else f"{detail}; look at br-int and the container's eth0"
+
+    yield guard(f"{label}: answers ping on {c.ipv4}", answers)
     if c.ssh_keys:
-        out = run([*ssh_argv(c), "true"], check=False, timeout=20)
-        yield CheckResult(f"{label}: ssh with the configured key", out.ok,
-                          "root login with a key works" if out.ok else
-                          f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else ''}"
-                          " (this host needs the private half of a key in ssh_keys)")
-        out = run([*ssh_argv(c, "-o", "PreferredAuthentications=password,"
-                                  "keyboard-interactive", "-o", "PubkeyAuthentication=no"),
-                   "true"], check=False, timeout=20)
-        refused = not out.ok and "Permission denied" in out.stderr
-        yield CheckResult(f"{label}: password login refused", refused,
-                          "only keys are accepted" if refused else
-                          f"password login was not refused: {out.stderr.strip()}")
+        yield guard(f"{label}: ssh with the configured key", lambda: _ssh_key(c))
+        yield guard(f"{label}: password login refused", lambda: _ssh_password(c))
     if v4:
-        ok, detail = inside(c.name, ["ping", "-4", "-n", "-q", "-c", "2", "-i", "0.2",
-                                     "-W", "2", v4])
-        yield CheckResult(f"{label}: reaches {v4} over IPv4 (NAT)", ok,
-                          detail if ok else f"{detail}; look at NAT (nft list table inet "
-                          "fjord) and the host's IPv4 gateway")
+        yield guard(f"{label}: reaches {v4} over IPv4 (NAT)", lambda: _reach(
+            inside, v4, False, "look at NAT (nft list table inet fjord) and the host's IPv4 "
+            "gateway"))
     if c.ipv6 is not None and v6:
-        ok, detail = inside(c.name, ["ping", "-6", "-n", "-q", "-c", "2", "-i", "0.2",
-                                     "-W", "2", v6])
-        yield CheckResult(f"{label}: reaches {v6} over IPv6", ok,
-                          detail if ok else f"{detail}; look at the route and proxy NDP "
-                          f"entry for {c.ipv6}")
-    ok, detail = inside(c.name, ["getent", "hosts", name])
-    yield CheckResult(f"{label}: resolves {name}", ok,
-                      detail if ok else f"cannot resolve {name}: look at its "
-                      "/etc/resolv.conf and host.dns")
+        yield guard(f"{label}: reaches {v6} over IPv6", lambda: _reach(
+            inside, v6, True, f"look at the route and proxy NDP entry for {c.ipv6}"))
+    yield guard(f"{label}: resolves {name}", lambda: _resolve(inside, name))
+
+
+def _systemd(inside: Inside) -> tuple[bool, str]:
+    out = inside.run(["systemctl", "is-system-running", "--wait"], timeout=SYSTEMD_TIMEOUT)
+    if out.ok:
+        return True, out.last_line()
+    if out.timed_out:
+        detail = f"systemd has not finished starting after {SYSTEMD_TIMEOUT:g} s"
+    else:
+        detail = f"systemd is {out.last_line()}"
+    failed = inside.run(["systemctl", "--failed", "--plain", "--no-legend"])
+    units = " ".join(line.split()[0] for line in failed.stdout.splitlines() if line.split())
+    listed = units or ("none listed" if failed.ok else f"cannot list them: "
+                       f"{failed.last_line()}")
+    return False, (f"{detail}; failed units: {listed} (fjord container exec "
+                   f"{inside.name} -- journalctl -b)")
+
+
+def _ssh_key(c: Container) -> tuple[bool, str]:
+    out = probe([*ssh_argv(c), "true"], timeout=SSH_TIMEOUT)
+    if out.ok:
+        return True, "root login with a key works"
+    return False, f"{out.last_line()} (this host needs the private half of a key in ssh_keys)"
+
+
+def _ssh_password(c: Container) -> tuple[bool, str]:
+    out = probe([*ssh_argv(c, "-o", "PreferredAuthentications=password,"
+                             "keyboard-interactive", "-o", "PubkeyAuthentication=no"),
+                 "true"], timeout=SSH_TIMEOUT)
+    if out.failure is not None:
+        return False, f"cannot tell: {out.failure}"
+    if not out.ok and "Permission denied" in out.stderr:
+        return True, "only keys are accepted"
+    return False, f"password login was not refused: {out.last_line()}"
+
+
+def _reach(inside: Inside, target: str, v6: bool, look: str) -> tuple[bool, str]:
+    out = inside.run(["ping", "-6" if v6 else "-4", "-n", "-q", "-c", "2", "-i", "0.2",
+                      "-W", "2", target], timeout=PING_TIMEOUT)
+    if out.ok:
+        return True, out.last_line()
+    summary = next((line.strip() for line in out.stdout.splitlines() if "transmitted" in line),
+                   out.last_line())
+    return False, f"{summary}; {look}"
+
+
+def _resolve(inside: Inside, name: str) -> tuple[bool, str]:
+    out = inside.run(["getent", "hosts", name])
+    if out.ok:
+        return True, out.last_line()
+    if out.timed_out:
+        return False, (f"no answer for {name} after {PROBE_TIMEOUT:g} s: its name servers do "
+                       "not answer; look at its /etc/resolv.conf, host.dns, and whether the "
+                       "container reaches them (NAT, the firewall)")
+    why = out.last_line() if out.failure or out.stdout.strip() or out.stderr.strip() else \
+        "no such name"
+    return False, (f"cannot resolve {name} ({why}): look at its /etc/resolv.conf and "
+                   "host.dns")
 
 
 def forward_checks(desired: Desired) -> Iterator[CheckResult]:
@@ -121,12 +200,15 @@ def forward_checks(desired: Desired) -> Iterator[CheckResult]:
             yield CheckResult(label, True, "udp: not checkable without the service's "
                               "protocol; the DNAT rule is in the ruleset")
             continue
-        try:
-            with socket.create_connection((public, fwd.port), timeout=3):
-                pass
-            yield CheckResult(label, True, f"a TCP connection to {public}:{fwd.port} "
-                              "reached the container")
-        except OSError as exc:
-            yield CheckResult(label, False, f"{public}:{fwd.port}: {exc.strerror or exc}; "
-                              f"is the service listening on port {fwd.target_port} in "
-                              f"{fwd.container}?")
+        yield guard(label, partial(_connect, public, fwd.port, fwd.target_port,
+                                   fwd.container))
+
+
+def _connect(public: str, port: int, target: int, container: str) -> tuple[bool, str]:
+    try:
+        with socket.create_connection((public, port), timeout=FORWARD_TIMEOUT):
+            pass
+    except OSError as exc:
+        return False, (f"{public}:{port}: {exc.strerror or exc}; is the service listening "
+                       f"on port {target} in {container}?")
+    return True, f"a TCP connection to {public}:{port} reached the container"
