@@ -14,6 +14,8 @@ from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context
 from fjord.errors import FjordError
 from fjord.host import packages
+from fjord.host.services import DRIVER as SERVICES
+from fjord.host.services import UnitState
 from fjord.runner import Result
 
 CAPTURED = Path(__file__).parent / "golden" / "host" / "captured"
@@ -130,9 +132,24 @@ def test_no_dpkg_is_unreadable():
 # -- planning --------------------------------------------------------------------------
 
 
-def ctx_with(pm: Any) -> Context:
+class FakeServices:
+    """A service manager that knows only the units it is given."""
+
+    name = "fake"
+
+    def __init__(self, units: dict[str, tuple[str, str]] | None = None) -> None:
+        self.units = units or {}
+        self.asked: list[str] = []
+
+    def state(self, unit: str) -> UnitState:
+        self.asked.append(unit)
+        return UnitState(unit, *self.units.get(unit, ("not-found", "inactive")))
+
+
+def ctx_with(pm: Any, services: FakeServices | None = None) -> Context:
     ctx = Context(desired=None)  # type: ignore[arg-type]
     ctx.drivers[packages.DRIVER] = pm
+    ctx.drivers[SERVICES] = services or FakeServices()
     return ctx
 
 
@@ -149,6 +166,40 @@ def test_required_set_installed_means_no_change():
     r = packages.Packages(dict(packages.REQUIRED) | {"dbus": "host.packages"})
     assert r.changes(ctx) == []
     assert "dnsmasq-base" not in dict(packages.REQUIRED)
+
+
+def test_lxc_is_not_a_base_package_and_lxc_net_is_said_in_the_plan():
+    """The lxc package starts lxc-net (lxcbr0 + dnsmasq) and fjord uses none of it."""
+    assert "lxc" not in dict(packages.REQUIRED)
+    base = dict(packages.REQUIRED)
+    # captured dpkg-query has lxc installed (an earlier fjord installed it)
+    services = FakeServices({"lxc-net.service": ("enabled", "active")})
+    ctx = ctx_with(packages.AptManager(FakeRun(answers())), services)
+    assert packages.Packages(base).changes(ctx) == []
+    (warning,) = ctx.warnings
+    assert warning.startswith("packages: lxc-net.service (from the lxc package) is enabled "
+                              "and active: it runs a second bridge, lxcbr0")
+    assert "systemctl mask --now lxc-net" in warning and "apt-get purge lxc" in warning
+    # masked or stopped and disabled: nothing to say
+    for state in (("masked", "inactive"), ("disabled", "inactive")):
+        ctx = ctx_with(packages.AptManager(FakeRun(answers())),
+                       FakeServices({"lxc-net.service": state}))
+        assert packages.Packages(base).changes(ctx) == [] and ctx.warnings == []
+    # asked for in host.packages: the owner wants it, lxc-net included
+    services = FakeServices({"lxc-net.service": ("enabled", "active")})
+    ctx = ctx_with(packages.AptManager(FakeRun(answers())), services)
+    assert packages.Packages(base | {"lxc": "host.packages"}).changes(ctx) == []
+    assert ctx.warnings == [] and services.asked == []
+
+
+def test_lxc_net_is_not_asked_about_when_lxc_is_not_installed():
+    text = "\n".join(line for line in captured("dpkg-query.txt").splitlines()
+                     if not line.startswith("lxc "))
+    services = FakeServices({"lxc-net.service": ("enabled", "active")})
+    ctx = ctx_with(packages.AptManager(FakeRun({**answers(), "dpkg-query -W": (0, text, "")})),
+                   services)
+    packages.Packages({"dbus": "x"}).changes(ctx)
+    assert ctx.warnings == [] and services.asked == []
 
 
 def test_plan_lists_missing_packages_with_dependencies():

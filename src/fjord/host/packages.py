@@ -46,7 +46,6 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("libvirt-daemon-system", "libvirtd, which runs the containers"),
     ("libvirt-daemon-driver-lxc", "libvirt's LXC driver"),
     ("libvirt-clients", "virsh, for the operator"),
-    ("lxc", "lxc-checkconfig and the LXC tools"),
     ("mmdebstrap", "builds the containers' root filesystems"),
     ("nftables", "the firewall and NAT"),
     ("ifupdown", "brings the network up at boot from /etc/network/interfaces"),
@@ -54,6 +53,19 @@ REQUIRED: tuple[tuple[str, str], ...] = (
 )
 # Not dnsmasq-base: containers get static addresses and the host's DNS servers, and
 # fjord defines no libvirt network that would start a dnsmasq.
+# Not lxc: fjord runs containers with libvirt's own LXC driver and uses nothing of the
+# LXC tools, and the package enables and starts lxc-net on every host: a bridge lxcbr0
+# (10.0.3.1/24 and a ULA /64) with its own dnsmasq serving DHCP and router
+# advertisements (measured on Debian 13). A host where lxc-net is enabled or running
+# (lxc installed by an earlier fjord, or by hand) is told so in the plan, unless
+# host.packages names lxc.
+UNWANTED_SERVICES: tuple[tuple[str, str, str], ...] = (
+    ("lxc", "lxc-net.service",
+     "a second bridge, lxcbr0 (10.0.3.1/24), with a dnsmasq serving DHCP and router "
+     "advertisements; fjord needs neither it nor the lxc package. Remove it (apt-get purge "
+     "lxc) or stop it for good (systemctl mask --now lxc-net), or name lxc in "
+     "host.packages to keep it"),
+)
 
 DPKG_FORMAT = "${Package} ${Status}\n"
 READ_ONLY = ["-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache="]
@@ -243,9 +255,11 @@ class Packages(Resource):
         self.lists = lists
         self.after = tuple(after)
 
-    def missing(self, ctx: Context) -> list[tuple[str, str]]:
+    def missing(self, ctx: Context,
+                installed: dict[str, str] | None = None) -> list[tuple[str, str]]:
         """Wanted packages not installed, each with its dpkg state ("absent" if unknown)."""
-        installed = manager(ctx).installed()
+        if installed is None:
+            installed = manager(ctx).installed()
         out = []
         for name in self.wanted:
             state = installed.get(base_name(name), "absent")
@@ -253,8 +267,31 @@ class Packages(Resource):
                 out.append((name, state))
         return out
 
+    def unwanted(self, ctx: Context, installed: dict[str, str]) -> list[str]:
+        """Services of installed packages fjord does not need that change the host on
+        their own (and nothing asked for the package in host.packages): one warning
+        each, when the service is enabled or running."""
+        from fjord.host.services import manager as services
+
+        wanted = {base_name(n) for n in self.wanted}
+        out = []
+        for package, unit, what in UNWANTED_SERVICES:
+            if installed.get(package) != "installed" or package in wanted:
+                continue
+            try:
+                st = services(ctx).state(unit)
+            except FjordError:
+                continue  # no service manager to ask (said elsewhere)
+            if st.at_boot or st.running:
+                out.append(f"packages: {unit} (from the {package} package) is "
+                           f"{st.enabled} and {st.active}: it runs {what}")
+        return out
+
     def changes(self, ctx: Context) -> list[Change]:
-        missing = self.missing(ctx)
+        installed = manager(ctx).installed()
+        for warning in self.unwanted(ctx, installed):
+            ctx.warn(warning)
+        missing = self.missing(ctx, installed)
         if not missing:
             return []
         names = [name for name, _ in missing]
