@@ -34,6 +34,7 @@ from fjord.lab.names import Names, labs_dir
 from fjord.lab.procs import Proc, namespace_inode, read_json, write_json
 from fjord.lab.spec import FAR_IPV4, FAR_IPV6, FAR_NAME, LabSpec, from_host
 from fjord.lab.upstream import Upstream
+from fjord.net import interfaces
 from fjord.runner import Result, run
 
 if TYPE_CHECKING:
@@ -209,6 +210,8 @@ class Lab:
         server.create_files(self.names, spec)
         reset_run(self.layout, self.name)
         server.configure_nic(self.names, spec)
+        # and ifupdown's record of it, as that boot's `ifup -a` (auto lo, auto eth0) left it
+        interfaces.record_up(["lo", spec.uplink], state_dir=self.layout.run / "network")
         progress("daemons")
         self._start_holder(spec)
         boot = Boot(self.name, self.names.netns_server, self._holder_pid(), self.daemons)
@@ -290,8 +293,9 @@ class Lab:
     # --- reboot ---------------------------------------------------------------------------
 
     def reboot(self, progress: Progress = _quiet) -> BootReport:
-        """Power-cycle the server: everything volatile goes, the boot is replayed from
-        its files. The upstream (router, far host, DNS) stays up, like a provider's."""
+        """Shut the server down and power-cycle it: the units' shutdown commands run,
+        everything volatile goes, the boot is replayed from its files (fjord.lab.boot).
+        The upstream (router, far host, DNS) stays up, like a provider's."""
         preflight.check_root()
         with self._lock():
             state = self._state()
@@ -305,6 +309,7 @@ class Lab:
                 raise FjordError(f"lab {self.name} is broken: {', '.join(gone)} is gone",
                                  hint=f"rebuild it with `fjord lab up --name {self.name}`")
             progress("stopping the server")
+            stopped = self._shutdown()
             self.cgroup.kill("server")
             if namespaces.exists(self.names.netns_server):
                 namespaces.remove(self.names.netns_server)
@@ -314,9 +319,17 @@ class Lab:
             Upstream(self.names, spec).attach_server()
             self._start_holder(spec)
             report = Boot(self.name, self.names.netns_server, self._holder_pid(),
-                          self.daemons).run()
+                          self.daemons, report=stopped).run()
             self._write_state(last_boot=report.to_json(), booted=time.time())
         return report
+
+    def _shutdown(self) -> BootReport:
+        """The units' shutdown (networking.service's `ifdown -a`) while the server still
+        runs; nothing when it does not (its holder or namespace gone: a power cut)."""
+        holder = self.holder()
+        if holder is None or not namespaces.is_mounted(self.names.netns_server):
+            return BootReport()
+        return Boot(self.name, self.names.netns_server, holder.pid, self.daemons).shutdown()
 
     # --- running things -------------------------------------------------------------------
 
