@@ -3,8 +3,9 @@ stop answering (their answers are dropped as they enter the container's network
 namespace: the resolver waits, as it did after the real reboot; dropping the queries
 on their way out would not do, sendmsg() would fail at once), and `fjord check --json`
 still prints every line, says ✗ for the name lookup with a useful hint, exits non-zero,
-and leaves nothing running. While it hangs, the probe is inside the container's cgroups, not the host's
-session; `fjord status` says the same as `check` about the container's cgroups."""
+and leaves nothing running. While it hangs, the probe is inside the container's
+cgroups, not the host's session; `fjord status` says the same as `check` about the
+container's cgroups."""
 
 from __future__ import annotations
 
