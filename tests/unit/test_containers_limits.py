@@ -372,6 +372,7 @@ def test_fjord_init_on_v2_unshares_remounts_and_boots(tmp_path):
     assert steps == [
         "unshare --cgroup true",
         "unshare --cgroup /bin/sh T/fjord-init --fjord-mount2 --log-level=info",
+        "mount --make-rprivate T/cgroup",
         "umount -R T/cgroup",
         "umount -l T/cgroup",
         "umount -l T/cgroup",

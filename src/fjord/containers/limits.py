@@ -123,6 +123,8 @@ if [ "${{1-}}" = --fjord-mount2 ]; then
     # Second stage (cgroup v2), in the new cgroup namespace: libvirt's bind mount of
     # the host's whole tree goes, a cgroup2 mounted from here is rooted in our cgroup.
     shift
+    # private first: unmounting must not reach a peer of libvirt's mount elsewhere
+    mount --make-rprivate "$cg" 2>/dev/null
     umount -R "$cg" 2>/dev/null
     n=0
     while [ $n -lt 8 ] && umount -l "$cg" 2>/dev/null; do n=$((n + 1)); done
