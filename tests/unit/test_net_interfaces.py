@@ -199,3 +199,21 @@ def test_switchover_records_the_state_and_its_rollback_puts_it_back(
     with mock.patch.object(switchover, "Netlink"), mock.patch.object(switchover, "_switch"):
         switchover.restore(again)
     assert _state(tmp_path) == before_files
+
+
+def test_files_the_kept_source_lines_include_and_what_they_declare(tmp_path: Path) -> None:
+    d = tmp_path / "interfaces.d"
+    d.mkdir()
+    (d / "50-cloud-init").write_text("auto eth0\niface eth0 inet dhcp\n")
+    (d / "60-vlan").write_text("auto eth0.10\niface eth0.10 inet manual\n")
+    more = tmp_path / "more.d"
+    more.mkdir()
+    (more / "ok_name").write_text("allow-hotplug eth1 br-int\n")
+    (more / "skipped.conf").write_text("iface br-ex inet manual\n")  # not a run-parts name
+    files = interfaces.sourced_files(
+        ["source interfaces.d/*", f"source-directory {more}", "source /nonexistent/*"],
+        tmp_path)
+    assert files == [d / "50-cloud-init", d / "60-vlan", more / "ok_name"]
+    names = ["eth0", "br-ex", "br-int"]
+    assert [sorted(interfaces.declares(f.read_text(), names)) for f in files] == [
+        ["eth0"], [], ["br-int"]]

@@ -228,6 +228,20 @@ def test_interfaces_file_takes_the_uplinks_mac_and_keeps_source_lines(lab_ctx, t
     assert "-    ovs_extra" in c.diff and "hwaddr=52:54:00:00:00:01" in c.diff
 
 
+def test_a_kept_file_that_declares_the_uplink_too_is_a_warning(lab_ctx, tmp_path):
+    (f,) = [r for r in resources.resources(lab_ctx.desired)
+            if isinstance(r, resources.InterfacesFile)]
+    f.path = tmp_path / "interfaces"
+    f.path.write_text("source interfaces.d/*\nauto eth0\niface eth0 inet dhcp\n")
+    f.changes(lab_ctx)
+    assert lab_ctx.warnings == []
+    (tmp_path / "interfaces.d").mkdir()
+    (tmp_path / "interfaces.d" / "50-cloud-init").write_text("auto eth0\niface eth0 inet dhcp\n")
+    f.changes(lab_ctx)
+    (warning,) = lab_ctx.warnings
+    assert "50-cloud-init" in warning and "also declares eth0" in warning
+
+
 def test_the_switchover_records_what_a_boot_with_the_new_file_raises(lab_ctx):
     (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
     assert uplink.target.ifup == ("br-ex", "eth0", "br-int")

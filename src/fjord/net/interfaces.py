@@ -49,6 +49,32 @@ def sources(current: str | None) -> list[str]:
     return [line.strip() for line in (current or "").splitlines() if _SOURCE.match(line)]
 
 
+def sourced_files(keep: Sequence[str], base: Path) -> list[Path]:
+    """The files those lines include, as ifupdown finds them: `source` globs relative to
+    ``base`` (the including file's directory); `source-directory` run-parts names."""
+    out: list[Path] = []
+    for line in keep:
+        word, _, arg = line.partition(" ")
+        for pattern in arg.split():
+            path = Path(pattern) if pattern.startswith("/") else base / pattern
+            if word == "source":
+                out += sorted(p for p in path.parent.glob(path.name) if p.is_file())
+            elif path.is_dir():
+                out += sorted(p for p in path.iterdir()
+                              if p.is_file() and re.fullmatch(r"[A-Za-z0-9_-]+", p.name))
+    return out
+
+
+def declares(text: str, names: Sequence[str]) -> set[str]:
+    """Which of ``names`` a file has `iface`, `auto` or `allow-*` lines for."""
+    found = set()
+    for line in text.splitlines():
+        words = line.split()
+        if words and (words[0] in ("iface", "auto") or words[0].startswith("allow-")):
+            found |= set(words[1:2] if words[0] == "iface" else words[1:]) & set(names)
+    return found
+
+
 def render(desired: Desired, *, mac: str | None = None, keep: Sequence[str] = ()) -> str:
     """The file. ``mac``: the uplink's MAC (read at plan time), which the external
     bridge keeps; None leaves it out. ``keep``: source lines of the current file."""

@@ -261,11 +261,27 @@ class InterfacesFile(File):
     def changes(self, ctx: Context) -> list[Change]:
         uplink = links.driver(ctx).link(self.desired.host.uplink)
         current = self._read()[0]
+        keep = interfaces.sources(current.decode(errors="replace") if current else None)
         self.content = interfaces.render(
-            self.desired, mac=uplink.mac if uplink is not None else None,
-            keep=interfaces.sources(current.decode(errors="replace") if current else None),
+            self.desired, mac=uplink.mac if uplink is not None else None, keep=keep,
         ).encode()
+        self._check_sourced(ctx, keep)
         return super().changes(ctx)
+
+    def _check_sourced(self, ctx: Context, keep: list[str]) -> None:
+        """A kept file that declares the uplink or a bridge too (cloud-init's
+        50-cloud-init, say) would be configured with fjord's stanza at boot: say so."""
+        host = self.desired.host
+        names = [host.uplink, host.switch.external, host.switch.internal]
+        for path in interfaces.sourced_files(keep, self.path.parent):
+            try:
+                clash = interfaces.declares(path.read_text(errors="replace"), names)
+            except OSError:
+                continue
+            if clash:
+                ctx.warn(f"{path} (included by {self.path}) also declares "
+                         f"{', '.join(sorted(clash))}: at boot ifupdown would apply it as "
+                         f"well as fjord's stanzas; remove those lines from it")
 
 
 def resources(desired: Desired) -> list[Resource]:
