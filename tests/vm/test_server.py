@@ -1,0 +1,137 @@
+"""A real Debian server, from its provider's installer to two reboots after fjord.
+
+The tests run in order against one server per release (conftest.server): each step is
+what a server owner does, driven over SSH from the provider's side, and each assertion
+is something they would notice: the server answers, through the same MAC, after every
+reboot, and fjord says it is as declared without being applied again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+from server import CONFIG, Server
+
+pytestmark = pytest.mark.vm
+
+# What the provider sees of the server: its neighbour entry for the server's IPv4.
+_LLADDR = re.compile(r"lladdr ([0-9a-f:]{17})")
+
+
+def provider_sees(server: Server) -> str | None:
+    server.upstream(["ping", "-c1", "-W2", server.ipv4])
+    out = server.upstream(["ip", "neigh", "show", server.ipv4]).stdout
+    m = _LLADDR.search(out)
+    return m.group(1) if m else None
+
+
+def answers(server: Server) -> None:
+    """Ping (v4 and v6) and SSH from the provider's side."""
+    v4 = server.upstream(["ping", "-c3", "-W3", server.ipv4])
+    assert v4.returncode == 0, f"no IPv4 answer from the server:\n{v4.stdout}"
+    if server.ipv6:
+        v6 = server.upstream(["ping", "-6", "-c3", "-W3", server.ipv6])
+        assert v6.returncode == 0, f"no IPv6 answer from the server:\n{v6.stdout}"
+    assert server.vm.ssh("true", timeout=60, check=False).ok
+
+
+def changes(server: Server, command: str) -> list[dict[str, str]]:
+    answer = server.fjord(command, "-c", CONFIG, "--json", *(
+        ["--yes"] if command == "apply" else []))
+    return json.loads(answer.stdout)["changes"]
+
+
+def test_installer_state(server: Server) -> None:
+    """The server as the provider hands it over: reachable, addresses on its NIC."""
+    answers(server)
+    interfaces = server.vm.ssh("cat /etc/network/interfaces").stdout
+    assert "source /etc/network/interfaces.d/*" in interfaces
+    server.mac = server.vm.uplink_mac()
+    assert provider_sees(server) == server.mac
+
+
+def test_install_as_the_readme_says(server: Server) -> None:
+    """The README's offline install: copy the bundle, unpack, run its install script."""
+    server.vm.copy_in(server.bundle, "/root/")
+    name = server.bundle.name.removesuffix(".tar.gz")
+    server.vm.ssh(f"cd /root && tar xzf {name}.tar.gz && ./{name}/install", timeout=1200)
+    assert "fjord" in server.fjord("--help").stdout
+
+
+def test_validate_and_plan(server: Server) -> None:
+    server.vm.ssh("mkdir -p /etc/fjord")
+    server.vm.copy_in(server.config, CONFIG)
+    server.fjord("validate", "-c", CONFIG)
+    planned = changes(server, "plan")
+    assert planned, "a fresh server must need changes"
+    kinds = {c["resource"].split()[0] for c in planned}
+    assert {"uplink", "bridge", "package"} <= kinds, kinds
+
+
+def test_apply_under_ping(server: Server) -> None:
+    """The switchover while the provider pings the server every 0.1 s: count losses."""
+    ping = subprocess.Popen(server.provider.nsenter("upstream", [
+        "ping", "-n", "-i", "0.1", "-W", "1", server.ipv4]),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        start = time.monotonic()
+        made = changes(server, "apply")
+        took = time.monotonic() - start
+    finally:
+        ping.send_signal(2)
+        out, _ = ping.communicate(timeout=30)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert m, out
+    sent, got = int(m.group(1)), int(m.group(2))
+    print(f"apply: {len(made)} change(s) in {took:.0f} s; pings lost {sent - got} of {sent}")
+    assert made
+    assert sent - got <= max(3, sent // 100), f"{sent - got} of {sent} pings lost"
+    answers(server)
+    assert provider_sees(server) == server.mac
+    assert server.provider.foreign_macs() == 0
+
+
+def test_apt_ran_for_real(server: Server) -> None:
+    """fjord's APT management against the provider's mirror: sources written, the
+    lists updated from the mirror, and the host packages installed from it."""
+    sources = server.vm.ssh("cat /etc/apt/sources.list.d/fjord-debian.sources").stdout
+    assert "deb.debian.org" in sources
+    server.vm.ssh("dpkg-query -W tree openvswitch-switch libvirt-daemon-system")
+    lists = server.vm.ssh("ls /var/lib/apt/lists").stdout
+    assert "deb.debian.org_debian_dists" in lists
+
+
+def test_second_apply_is_empty(server: Server) -> None:
+    assert changes(server, "apply") == []
+
+
+def check_green(server: Server) -> None:
+    answer = server.fjord("check", "-c", CONFIG, "--json", check=False, timeout=900)
+    checks = json.loads(answer.stdout)["checks"]
+    failed = [c for c in checks if not c["ok"]]
+    assert answer.returncode == 0 and not failed, json.dumps(failed, indent=1)
+
+
+def test_check_is_green(server: Server) -> None:
+    check_green(server)
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_reboot(server: Server, n: int) -> None:
+    """A real reboot: the server comes back on its own, through the same MAC, and
+    fjord finds it as declared without being applied."""
+    seconds = server.vm.reboot()
+    print(f"reboot {n}: SSH answered after {seconds:.0f} s")
+    answers(server)
+    assert provider_sees(server) == server.mac
+    bridge_mac = server.vm.ssh("cat /sys/class/net/br-ex/address").stdout.strip()
+    assert bridge_mac == server.mac
+    assert server.provider.foreign_macs() == 0
+    running = server.vm.ssh("virsh -c lxc:/// list --name").stdout.split()
+    assert "web" in running
+    check_green(server)
+    assert changes(server, "plan") == []
