@@ -182,10 +182,6 @@ class FakeInside:
             return answered(argv, out="running\n")
         return answered(argv, out="2 packets transmitted, 2 received, 0% packet loss\n")
 
-    def __call__(self, argv: list[str], timeout: float = chk.PROBE_TIMEOUT) -> tuple[bool, str]:
-        out = self.run(argv, timeout)
-        return out.ok, out.last_line()
-
 
 @pytest.fixture
 def desired() -> Desired:

@@ -63,10 +63,6 @@ class Inside:
         return probe(self.argv(argv), timeout=timeout, env=container_env(),
                      cgroups=self.cgroups)
 
-    def __call__(self, argv: list[str], timeout: float = PROBE_TIMEOUT) -> tuple[bool, str]:
-        out = self.run(argv, timeout)
-        return out.ok, out.last_line()
-
 
 def ssh_argv(c: Container, *extra: str) -> list[str]:
     return ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
