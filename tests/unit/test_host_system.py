@@ -136,7 +136,7 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
 
     done = apply(system.resources(desired, root), ctx, Quiet())
     assert pm.log == ["update", "install libvirt-daemon-system libvirt-daemon-driver-lxc "
-                      "libvirt-clients lxc mmdebstrap nftables ifupdown emacs-nox"]
+                      "libvirt-clients mmdebstrap nftables ifupdown emacs-nox"]
     assert sm.log == ["disable libvirtd-tls.socket", "stop libvirtd-tls.socket",
                       "restart libvirtd"]
     assert len(done) == len(plan.changes)
