@@ -168,9 +168,11 @@ def interfaces(spec: LabSpec) -> str:
 
 
 def _recipe(suite: str, spec: LabSpec, extras: dict[str, Path]) -> str:
-    return json.dumps({"recipe": RECIPE, "suite": suite, "spec": spec.to_json(),
+    server = {k: v for k, v in spec.to_json().items()  # what the disk holds of the spec
+              if k in ("fqdn", "ipv4", "gateway4", "ipv6", "gateway6", "dns")}
+    return json.dumps({"recipe": RECIPE, "suite": suite, "server": server,
                        "extras": {k: v.name for k, v in extras.items()},
-                       "server": SERVER_PACKAGES, "mirror": MIRROR_PACKAGES,
+                       "packages": SERVER_PACKAGES, "mirror": MIRROR_PACKAGES,
                        "pubkey": (ssh_key().with_suffix(".pub")).read_text()},
                       sort_keys=True)
 
@@ -226,7 +228,10 @@ def _build(suite: str, spec: LabSpec, out: Path, extras: dict[str, Path]) -> Non
     log(f"  root filesystem in {time.monotonic() - start:.0f} s")
     install_files(root, spec)
     for target, source in extras.items():
-        shutil.copytree(source, root / target.lstrip("/"), symlinks=True)
+        # cp -a: a root filesystem holds device nodes (shutil would read /dev/zero).
+        dest = root / target.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        sh(["cp", "-a", str(source), str(dest)])
     kernels = sorted((root / "boot").glob("vmlinuz-*"))
     initrds = sorted((root / "boot").glob("initrd.img-*"))
     if not kernels or not initrds:
@@ -278,8 +283,10 @@ def make_mirror(lists: Path, pool: Path, mirror: Path) -> None:
     mirror.mkdir(parents=True, exist_ok=True)
     wanted: dict[str, str] = {}
     for deb in pool.glob("*.deb"):
-        wanted[deb.name] = str(deb)
-    placed = 0
+        # APT names a downloaded file with its version's epoch (procps_2%3a4.0.2-3_amd64);
+        # the archive's Filename has none.
+        wanted[re.sub(r"_\d+%3a", "_", deb.name)] = str(deb)
+    placed: set[str] = set()
     for f in sorted(lists.iterdir()):
         m = _LIST.match(f.name)
         if not m or f.name.endswith((".gpg", "lock")) or not f.is_file():
@@ -300,15 +307,11 @@ def make_mirror(lists: Path, pool: Path, mirror: Path) -> None:
                 target = mirror / archive / filename
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if not target.exists():
-                    os.link(source, target) if _same_fs(source, target) else \
-                        shutil.copy2(source, target)
-                    placed += 1
-    missing = len(wanted) - placed
-    log(f"  mirror: {placed} package(s) placed, {missing} not in any index")
+                    shutil.copy2(source, target)
+                placed.add(Path(filename).name)
+    missing = sorted(set(wanted) - placed)
+    log(f"  mirror: {len(placed)} package(s); not in any index: {', '.join(missing) or 'none'}")
 
-
-def _same_fs(a: str, b: Path) -> bool:
-    return os.stat(a).st_dev == os.stat(b.parent).st_dev
 
 
 # --- fjord's bundle, built for the guest's release ------------------------------------------

@@ -69,7 +69,7 @@ def test_validate_and_plan(server: Server) -> None:
     planned = changes(server, "plan")
     assert planned, "a fresh server must need changes"
     kinds = {c["resource"].split()[0] for c in planned}
-    assert {"uplink", "bridge", "package"} <= kinds, kinds
+    assert {"uplink", "bridge", "packages"} <= kinds, kinds
 
 
 def test_apply_under_ping(server: Server) -> None:
