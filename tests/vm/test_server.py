@@ -14,7 +14,7 @@ import subprocess
 import time
 
 import pytest
-from server import CONFIG, Server
+from server import CONFIG, FJORD, Server
 
 pytestmark = pytest.mark.vm
 
@@ -135,3 +135,14 @@ def test_reboot(server: Server, n: int) -> None:
     assert "web" in running
     check_green(server)
     assert changes(server, "plan") == []
+
+
+def test_container_sees_only_its_own_cgroups(server: Server) -> None:
+    """cgroup v2 (both releases): the container is in a cgroup namespace of its own,
+    rooted at libvirt's cgroup; the host's tree (machine.slice, system.slice of the
+    host, user.slice) is out of its sight (that the limit holds is fjord check's)."""
+    exec_ = [FJORD, "container", "exec", "web", "--"]
+    own = server.vm.ssh([*exec_, "cat", "/proc/self/cgroup"]).stdout.strip()
+    assert own.startswith("0::/") and "machine" not in own, own
+    seen = server.vm.ssh([*exec_, "ls", "/sys/fs/cgroup"]).stdout.split()
+    assert "init.scope" in seen and not {"machine.slice", "user.slice"} & set(seen), seen
