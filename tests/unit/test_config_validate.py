@@ -118,7 +118,31 @@ def test_private_network_too_small_or_host_on_network_address():
 
 def test_ipv6_prefix_must_be_at_least_a_64():
     assert only(cfg(("host.ipv6.address", "2001:db8:151:7307::2/96")))[0] == "host.ipv6.address"
-    assert problems(cfg(("host.ipv6.address", "2001:db8:151:7300::2/56"))) == []
+
+
+def test_ipv6_prefix_larger_than_a_64_is_refused_with_the_64_to_write():
+    # The reference says the host's prefix is a /64 (containers' addresses, routes and
+    # proxied neighbours are laid out for one); a /56 was accepted all the same.
+    path, message = only(cfg(("host.ipv6.address", "2001:db8:151:7300::2/56")))
+    assert path == "host.ipv6.address"
+    assert "write 2001:db8:151:7300::2/64" in message
+    assert problems(cfg(("host.ipv6.address", "2001:db8:151:7300::2/64"))) == []
+
+
+@pytest.mark.parametrize("where", ["host.apt.suite", "containers.web.suite", "defaults.suite"])
+def test_unsupported_suite_is_refused(where):
+    path, message = only(cfg((where, "jessie")))
+    assert path == where
+    assert "not a suite fjord supports" in message and "trixie" in message
+
+
+@pytest.mark.parametrize("suite", ["bookworm", "trixie", "sid", "unstable"])
+def test_supported_suites_validate(suite):
+    assert problems(cfg(("host.apt.suite", suite), ("containers.web.suite", suite))) == []
+
+
+def test_extra_suites_stay_free_form():
+    assert problems(cfg(("host.apt.extra_suites", ["testing", "bookworm-backports"]))) == []
 
 
 def test_ipv6_host_address_is_not_the_anycast_address():

@@ -26,6 +26,7 @@ from fjord.config.types import (
     Name,
     Package,
     Port,
+    Release,
     Size,
     SSHKey,
     Suite,
@@ -77,7 +78,9 @@ class PublicIPv4(Model):
 class PublicIPv6(Model):
     """The server's IPv6 prefix; containers get public addresses from it."""
 
-    address: IPv6Net = Field(description="The server's own IPv6 address with its prefix (a /64).",
+    address: IPv6Net = Field(description="The server's own IPv6 address with its prefix, a "
+                             "/64 (containers get addresses from it; of a larger assignment "
+                             "such as a /56, give the /64 the server's address is in).",
                              examples=["2001:db8:151:7307::2/64"])
     gateway: IPv6 = Field(
         IPv6Address("fe80::1"),
@@ -179,8 +182,9 @@ class Apt(Model):
         "http://deb.debian.org/debian", description="Debian mirror for the host and images.",
         examples=["http://deb.debian.org/debian"],
     )
-    suite: Suite = Field("bookworm", description="The host's Debian suite (and the "
-                         "containers' default).", examples=["bookworm"])
+    suite: Release = Field("bookworm", description="The host's Debian suite (and the "
+                           "containers' default): `bookworm`, `trixie`, or `sid` (also "
+                           "called `unstable`).", examples=["bookworm"])
     components: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]] = Field(
         default_factory=lambda: ["main"], description="Archive components.",
         examples=[["main", "contrib"]],
@@ -295,8 +299,9 @@ class ContainerSettings(Model):
         None, description="Domain; the FQDN is NAME.DOMAIN (default: the host's domain, "
         "its FQDN without the first label).", examples=["example.net"],
     )
-    suite: Suite | None = Field(None, description="Debian suite (default: the host's, "
-                                "`host.apt.suite`).", examples=["bookworm"])
+    suite: Release | None = Field(
+        None, description="Debian suite: `bookworm`, `trixie`, or `sid` (also called "
+        "`unstable`) (default: the host's, `host.apt.suite`).", examples=["bookworm"])
     packages: list[Package] | None = Field(
         None, description="Packages added to the image (replaces the default's list).",
         examples=[["nginx", "curl"]],
@@ -316,8 +321,13 @@ class ContainerSettings(Model):
                    "Nj8oO5Df admin@example.net"]],
     )
     puppet: Puppet | None = Field(None, description="Install and point a Puppet agent.")
-    autostart: bool | None = Field(None, description="Start with the host (default: true).",
-                                   examples=[False])
+    autostart: bool | None = Field(None, description="Start with the host (default: true; "
+                                   "never for a `stopped` container).", examples=[False])
+    state: Literal["running", "stopped"] | None = Field(
+        None, description="The declared run state. `running`: `fjord apply` starts it; "
+        "`stopped`: defined but not started, not at boot either, and `fjord apply` shuts it "
+        "down if it runs (default: running).", examples=["stopped"],
+    )
     rootfs: Literal["overlay", "copy"] | None = Field(
         None,
         description="`overlay`: overlayfs over the shared image (fast, small); `copy`: an "
@@ -339,6 +349,7 @@ BUILT_IN: dict[str, Any] = {
     "ssh_keys": [],
     "puppet": None,
     "autostart": True,
+    "state": "running",
     "rootfs": "overlay",
     "locale": "C.UTF-8",
 }

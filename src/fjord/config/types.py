@@ -112,6 +112,22 @@ def check_suite(value: Any) -> str:
     return value
 
 
+# The suites fjord builds containers from and runs as the host: the ones whose layout
+# (image sources, guest customisation) it knows. bookworm and trixie are releases; sid
+# (also called unstable) is the rolling suite, with no -security and -updates companions
+# (host/apt.py ROLLING, containers/image.py _NO_SECURITY). `testing` is not among them:
+# its -updates and -security companions come and go with the release cycle.
+RELEASES = ("bookworm", "trixie", "sid", "unstable")
+
+
+def check_release(value: Any) -> str:
+    value = check_suite(value)
+    if value not in RELEASES:
+        raise ValueError(f"{_short(value)} is not a suite fjord supports: use "
+                         + ", ".join(RELEASES[:-1]) + " or " + RELEASES[-1])
+    return value
+
+
 def check_mac(value: Any) -> str:
     value = _text(value, "a MAC address").lower()
     if not _MAC.fullmatch(value):
@@ -265,6 +281,8 @@ Package = Annotated[str, BeforeValidator(check_package),
                     _schema("Debian package", type="string", pattern=_PACKAGE.pattern)]
 Suite = Annotated[str, BeforeValidator(check_suite),
                   _schema("Debian suite", type="string", pattern=_SUITE.pattern)]
+Release = Annotated[str, BeforeValidator(check_release),
+                    _schema("supported Debian suite", type="string", enum=list(RELEASES))]
 MAC = Annotated[str, BeforeValidator(check_mac), _schema(
     "MAC address", type="string", pattern=r"^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$")]
 SSHKey = Annotated[str, BeforeValidator(check_ssh_key), _schema(

@@ -242,6 +242,13 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
         if pub6.prefixlen > 64:
             yield p(("host", "ipv6", "address"),
                     f"{pub6} is smaller than a /64; containers need addresses from a /64")
+        elif pub6.prefixlen < 64:
+            # Addresses, routes and neighbour proxying are laid out, and tested, for a
+            # /64; of a larger assignment the server's own /64 is what it is given.
+            first64 = IPv6Network(f"{v6.address.ip}/64", strict=False)
+            yield p(("host", "ipv6", "address"),
+                    f"{pub6} is larger than a /64; fjord gives containers addresses from "
+                    f"one /64: write {v6.address.ip}/64 (the /64 {first64} of it)")
         if v6.address.ip == pub6.network_address:
             yield p(("host", "ipv6", "address"),
                     f"{v6.address.ip} is the subnet-router anycast address of {pub6}")
