@@ -93,3 +93,24 @@ def test_thousands_of_problems_show_the_first_ones_and_a_count(tmp_path):
     assert "host.fqnd: unknown key 'fqnd' (did you mean 'fqdn'?)" in lines[0]
     assert lines[-2] == "… and 801 more (the first 200 are shown)"
     assert lines[-1] == "1001 problem(s); nothing was changed."
+
+
+def test_lab_exec_runs_the_running_fjord_without_path():
+    # `fjord lab exec -- fjord …` must not depend on the venv being on PATH
+    from fjord.lab.enter import running_fjord
+
+    bindir = str(Path(sys.executable).parent)
+    env = {"PATH": "/usr/bin:/bin"}
+    argv = running_fjord(["fjord", "plan"], env)
+    assert argv == [str(Path(bindir, "fjord")), "plan"]
+    assert env["PATH"] == f"/usr/bin:/bin:{bindir}"
+    assert running_fjord(["ip", "link"], env) == ["ip", "link"]
+    assert env["PATH"] == f"/usr/bin:/bin:{bindir}"  # added once
+
+
+def test_jinja2_is_no_dependency():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert "jinja2" not in text.lower()
+    imports = subprocess.run(["grep", "-rlE", "^\\s*(import|from) jinja2", "src", "tests"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert imports.stdout == ""

@@ -80,6 +80,7 @@ def enter(lab: str, part: str, argv: list[str]) -> NoReturn:
     """Become ``argv`` running in the lab (never returns; raises FjordError first if the
     lab is not running)."""
     names = Names(lab)
+    argv = running_fjord(argv, os.environ)
     command = nsenter_argv(names, part, argv)
     join_cgroup(names, part)
     if part == "server":
@@ -88,6 +89,23 @@ def enter(lab: str, part: str, argv: list[str]) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvp(command[0], command)
+
+
+def running_fjord(argv: list[str], env: dict[str, str] | os._Environ[str]) -> list[str]:
+    """``fjord`` as a command is the fjord that is running (the one beside this
+    interpreter, a venv's say), found without PATH; the interpreter's directory is added
+    at the end of PATH (``env``, changed in place) so that a shell in the lab finds it
+    too when nothing else named fjord is installed."""
+    bindir = os.path.dirname(sys.executable)
+    if not bindir:
+        return argv
+    path = env.get("PATH", os.defpath)
+    if bindir not in path.split(os.pathsep):
+        env["PATH"] = f"{path}{os.pathsep}{bindir}" if path else bindir
+    mine = os.path.join(bindir, "fjord")
+    if argv and argv[0] == "fjord" and os.access(mine, os.X_OK):
+        return [mine, *argv[1:]]
+    return argv
 
 
 def _cwd() -> str | None:
