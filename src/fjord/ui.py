@@ -8,6 +8,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+from rich.text import Text
 
 from fjord.engine.change import Change
 from fjord.engine.plan import Plan
@@ -16,7 +17,11 @@ SYMBOL = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "
 
 
 def console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """The console every command prints through. User text reaches it as it was written:
+    no emoji codes (rich would print ``2001:db8:1:100::2`` as ``2001:db8:1💯:2``), no
+    highlighting; markup is fjord's own, and every user string in it goes through
+    ``escape`` (or is a ``Text``, which is never parsed)."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 def print_json(data: Any) -> None:
@@ -68,17 +73,18 @@ class ProgressReporter:
     def started(self, change: Change) -> None:
         self._stop()
         self._running = {id(change)}
-        self._status = self.out.status(
-            f"{escape(change.resource)}: {escape(change.detail)}", spinner="dots"
-        )
+        # A spinner parses a str as markup with emoji codes whatever the console says:
+        # give it Text, which is shown as it is.
+        self._status = self.out.status(Text(f"{change.resource}: {change.detail}"),
+                                       spinner="dots")
         self._status.start()
 
     def started_group(self, changes: list[Change]) -> None:
         self._stop()
         self._running = {id(c) for c in changes}
-        names = ", ".join(escape(c.resource) for c in changes[:4])
+        names = ", ".join(c.resource for c in changes[:4])
         more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
-        self._status = self.out.status(f"{len(changes)} at once: {names}{more}",
+        self._status = self.out.status(Text(f"{len(changes)} at once: {names}{more}"),
                                        spinner="dots")
         self._status.start()
 
