@@ -77,8 +77,8 @@ class RootResource(Resource):
         if record is None:
             what = "overlay over" if self.c.rootfs == "overlay" else "full copy of"
             return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
-                           f"{self.spec.key}, customised (network, names, DNS, SSH keys"
-                           f"{', Puppet' if self.c.puppet else ''})", self._make)]
+                           f"{self.spec.key}, customised ({customised(self.c)})",
+                           self._make)]
         if record.rebuilt is not None:
             return [Change(self.id, "update", f"rewrite the record of {self.c.name}: "
                            f"{record.rebuilt}"
@@ -250,14 +250,30 @@ class Orphan(Resource):
 
     def changes(self, ctx: Context) -> list[Change]:
         layout = rootfs.Layout.of(self.name)
-        if not layout.base.exists() and libvirt(ctx).domain(self.name) is None:
+        domain = libvirt(ctx).domain(self.name)
+        if not layout.base.exists() and domain is None:
             return []
         if not ctx.options.get("prune"):
-            ctx.warn(f"container {self.name} is not in the file: it is kept, running as it "
-                     f"is; `fjord apply --prune` destroys it and its data")
+            ctx.warn(f"container {self.name} is not in the file: it is kept, "
+                     f"{kept_as(domain)}; `fjord apply --prune` destroys it and its data")
             return []
         return [Change(self.id, "delete", f"destroy {self.name} and its root filesystem "
                        "(--prune)", lambda c: lifecycle.destroy(libvirt(c), self.name))]
+
+
+def customised(c: Container) -> str:
+    """What customising a new root writes, as the plan says it: only what is declared."""
+    keys = len(c.ssh_keys)
+    return ", ".join(["network", "names", "DNS"]
+                     + ([f"{keys} SSH key{'s' if keys != 1 else ''}"] if keys else [])
+                     + (["Puppet"] if c.puppet else []))
+
+
+def kept_as(domain: Any) -> str:
+    """How a container out of the file is kept, as its libvirt domain is now."""
+    if domain is None:
+        return "its root filesystem only (no libvirt domain)"
+    return "running as it is" if domain.running else "stopped as it is"
 
 
 def resources(desired: Desired) -> list[Resource]:
