@@ -258,17 +258,51 @@ def host_checks(desired: Desired) -> Iterator[CheckResult]:
     yield guard("host: forwarding enabled", lambda: _forwarding(desired))
     yield guard("host: firewall loaded", _firewall)
     yield from _declared(desired)
+    yield from _unchecked(desired)
+
+
+# What a kernel setting fjord checks means, as the report says it when it is as wanted.
+SAID = {"net.ipv4.ip_forward": "IPv4 forwarding on",
+        "net.ipv4.conf.all.arp_ignore": "ARP answered only where the address is",
+        "net.ipv6.conf.all.forwarding": "IPv6 forwarding on",
+        "net.ipv6.conf.all.proxy_ndp": "proxy NDP on"}
 
 
 def _forwarding(desired: Desired) -> tuple[bool, str]:
+    """The kernel settings the host needs (host/sysctl.py's list for this host: no IPv6
+    setting on an IPv4-only host), and only those, said as checked."""
     from fjord.host.sysctl import Sysctl, wanted
 
-    bad = []
+    bad, good = [], []
     for key, value, _ in wanted(desired):
         actual = Sysctl(key, value, "").read()
         if actual != value:
             bad.append(f"{key} is {actual} (want {value})")
-    return not bad, "; ".join(bad) or "IPv4 and IPv6 forwarding on"
+        else:
+            good.append(SAID.get(key, f"{key} = {value}"))
+    return not bad, "; ".join(bad) or ", ".join(good)
+
+
+def _unchecked(desired: Desired) -> Iterator[CheckResult]:
+    """A ✗ for each way out the containers' checks cannot try, and why: they ping the
+    outside over IPv4 (and IPv6) only when there is an address to ping (host.check, else
+    the first DNS server of that family); silence would read as "tested and fine"."""
+    from fjord.containers.checks import _targets
+
+    if not desired.containers:
+        return
+    v4, v6, _ = _targets(desired)
+    if v4 is None:
+        yield CheckResult(
+            "containers: reach the outside over IPv4 (NAT)", False,
+            "not checked: host.dns has no IPv4 server and host.check.ipv4 is not set; set "
+            "host.check.ipv4 to an IPv4 address outside that answers ping")
+    if desired.host.ipv6 is not None and v6 is None and any(
+            c.ipv6 is not None for c in desired.containers):
+        yield CheckResult(
+            "containers: reach the outside over IPv6", False,
+            "not checked: host.dns has no IPv6 server and host.check.ipv6 is not set; set "
+            "host.check.ipv6 to an IPv6 address outside that answers ping")
 
 
 def _firewall() -> tuple[bool, str]:
