@@ -36,9 +36,13 @@ def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
 
     Containers that left the file keep their network (routes, proxy NDP, firewall,
     names) until they are pruned: the network layer sees them, the container layer
-    reports them (and destroys them with ``prune``)."""
+    reports them (and destroys them with ``prune``): with ``prune``, every layer sees
+    what is left once they are gone (no name, route, proxy NDP or rule of theirs)."""
     from fjord.config.desired import with_kept
+    from fjord.containers.resources import without_kept
 
+    if prune:
+        desired = without_kept(desired)
     seen = desired if prune else with_kept(desired)
     layers = {"host": host_resources, "network": network_resources,
               "containers": container_resources}

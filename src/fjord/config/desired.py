@@ -48,6 +48,7 @@ class Container:
     autostart: bool
     rootfs: str
     locale: str
+    state: str = "running"  # declared run state: running or stopped
 
 
 @dataclass(frozen=True)
@@ -119,9 +120,11 @@ def _container(config: Config, name: str, spec: ContainerSpec,
         cpu_shares=pick("cpu_shares"),
         ssh_keys=tuple(pick("ssh_keys")),
         puppet=pick("puppet"),
-        autostart=pick("autostart"),
+        # a container declared stopped does not start at boot either
+        autostart=pick("autostart") and pick("state") == "running",
         rootfs=pick("rootfs"),
         locale=pick("locale"),
+        state=pick("state"),
     )
 
 

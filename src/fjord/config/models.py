@@ -321,8 +321,8 @@ class ContainerSettings(Model):
                    "Nj8oO5Df admin@example.net"]],
     )
     puppet: Puppet | None = Field(None, description="Install and point a Puppet agent.")
-    autostart: bool | None = Field(None, description="Start with the host (default: true; "
-                                   "never for a `stopped` container).", examples=[False])
+    autostart: bool | None = Field(None, description="Start with the host; a `stopped` "
+                                   "container never does (default: true).", examples=[False])
     state: Literal["running", "stopped"] | None = Field(
         None, description="The declared run state. `running`: `fjord apply` starts it; "
         "`stopped`: defined but not started, not at boot either, and `fjord apply` shuts it "

@@ -95,8 +95,23 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
                           f"cannot ask libvirt ({exc.message}): is libvirtd running? "
                           "`fjord apply` starts it")
         return
+    if c.state == "stopped":
+        if state is None:
+            yield CheckResult(f"{label}: stopped, as declared", False,
+                              "not defined: run `fjord apply`")
+        elif state.running:
+            yield CheckResult(f"{label}: stopped, as declared", False,
+                              "it runs: `fjord apply` shuts it down (or declare `state: "
+                              "running`)")
+        else:
+            yield CheckResult(f"{label}: stopped, as declared", True,
+                              "defined, not running, not started at boot")
+        return
     if state is None or not state.running:
         why = "not defined" if state is None else "not running"
+        if state is not None and not c.autostart:
+            why += " (autostart is off: it does not start at boot; declare `state: " \
+                   "stopped` to keep it stopped)"
         yield CheckResult(f"{label}: running", False,
                           f"{why}: run `fjord apply` or `fjord container start {c.name}`")
         return
@@ -190,8 +205,13 @@ def _resolve(inside: Inside, name: str) -> tuple[bool, str]:
 
 def forward_checks(desired: Desired) -> Iterator[CheckResult]:
     public = str(desired.host.ipv4.address.ip)
+    stopped = {c.name for c in desired.containers if c.state == "stopped"}
     for fwd in desired.host.forwards:
         label = f"forward {fwd.protocol}/{fwd.port} -> {fwd.container}:{fwd.target_port}"
+        if fwd.container in stopped:
+            yield CheckResult(label, True, f"not checked: {fwd.container} is declared "
+                              "stopped; the DNAT rule is in the ruleset")
+            continue
         if fwd.protocol != "tcp":
             yield CheckResult(label, True, "udp: not checkable without the service's "
                               "protocol; the DNAT rule is in the ruleset")

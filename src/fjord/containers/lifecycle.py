@@ -3,18 +3,22 @@ share. Every operation is safe to repeat."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
+import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from fjord.config.desired import Container, Desired
 from fjord.containers import rootfs
 from fjord.containers.libvirt import Libvirt, init_pid
 from fjord.errors import FjordError
+from fjord.runner import run
 
 log = logging.getLogger("fjord.containers")
 
@@ -146,6 +150,28 @@ def destroy(lv: Libvirt, name: str) -> None:
     lv.undefine(name)
     rootfs.destroy(name)
     forget([name])
+
+
+@contextlib.contextmanager
+def overlay_view(layout: rootfs.Layout, lower: Path) -> Iterator[Path]:
+    """A read-only view of an overlay root that is not mounted (a stopped container's):
+    its upper layer over its image, both as lower layers, so that nothing is written to
+    either (no work directory, no copy-up). Unmounted and removed on leaving."""
+    rootfs.overlay_options(layout, lower)  # refuses paths overlayfs cannot take
+    if not (lower / "sbin").exists() and not (lower / "usr/sbin").exists():
+        raise FjordError(f"image {lower} of container {layout.name} is missing",
+                         hint="it was pruned or removed by hand; recreate the container")
+    view = Path(tempfile.mkdtemp(prefix=f"fjord-view-{layout.name}-"))
+    try:
+        run(["mount", "-t", "overlay", f"fjord-view-{layout.name}", "-o",
+             f"ro,lowerdir={layout.upper}:{lower}", str(view)], timeout=60)
+        try:
+            yield view
+        finally:
+            run(["umount", str(view)], timeout=60)
+    finally:
+        with contextlib.suppress(OSError):
+            view.rmdir()
 
 
 def exec_argv(name: str, argv: Sequence[str]) -> list[str]:

@@ -1,13 +1,14 @@
 """Containers as engine resources, one chain per container:
 
     image (shared, built once) → root filesystem (made and customised) → libvirt domain
-    (defined, redefined when the file changes, autostart) → running
+    (defined, redefined when the file changes, autostart) → running, or stopped as declared
 
 A container that is no longer in the file is reported, and destroyed only with
 `fjord apply --prune`: data is never deleted silently."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,6 @@ class RootResource(Resource):
     def changes(self, ctx: Context) -> list[Change]:
         layout = rootfs.Layout.of(self.c.name)
         record = rootfs.read_record(layout)
-        desired = ctx.desired
         if record is None:
             what = "overlay over" if self.c.rootfs == "overlay" else "full copy of"
             return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
@@ -91,10 +91,20 @@ class RootResource(Resource):
                      f"container's data); `fjord container destroy {self.c.name}` then "
                      f"`fjord apply` recreates it")
             return []
+        desired = after_prune(ctx)
         if record.mode == "overlay" and not rootfs.mounted(layout.rootfs):
-            return [Change(self.id, "update", f"mount the overlay root of {self.c.name} "
-                           "and check its customisation", self._make)]
-        pending = customize.pending(layout.rootfs, self.c, desired)
+            if self.c.state == "running":
+                return [Change(self.id, "update", f"mount the overlay root of {self.c.name} "
+                               "and check its customisation", self._make)]
+            # declared stopped: its root is mounted when it starts (the libvirt hook);
+            # until then it is looked at through a read-only view
+            try:
+                with lifecycle.overlay_view(layout, Path(record.lower)) as view:
+                    pending = customize.pending(view, self.c, desired)
+            except FjordError as exc:  # not root (plan), or its image is missing
+                pending = [f"(cannot look at it unmounted: {exc.message})"]
+        else:
+            pending = customize.pending(layout.rootfs, self.c, desired)
         if record.addresses != addresses(self.c):
             pending.append(f"{rootfs.RECORD} (addresses)")
         if not pending:
@@ -111,7 +121,8 @@ class RootResource(Resource):
         self._make(ctx)
         lv = libvirt(ctx)
         lifecycle.stop(lv, self.c.name)
-        lifecycle.start(lv, ctx.desired, self.c)
+        if self.c.state == "running":
+            lifecycle.start(lv, ctx.desired, self.c)
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"root of {self.c.name} exists and is customised"
@@ -122,8 +133,26 @@ class RootResource(Resource):
             raise FjordError(f"image {self.spec.key} is not built",
                              hint="fjord image build -c FILE")
         layout = rootfs.prepare(self.c.name, image, self.c.rootfs)  # type: ignore[arg-type]
-        customize.customize(layout.rootfs, self.c, ctx.desired)
+        customize.customize(layout.rootfs, self.c, after_prune(ctx))
         rootfs.save_addresses(layout, addresses(self.c))
+
+
+def after_prune(ctx: Context) -> Desired:
+    """The desired state the containers are customised for: with `--prune`, what is left
+    once the containers out of the file are destroyed (their names leave /etc/hosts in
+    the same apply, not the next one)."""
+    return without_kept(ctx.desired) if ctx.options.get("prune") else ctx.desired
+
+
+def without_kept(desired: Desired) -> Desired:
+    """``desired`` as if the containers out of the file were gone: its remembered
+    addresses only those of the file's containers, so that nothing (names, routes, proxy
+    NDP, firewall) is kept for the others."""
+    declared = {c.name for c in desired.containers}
+    if all(name in declared for name in desired.allocations):
+        return desired
+    return replace(desired, allocations={k: v for k, v in desired.allocations.items()
+                                         if k in declared})
 
 
 def addresses(c: Container) -> dict[str, str]:
@@ -201,7 +230,8 @@ class DomainResource(Resource):
             lv.set_shares_live(self.c.name, wanted.cpu_shares)
         else:
             lifecycle.stop(lv, self.c.name)
-            lifecycle.start(lv, ctx.desired, self.c)
+            if self.c.state == "running":
+                lifecycle.start(lv, ctx.desired, self.c)
 
 
 class RunningResource(Resource):
@@ -218,6 +248,11 @@ class RunningResource(Resource):
 
     def changes(self, ctx: Context) -> list[Change]:
         state = libvirt(ctx).domain(self.c.name)
+        if self.c.state == "stopped":
+            if state is None or not state.running:
+                return []
+            return [Change(self.id, "update", f"shut down {self.c.name} (declared stopped)",
+                           lambda c: lifecycle.stop(libvirt(c), self.c.name))]
         if state is not None and state.running:
             return []
         if ctx.desired.host.switch.kind == "ovs":
@@ -237,6 +272,8 @@ class RunningResource(Resource):
         lifecycle.start(libvirt(ctx), ctx.desired, self.c, ovs)
 
     def unchanged_reason(self, ctx: Context) -> str:
+        if self.c.state == "stopped":
+            return f"{self.c.name} is stopped, as declared"
         return f"{self.c.name} is running"
 
 

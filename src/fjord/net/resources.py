@@ -222,6 +222,33 @@ class StaleProxyNdp(Resource):
         return lambda c: links.driver(c).delete_proxy(self.dev, addr)
 
 
+class StaleHostRoutes(Resource):
+    """/128 routes on the internal bridge, in the host's prefix, to addresses no container
+    has any more (a container pruned, readdressed, or the host no longer routed): the
+    internal bridge is fjord's, so what it does not declare there goes."""
+
+    kind = "route-cleanup"
+
+    def __init__(self, dev: str, keep: set[IPv6Address], prefix: Any) -> None:
+        super().__init__(dev)
+        self.dev, self.keep, self.prefix = dev, keep, prefix
+        self.after = ("route",)
+
+    def changes(self, ctx: Context) -> list[Change]:
+        nl = links.driver(ctx)
+        if nl.link(self.dev) is None:
+            return []
+        stale = sorted(r.dst for r in nl.routes(socket.AF_INET6, dev=self.dev)
+                       if r.dst.endswith("/128") and ip_interface(r.dst).ip in self.prefix
+                       and ip_interface(r.dst).ip not in self.keep)
+        return [Change(f"route {dst} dev {self.dev}", "delete",
+                       f"route {dst} via {self.dev}: no container has it any more",
+                       self._remover(dst)) for dst in stale]
+
+    def _remover(self, dst: str) -> Any:
+        return lambda c: links.driver(c).delete_route(dst, self.dev)
+
+
 class StaleAddresses(Resource):
     """The internal bridge is fjord's: a global address on it that the file no longer
     declares (the private network moved) is removed, so the old gateway answers no more.
@@ -300,6 +327,7 @@ def resources(desired: Desired) -> list[Resource]:
         out.append(File(uplink_guard.PERSISTED, uplink_guard.render(host.uplink),
                         reason="uplink ingress guard, loaded at boot by ifupdown"))
     out.append(Uplink(desired))
+    routed: set[IPv6Address] = set()
     if host.ipv6 is not None and host.ipv6.effective_mode == "routed":
         out.append(Address(sw.internal, f"{interfaces.ROUTED_GATEWAY6}/64",
                            "the containers' IPv6 gateway", after=(f"bridge {sw.internal}",)))
@@ -308,10 +336,13 @@ def resources(desired: Desired) -> list[Resource]:
             if c.ipv6 is None:
                 continue
             out.append(HostRoute(c.ipv6, sw.internal, c.name))
+            routed.add(c.ipv6)
             if host.ipv6.proxy_ndp:
                 out.append(ProxyNdp(c.ipv6, sw.external, c.name))
                 keep.add(c.ipv6)
         if host.ipv6.proxy_ndp:
             out.append(StaleProxyNdp(sw.external, keep, host.ipv6.address.network))
+    if host.ipv6 is not None:
+        out.append(StaleHostRoutes(sw.internal, routed, host.ipv6.address.network))
     out.append(InterfacesFile(desired))
     return out
