@@ -273,3 +273,36 @@ def test_factory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv(packages.ENV, "yum")
     with pytest.raises(FjordError, match="not a package manager"):
         packages.package_manager()
+
+
+# -- by switch kind --------------------------------------------------------------------
+
+
+def _desired_with_switch(tmp_path: Path, kind: str):
+    from fjord.config.desired import load
+
+    text = Path("examples/lab.yaml").read_text()
+    assert "    kind: ovs" in text
+    path = tmp_path / "fjord.yaml"
+    path.write_text(text.replace("    kind: ovs", f"    kind: {kind}")
+                    .replace("    datapath: netdev", ""))
+    return load(str(path), allocations={})
+
+
+def test_linux_bridges_need_bridge_utils_for_ifupdown(tmp_path: Path):
+    """Issue 15, item 1: `bridge_ports` stanzas do nothing without bridge-utils' ifupdown
+    hook, and the bridges were gone after a reboot."""
+    wanted = packages.wanted(_desired_with_switch(tmp_path, "linux-bridge"))
+    assert wanted["bridge-utils"].startswith("host.switch.kind is linux-bridge")
+    assert "bridge-utils" not in packages.wanted(_desired_with_switch(tmp_path, "ovs"))
+
+
+def test_the_plan_says_why_a_configuration_choice_adds_a_package(tmp_path: Path):
+    text = "\n".join(line for line in captured("dpkg-query.txt").splitlines()
+                     if not line.startswith("bridge-utils "))
+    run = FakeRun({**answers(), "dpkg-query -W": (0, text, "")})
+    ctx = ctx_with(packages.AptManager(run))
+    wanted = packages.wanted(_desired_with_switch(tmp_path, "linux-bridge"))
+    (change,) = packages.Packages(wanted).changes(ctx)
+    assert change.detail.startswith("install bridge-utils (for host.switch.kind is "
+                                    "linux-bridge: ifupdown's bridge_ports")

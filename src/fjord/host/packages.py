@@ -51,6 +51,14 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("ifupdown", "brings the network up at boot from /etc/network/interfaces"),
     ("iproute2", "ip, for the operator and ifupdown"),
 )
+# What a configuration choice adds, and why: shown in the plan, since the package is
+# there because of that key. ifupdown knows `bridge_ports` only through bridge-utils'
+# hook (/etc/network/if-pre-up.d/bridge): without it the Linux bridges of
+# /etc/network/interfaces are not made at boot, and the server comes back unreachable.
+BY_SWITCH_KIND: dict[str, tuple[tuple[str, str], ...]] = {
+    "linux-bridge": (("bridge-utils", "host.switch.kind is linux-bridge: ifupdown's "
+                                      "bridge_ports, which make the bridges at boot"),),
+}
 # Not dnsmasq-base: containers get static addresses and the host's DNS servers, and
 # fjord defines no libvirt network that would start a dnsmasq.
 # Not lxc: fjord runs containers with libvirt's own LXC driver and uses nothing of the
@@ -295,10 +303,21 @@ class Packages(Resource):
         if not missing:
             return []
         names = [name for name, _ in missing]
-        shown = ", ".join(n if s in ("absent", "not-installed", "config-files") else f"{n} (is {s})"
-                          for n, s in missing)
+        shown = ", ".join(self._shown(n, s) for n, s in missing)
         detail = f"install {shown}{self._check(ctx, names)}"
         return [Change(self.id, "create", detail, lambda ctx: manager(ctx).install(names))]
+
+    def _shown(self, name: str, state: str) -> str:
+        """A missing package as the plan names it: with its state when dpkg has it half
+        there, and with its reason when a configuration key (not host.packages) asks
+        for it."""
+        notes = []
+        why = self.wanted.get(name, "")
+        if why.startswith("host.") and not why.startswith("host.packages"):
+            notes.append(f"for {why}")
+        if state not in ("absent", "not-installed", "config-files"):
+            notes.append(f"is {state}")
+        return f"{name} ({'; '.join(notes)})" if notes else name
 
     def _check(self, ctx: Context, names: list[str]) -> str:
         """Fail now, not half-way, for packages APT does not know or cannot install: one
@@ -339,6 +358,8 @@ class Packages(Resource):
 
 def wanted(desired: Desired) -> dict[str, str]:
     out = dict(REQUIRED)
+    for name, why in BY_SWITCH_KIND.get(desired.host.switch.kind, ()):
+        out.setdefault(name, why)
     for name in desired.host.packages:
         out.setdefault(name, "host.packages")
     return out
