@@ -265,3 +265,75 @@ def test_containers_resolve_each_other_and_the_host(tmp_path):
     # with no IPv6 on the host, no IPv6 lines at all
     v4 = files(desired(tmp_path, ipv6="none"), "web")["/etc/hosts"].decode()
     assert "10.1.0.2\ttest.example.net test\n" in v4 and "2001:" not in v4
+
+
+# --- the suite's layout (issue 15, item 5) -------------------------------------------------
+
+
+LANG = "LANG=C.UTF-8\n"  # the container "test" takes the built-in locale
+
+
+def trixie_skeleton(root: Path) -> Path:
+    """trixie's locale layout: /etc/default/locale is a link to ../locale.conf, which
+    has no LANG as the image leaves it."""
+    image_skeleton(root)
+    (root / "etc/locale.conf").write_text("# no LANG here yet\n")
+    (root / "etc/default/locale").symlink_to("../locale.conf")
+    return root
+
+
+def test_trixie_locale_link_is_kept_and_written_through(tmp_path):
+    root = trixie_skeleton(tmp_path / "root")
+    d = desired(tmp_path)
+    c = d.container("test")
+    assert "/etc/locale.conf" in customize.pending(root, c, d)
+    changed = customize.customize(root, c, d)
+    assert "/etc/locale.conf" in changed and "/etc/default/locale" not in changed
+    assert os.readlink(root / "etc/default/locale") == "../locale.conf"
+    assert (root / "etc/locale.conf").read_text() == LANG
+    # the second apply is empty
+    assert customize.pending(root, c, d) == []
+    assert customize.customize(root, c, d) == []
+
+
+def test_bookworm_locale_file_is_written_in_place(tmp_path):
+    root = image_skeleton(tmp_path / "root")
+    d = desired(tmp_path)
+    customize.customize(root, d.container("test"), d)
+    assert (root / "etc/default/locale").read_text() == LANG
+    assert not (root / "etc/default/locale").is_symlink()
+    assert not (root / "etc/locale.conf").exists()
+
+
+@pytest.mark.parametrize("target", [
+    "../../../../../../outside",    # climbs out of the root
+    "/etc/shadow",                  # another file fjord manages
+    "../../run/locale",             # volatile: /run is mounted over at run time
+    "locale",                       # a loop
+])
+def test_a_locale_link_out_of_bounds_is_replaced_not_followed(tmp_path, target):
+    root = image_skeleton(tmp_path / "root")
+    outside = tmp_path / "outside"
+    outside.write_text("the host's own\n")
+    shadow = (root / "etc/shadow").read_text()
+    (root / "etc/default/locale").symlink_to(target)
+    d = desired(tmp_path)
+    assert "/etc/default/locale" in customize.customize(root, d.container("test"), d)
+    assert not (root / "etc/default/locale").is_symlink()
+    assert (root / "etc/default/locale").read_text() == LANG
+    assert outside.read_text() == "the host's own\n"
+    assert (root / "etc/shadow").read_text() == shadow
+    assert not (root / "run").exists()
+    assert customize.customize(root, d.container("test"), d) == []
+
+
+def test_resolve_follows_links_as_the_container_sees_them(tmp_path):
+    root = tmp_path / "root"
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/default/a").symlink_to("/etc/b")
+    (root / "etc/b").symlink_to("default/c")
+    tree = Tree(root)
+    assert customize.resolve(tree, "/etc/default/a") == "/etc/default/c"
+    assert customize.resolve(tree, "/etc/hostname") == "/etc/hostname"
+    (root / "etc/default/up").symlink_to("../../..")
+    assert customize.resolve(tree, "/etc/default/up") is None

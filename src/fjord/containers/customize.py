@@ -13,7 +13,9 @@ Written per container (and why):
   container has IPv6; glibc reads the first three).
 - ``/etc/network/interfaces``: static addresses (see :func:`interfaces`), read by
   ifupdown's networking.service at boot.
-- ``/etc/default/locale``: LANG (other than C.UTF-8, generated into the image).
+- ``/etc/default/locale``: LANG (other than C.UTF-8, generated into the image). Where
+  the suite makes it a link (trixie: ``../locale.conf``), the file it designates inside
+  the root is written and the link kept (:func:`placed`).
 - ``/etc/machine-id``: random, made once; never shared (journald, DHCP DUIDs and
   systemd derive identities from it).
 - ``/etc/ssh/ssh_host_{ed25519,ecdsa}_key``: made once per container by the host's
@@ -34,9 +36,9 @@ from __future__ import annotations
 import secrets
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv6Address, ip_address
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from fjord.containers.limits import INIT_PATH, init_script
@@ -63,6 +65,10 @@ class RootFile:
     path: str
     content: bytes
     mode: int = 0o644
+    # The suite's layout decides where the content lives: when ``path`` is a symbolic
+    # link (trixie's /etc/default/locale → ../locale.conf), the file it designates is
+    # written, and the link kept (see :func:`placed`). Otherwise a link is replaced.
+    follow: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,7 +208,7 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
         RootFile("/etc/resolv.conf", resolv_conf(container, desired.host.dns).encode()),
         RootFile("/etc/network/interfaces",
                  interfaces(network_for(container, desired)).encode()),
-        RootFile("/etc/default/locale", f"LANG={container.locale}\n".encode()),
+        RootFile("/etc/default/locale", f"LANG={container.locale}\n".encode(), follow=True),
         RootFile("/etc/ssh/sshd_config.d/fjord.conf", sshd_config().encode()),
         RootFile("/root/.ssh/authorized_keys", authorized_keys(container).encode(), 0o600),
         RootFile(INIT_PATH, init_script().encode(), 0o755),
@@ -216,6 +222,56 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
     return out
 
 
+# Links are followed this many times at most (a loop is not followed at all).
+MAX_LINKS = 8
+# Where a followed link must not lead: what is not the image's at run time (mounted
+# over when the container runs), and the files fjord makes besides files_for's.
+VOLATILE = ("/run", "/proc", "/sys", "/dev", "/tmp")
+OWN = ("/etc/shadow", "/etc/machine-id",
+       *(f"/etc/ssh/ssh_host_{t}_key{s}" for t in HOST_KEY_TYPES for s in ("", ".pub")))
+
+
+def resolve(tree: Tree, path: str) -> str | None:
+    """The file ``path`` designates in the root, its symbolic links followed as the
+    container sees them (an absolute target from the root, a relative one from the
+    link's directory); None when a link climbs out of the root or they loop."""
+    current = PurePosixPath("/", path.lstrip("/"))
+    for _ in range(MAX_LINKS):
+        target = tree.readlink(str(current))
+        if target is None:
+            return str(current)
+        start = PurePosixPath("/") if target.startswith("/") else current.parent
+        parts: list[str] = []
+        for part in (start / target).parts[1:]:
+            if part in ("", "."):
+                continue
+            if part == "..":
+                if not parts:
+                    return None  # above the root: never followed
+                parts.pop()
+            else:
+                parts.append(part)
+        current = PurePosixPath("/", *parts)
+    return None
+
+
+def placed(tree: Tree, items: list[RootFile | RootLink]) -> list[RootFile | RootLink]:
+    """``items`` where the root's layout puts them: a ``follow`` file that is a link
+    becomes the file the link designates, when that stays inside the root, is not
+    volatile and is no other file fjord manages; otherwise the link is replaced by the
+    file, as any link is (the container's root user may have planted it)."""
+    managed = {item.path for item in items} | set(OWN)
+    out: list[RootFile | RootLink] = []
+    for item in items:
+        if isinstance(item, RootFile) and item.follow:
+            where = resolve(tree, item.path)
+            if (where is not None and where != item.path and where not in managed
+                    and not any(where == v or where.startswith(v + "/") for v in VOLATILE)):
+                item = replace(item, path=where)
+        out.append(item)
+    return out
+
+
 def customize(root: Path, container: Container, desired: Desired) -> list[str]:
     """Bring a container's root to what fjord declares; the paths that changed.
 
@@ -224,7 +280,7 @@ def customize(root: Path, container: Container, desired: Desired) -> list[str]:
     tree = Tree(root)
     changed = []
     tree.ensure_dir("/root/.ssh", 0o700)
-    for item in files_for(container, desired):
+    for item in placed(tree, files_for(container, desired)):
         if apply_one(tree, item):
             changed.append(item.path)
     if ensure_machine_id(tree):
@@ -238,7 +294,8 @@ def customize(root: Path, container: Container, desired: Desired) -> list[str]:
 def pending(root: Path, container: Container, desired: Desired) -> list[str]:
     """The paths :func:`customize` would change, changing nothing (for `plan`)."""
     tree = Tree(root)
-    out = [item.path for item in files_for(container, desired) if not _is_done(tree, item)]
+    out = [item.path for item in placed(tree, files_for(container, desired))
+           if not _is_done(tree, item)]
     if not _machine_id_ok(tree):
         out.append("/etc/machine-id")
     out += [f"/etc/ssh/ssh_host_{kind}_key" for kind in HOST_KEY_TYPES
