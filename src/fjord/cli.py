@@ -3,9 +3,11 @@ that `fjord --help` answers at once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -70,6 +72,14 @@ verbose_option = click.option(
 )
 
 
+# The exit codes (docs/operations.md, "Exit codes"; each command's --help).
+EXIT_OK = 0
+EXIT_FAILED = 1      # plan, apply: an error; status: drift; check: a check failed
+EXIT_INVALID = 2     # the command line or the configuration file is invalid: nothing read
+EXIT_UNREADABLE = 3  # what fjord must read could not be read (not root, a daemon down...)
+EXIT_CHANGES = 4     # plan --detailed-exitcode: changes are pending
+
+
 def config_path(value: str | None) -> str:
     return value or os.environ.get("FJORD_CONFIG") or DEFAULT_CONFIG
 
@@ -100,6 +110,30 @@ def fail(error: Any) -> None:
         if error.hint:
             err.print(f"[dim]hint: {escape(error.hint)}[/]")
     sys.exit(error.exit_code)
+
+
+def unreadable_verdict(command: str, unreadable: int, differs: bool) -> bool:
+    """Whether ``command`` must exit EXIT_UNREADABLE because ``unreadable`` resources
+    could not be read, and if so say why on stderr. Without root it always must (the
+    cause, "needs root", is said). As root, an unreadable resource beside pending changes
+    is usually one those changes bring up (a daemon apply installs or starts; apply reads
+    every resource again before it changes it): the verdict is the changes'. With
+    nothing else to do it is a host fjord cannot tell is as declared."""
+    if not unreadable:
+        return False
+    from fjord.ui import console
+
+    err = console(stderr=True)
+    what = f"{unreadable} resource{'s' if unreadable != 1 else ''} could not be read"
+    if os.geteuid() != 0:
+        err.print(f"[yellow]fjord: {what}: `fjord {command}` needs root to read the whole "
+                  "host (run it with sudo); the host is not known to be as declared[/]")
+        return True
+    if differs:
+        return False
+    err.print(f"[yellow]fjord: {what} (the `! cannot read` lines): the host is not known "
+              "to be as declared[/]")
+    return True
 
 
 def require_root(what: str) -> None:
@@ -200,16 +234,27 @@ def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 @json_option
 @verbose_option
 @only_option
+@click.option("--detailed-exitcode", is_flag=True,
+              help="Exit 4 when changes are pending, 0 only when there are none.")
 @click.pass_context
 def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
-         only: tuple[str, ...]) -> None:
+         only: tuple[str, ...], detailed_exitcode: bool) -> None:
     """Show, in order, the changes `apply` would make.
 
     Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
-    with the file. Without root, what cannot be read is reported and planned as absent.
-    With -v, also shows file diffs and why unchanged resources need nothing.
+    with the file. What cannot be read is reported (`! cannot read …`) and planned as
+    absent. With -v, also shows file diffs and why unchanged resources need nothing.
+
+    \b
+    Exit codes (as terraform's plan -detailed-exitcode, but 2 stays "invalid file"):
+      0  nothing to change, or changes pending (without --detailed-exitcode)
+      1  error
+      2  the command line or the configuration file is invalid (nothing read)
+      3  some of the host's state could not be read: not root (needs root), or as
+         root with no pending change that would explain it (a daemon down, say)
+      4  changes are pending (only with --detailed-exitcode)
     """
-    from fjord.ui import console, print_json, render_plan
+    from fjord.ui import console, print_json
 
     desired = _load(config_path)
     ctx, _, p = _plan(desired, {"only": only})
@@ -217,9 +262,45 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
         if as_json:
             print_json(p.as_json())
         else:
-            render_plan(p, console(), verbose=click_ctx.obj["verbose"] > 0)
+            show_plan(p, console(), verbose=click_ctx.obj["verbose"] > 0)
     finally:
         ctx.close()
+    if unreadable_verdict("plan", len(p.unreadable), not p.empty):
+        sys.exit(EXIT_UNREADABLE)
+    if detailed_exitcode and not p.empty:
+        sys.exit(EXIT_CHANGES)
+
+
+def show_plan(p: Any, out: Any, *, verbose: bool = False) -> None:
+    """The plan for people; a plan with unreadable resources and no changes is not
+    called "as declared"."""
+    from rich.markup import escape
+
+    from fjord.ui import render_plan
+
+    if not (p.empty and p.unreadable):
+        render_plan(p, out, verbose=verbose)
+        return
+    for u in p.unreadable:
+        out.print(f"[yellow]  ! cannot read {escape(u.resource)}: {escape(u.reason)}[/]")
+    show_warnings(p.warnings, out)
+    if verbose:
+        for same in p.unchanged:
+            out.print(f"[dim]    = {escape(same.resource)}: {escape(same.reason)}[/]")
+    out.print(f"[yellow]No changes in what could be read; {len(p.unreadable)} resource(s) "
+              "could not be read.[/]")
+
+
+def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> None:
+    """Each warning once (``shown`` remembers those already printed)."""
+    from rich.markup import escape
+
+    for w in warnings:
+        if shown is not None:
+            if w in shown:
+                continue
+            shown.add(w)
+        out.print(f"[yellow]  ! {escape(w)}[/]")
 
 
 @cli.command()
@@ -246,7 +327,15 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
     dependency order, re-reading each resource just before changing it. Stops at the
     first failure, naming the resource, the command and its stderr; running apply again
-    continues from where the host is. A converged host gets no change.
+    continues from where the host is. A converged host gets no change. Every warning
+    `plan` shows is shown here too.
+
+    \b
+    Exit codes:
+      0  the host is as declared (changes applied, or none needed)
+      1  error: a change failed (apply again continues), or apply was refused
+      2  the command line or the configuration file is invalid (nothing read)
+      3  nothing to change in what could be read, but something could not be read
     """
     from fjord.config.desired import save_allocations
     from fjord.engine.apply import apply as run_apply
@@ -256,6 +345,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     desired = _load(config_path)
     require_root("fjord apply")
     out = console(stderr=as_json)
+    shown: set[str] = set()
     with apply_lock(wait):
         def prompt(seconds: float) -> None:
             out.print(f"[bold]The uplink moved and the gateways answer. Run `fjord confirm` "
@@ -268,10 +358,12 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
         try:
             if p.empty:
                 if as_json:
-                    print_json({"changes": []})
-                else:
-                    out.print("No changes: the host is as declared.")
+                    print_json(p.as_json())
+                if not as_json or p.unreadable:
+                    show_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
                 save_allocations(desired)
+                if unreadable_verdict("apply", len(p.unreadable), False):
+                    sys.exit(EXIT_UNREADABLE)
                 return
             if not yes:
                 if not sys.stdin.isatty():
@@ -280,13 +372,28 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                     raise FjordError("apply needs confirmation and there is no terminal",
                                      hint="review `fjord plan`, then run `fjord apply --yes`")
                 render_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
+                shown.update(p.warnings)
                 click.confirm("Apply these changes?", abort=True, err=True)
+            else:
+                from rich.markup import escape
+
+                for u in p.unreadable:
+                    out.print(f"[yellow]  ! cannot read {escape(u.resource)} for now: "
+                              f"{escape(u.reason)}[/]")
+                show_warnings(p.warnings, out, shown)
             save_allocations(desired)
-            done = run_apply(resources, ctx, ProgressReporter(out))
+            try:
+                done = run_apply(resources, ctx, ProgressReporter(out))
+            finally:
+                # what the resources said while apply read them again
+                show_warnings(ctx.warnings, out, shown)
         finally:
             ctx.close()
     if as_json:
-        print_json({"changes": [c.as_json() for c in done]})
+        result: dict[str, Any] = {"changes": [c.as_json() for c in done]}
+        if ctx.warnings:
+            result["warnings"] = list(ctx.warnings)
+        print_json(result)
     else:
         out.print(f"Applied {len(done)} change{'s' if len(done) != 1 else ''}.")
 
@@ -299,7 +406,15 @@ def check(config_path: str | None, as_json: bool) -> None:
 
     For every container: it runs, answers ping, takes the configured SSH key, reaches
     the outside over IPv4 (NAT) and IPv6, and resolves a name; every port forward is
-    tried. Exit 0 only if all pass; each failure says what to look at.
+    tried. Each failure says what to look at. Needs root (it reads the firewall and
+    enters the containers).
+
+    \b
+    Exit codes:
+      0  every check passed
+      1  a check failed
+      2  the command line or the configuration file is invalid (nothing read)
+      3  fjord could not run the checks: not root (needs root), or an error
     """
     from rich.markup import escape
 
@@ -307,7 +422,9 @@ def check(config_path: str | None, as_json: bool) -> None:
     from fjord.ui import console, print_json
 
     desired = _load(config_path)
-    results = run_checks(desired)
+    with _unreadable_on_error():
+        require_root("fjord check")
+        results = run_checks(desired)
     if as_json:
         print_json({"checks": [r.as_json() for r in results]})
     else:
@@ -318,7 +435,22 @@ def check(config_path: str | None, as_json: bool) -> None:
         failed = sum(1 for r in results if not r.ok)
         out.print(f"{len(results) - failed} passed, {failed} failed")
     if any(not r.ok for r in results):
-        sys.exit(1)
+        sys.exit(EXIT_FAILED)
+
+
+@contextlib.contextmanager
+def _unreadable_on_error() -> Iterator[None]:
+    """For status and check, whose exit 1 means drift or a failed check: an error is
+    "could not tell" (exit 3)."""
+    from fjord.config.problems import ConfigError
+    from fjord.errors import FjordError
+
+    try:
+        yield
+    except FjordError as exc:
+        if not isinstance(exc, ConfigError):
+            exc.exit_code = EXIT_UNREADABLE
+        raise
 
 
 @cli.command()
@@ -342,11 +474,21 @@ def confirm() -> None:
 @config_option
 @json_option
 def status(config_path: str | None, as_json: bool) -> None:
-    """Show the host and containers as they are, and what differs from the file."""
-    from fjord.status import collect, render
+    """Show the host and containers as they are, and what differs from the file.
+
+    \b
+    Exit codes:
+      0  the host and its containers are as declared (no ✗, nothing unreadable)
+      1  something differs from the file or fails (a ✗ line)
+      2  the command line or the configuration file is invalid (nothing read)
+      3  fjord could not tell: something could not be read (needs root, when not
+         root) and nothing found differs, or an error
+    """
+    from fjord.status import collect, exit_code, render
 
     desired = _load(config_path)
-    report = collect(desired)
+    with _unreadable_on_error():
+        report = collect(desired)
     if as_json:
         from fjord.ui import print_json
 
@@ -355,6 +497,17 @@ def status(config_path: str | None, as_json: bool) -> None:
         from fjord.ui import console
 
         render(report, console())
+    code = exit_code(report)
+    if code == EXIT_FAILED and unreadable_verdict("status", _unread(report), True):
+        code = EXIT_UNREADABLE
+    elif code == EXIT_UNREADABLE:
+        unreadable_verdict("status", _unread(report), False)
+    sys.exit(code)
+
+
+def _unread(report: dict[str, Any]) -> int:
+    return len(report["unreadable"]) + sum(
+        1 for c in report["containers"] if str(c.get("state", "")).startswith("unknown"))
 
 
 def main() -> None:

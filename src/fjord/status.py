@@ -115,3 +115,18 @@ def render(report: dict[str, Any], out: Console) -> None:
             for line in c.get("cgroups") or []:
                 mark = "[green]✓[/]" if line["ok"] else "[red]✗[/]"
                 out.print(f"    {mark} {escape(line['check'])}  [dim]{escape(line['detail'])}[/]")
+
+
+def exit_code(report: dict[str, Any]) -> int:
+    """`fjord status`'s verdict (see `fjord status --help`): 1 when a line is a ✗
+    (drift, cgroups that cannot run containers, a container's cgroup check failing),
+    else 3 when something could not be read, else 0."""
+    cg = report.get("cgroups") or {}
+    failed = (bool(report["drift"]) or (bool(cg) and not cg.get("can_run_lxc"))
+              or any(not line["ok"] for c in report["containers"]
+                     for line in c.get("cgroups") or []))
+    if failed:
+        return 1
+    unread = bool(report["unreadable"]) or any(
+        str(c.get("state", "")).startswith("unknown") for c in report["containers"])
+    return 3 if unread else 0

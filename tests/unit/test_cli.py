@@ -63,7 +63,9 @@ def test_apply_without_root_is_refused_clearly_while_plan_works():
     assert out.returncode == 1 and "needs root" in out.stderr, out.stderr
     out = subprocess.run([*argv, "plan", "-c", "examples/lab.yaml"],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
-    assert out.returncode == 0 and "Plan:" in out.stdout, out.stderr
+    # the plan is shown, and that it is incomplete without root is said (exit 3)
+    assert "Plan:" in out.stdout and "cannot read" in out.stdout, out.stderr
+    assert out.returncode == 3 and "needs root" in out.stderr, out.stderr
 
 
 def test_apply_without_terminal_needs_yes(tmp_path):
