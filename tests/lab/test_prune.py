@@ -1,0 +1,36 @@
+"""`fjord apply --prune` (issue 15 item 3): it leaves exactly what a file without the
+pruned container would have, in the same apply — no name of it in /etc/hosts (the
+host's or the other containers'), no /128 route or proxy NDP entry — so that the next
+apply has nothing to do and check is green."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from faults import fjord
+from test_containers import checks, host, images, two_containers  # noqa: F401
+
+pytestmark = pytest.mark.lab
+
+
+def test_prune_converges_in_one_apply(host):  # noqa: F811
+    lab, key, configure = host
+    configure(two_containers(key))
+    fjord(lab, "apply", "--yes")
+    listed = json.loads(fjord(lab, "container", "list", "--json").stdout)["containers"]
+    web6 = next(c["ipv6"] for c in listed if c["name"] == "web")
+    assert web6 and web6 in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
+    configure(two_containers(key, with_web=False))
+    out = json.loads(fjord(lab, "apply", "--yes", "--json", "--prune").stdout)["changes"]
+    assert "container web" in {c["resource"] for c in out}
+    second = json.loads(fjord(lab, "apply", "--yes", "--json").stdout)["changes"]
+    assert second == [], second
+    assert web6 not in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
+    assert web6 not in lab.exec(["ip", "-6", "neigh", "show", "proxy"]).stdout
+    assert "web" not in lab.exec(["cat", "/etc/hosts"]).stdout
+    inside = fjord(lab, "container", "exec", "test", "--", "cat", "/etc/hosts").stdout
+    assert "web" not in inside
+    results = checks(lab)
+    failed = {n: c["detail"] for n, c in results.items() if not c["ok"]}
+    assert not failed, failed
