@@ -116,3 +116,12 @@ def test_jinja2_is_no_dependency():
     imports = subprocess.run(["grep", "-rlE", "^\\s*(import|from) jinja2", "src", "tests"],
                              capture_output=True, text=True, cwd=ROOT)
     assert imports.stdout == ""
+
+
+def test_shell_completion_works_and_is_documented():
+    out = run("container", "st", env={"_FJORD_COMPLETE": "bash_complete",
+                                      "COMP_WORDS": "fjord container st", "COMP_CWORD": "2"})
+    assert out.returncode == 0 and out.stdout.split() == ["plain,start", "plain,stop"]
+    out = run(env={"_FJORD_COMPLETE": "bash_source"})
+    assert "complete" in out.stdout and "_FJORD_COMPLETE=bash_complete" in out.stdout
+    assert "_FJORD_COMPLETE=bash_source fjord" in (ROOT / "docs/operations.md").read_text()
