@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,8 @@ BUILDER_PACKAGES = (
 
 
 def log(message: str) -> None:
-    print(f"vm: {message}", flush=True)
+    """Progress on stderr (bench/vm_boot.py prints its JSON on stdout)."""
+    print(f"vm: {message}", file=sys.stderr, flush=True)
 
 
 def sh(argv: list[str], *, input: str = "", timeout: float = 1800,
