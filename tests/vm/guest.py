@@ -1,14 +1,16 @@
 """The VM tier's server disk: a Debian 12 or 13 system as a provider's installer leaves
 it, built natively with mmdebstrap and cached by content.
 
-What the disk holds (and nothing of fjord's):
+What the disk holds (fjord itself is installed later, over SSH, from its bundle):
 
 - Debian's kernel and initramfs, systemd as init, udev, ifupdown, openssh-server,
   python3, and the tools an installer leaves; APT pointed at the provider's mirror;
-- the installer's network: ``/etc/network/interfaces`` with ``source
-  /etc/network/interfaces.d/*``, ``auto ens3`` and the static addresses of the
-  server (IPv4, IPv6 with the link-local gateway), the resolvers in resolv.conf;
-- root's SSH key (the tier's own, generated once), hostname and hosts.
+- the installer's network, the same files as the lab's server (fjord.lab.files):
+  ``/etc/network/interfaces`` with ``source /etc/network/interfaces.d/*``, ``auto
+  ens3`` and the static addresses (IPv4, IPv6 with the link-local gateway), the
+  resolvers, hostname and hosts; root's SSH key (the tier's own, generated once);
+- fjord's heavy host packages, preinstalled (see PREINSTALLED), and the containers'
+  image in fjord's image cache (the server has no Internet to build it).
 
 Built next to it (same cache, same key):
 
@@ -38,11 +40,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from fjord.lab import files as installer
 from fjord.lab.spec import LabSpec
 
 CACHE = Path(os.environ.get("FJORD_VM_CACHE", "/var/cache/fjord-vm"))
 # Bump when the recipe below changes what a disk holds.
-RECIPE = 3
+RECIPE = 4
 DISK_SIZE = "6G"
 MIRROR = "http://deb.debian.org/debian"
 SECURITY = "http://deb.debian.org/debian-security"
@@ -144,31 +147,6 @@ def ssh_key() -> Path:
     return key
 
 
-def interfaces(spec: LabSpec) -> str:
-    """The provider installer's /etc/network/interfaces (as Debian's installer writes it
-    for a static address, with the `source` line providers keep)."""
-    lines = [
-        "# This file describes the network interfaces available on your system",
-        "# and how to activate them. For more information, see interfaces(5).",
-        "",
-        "source /etc/network/interfaces.d/*",
-        "",
-        "# The loopback network interface",
-        "auto lo",
-        "iface lo inet loopback",
-        "",
-        "# The primary network interface",
-        f"auto {UPLINK}",
-        f"iface {UPLINK} inet static",
-        f"\taddress {spec.ipv4}",
-        f"\tgateway {spec.gateway4}",
-    ]
-    if spec.ipv6:
-        lines += ["", f"iface {UPLINK} inet6 static", f"\taddress {spec.ipv6}",
-                  f"\tgateway {spec.gateway6}", "\taccept_ra 0"]
-    return "\n".join(lines) + "\n"
-
-
 def _recipe(suite: str, spec: LabSpec, extras: dict[str, Path]) -> str:
     server = {k: v for k, v in spec.to_json().items()  # what the disk holds of the spec
               if k in ("fqdn", "ipv4", "gateway4", "ipv6", "gateway6", "dns")}
@@ -257,12 +235,12 @@ def install_files(root: Path, spec: LabSpec) -> None:
         target.write_text(text)
         target.chmod(mode)
 
-    put("/etc/network/interfaces", interfaces(spec))
+    if spec.uplink != UPLINK:
+        raise ValueError(f"the VM's NIC is {UPLINK}, the configuration says {spec.uplink}")
+    # The same installer state as the lab's server: interfaces, resolv.conf, hosts, hostname.
+    for path, text in installer.server_files(spec).items():
+        put(f"/etc/{path}", text)
     (root / "etc/network/interfaces.d").mkdir(parents=True, exist_ok=True)
-    put("/etc/hostname", spec.hostname + "\n")
-    put("/etc/hosts", f"127.0.0.1\tlocalhost\n{spec.ipv4_interface.ip}\t{spec.fqdn} "
-                      f"{spec.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-    put("/etc/resolv.conf", "".join(f"nameserver {a}\n" for a in spec.dns))
     put("/etc/fstab", "/dev/vda / ext4 errors=remount-ro 0 1\n")
     # The provider's image: no translations to fetch from its mirror.
     put("/etc/apt/apt.conf.d/90provider", 'Acquire::Languages "none";\n')
