@@ -8,13 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from goldens import check_golden
 
 from fjord.config.desired import Desired, load
 from fjord.containers import customize
 from fjord.containers.tree import Tree, UnsafePath
 
 GOLDEN = Path(__file__).parent / "golden" / "containers"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB6wJ8f1pX5hFqg7xTtD8cLrD3mO6c2k0o6pZ4vQ0aZr ops@example"
 
 CONFIG = """
@@ -53,10 +53,7 @@ def desired(tmp_path: Path, ipv6: str = "routed", switch: str = "ovs",
 
 
 def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGENERATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+    check_golden(GOLDEN, name, text)
 
 
 def files(d: Desired, name: str = "test") -> dict[str, bytes]:

@@ -3,7 +3,6 @@ with injected UUIDs and MACs, reading back what libvirt returns, readable differ
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -11,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from goldens import check_golden
 
 from fjord.config.desired import Desired, load
 from fjord.containers.domain import (
@@ -25,7 +25,6 @@ from fjord.containers.domain import (
 from fjord.errors import FjordError
 
 GOLDEN = Path(__file__).parent / "golden" / "containers"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 UUID = "0b4e6c9a-5d0c-5c57-9a66-0e1a3b2c4d5e"
 ROOT = Path("/var/lib/fjord/containers/test/rootfs")
 
@@ -55,10 +54,7 @@ def desired(tmp_path: Path, switch: str, mode: str) -> Desired:
 
 
 def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGENERATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+    check_golden(GOLDEN, name, text)
 
 
 @pytest.mark.parametrize("switch", ["ovs", "linux-bridge"])

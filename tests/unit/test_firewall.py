@@ -15,6 +15,7 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
+from goldens import check_golden
 
 from fjord.config.desired import Desired, load
 from fjord.engine.resource import Context
@@ -25,7 +26,6 @@ from fjord.net.firewall import Firewall, PortForward, Ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "firewall"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 CONFIGS = {
     "lab": ROOT / "examples" / "lab.yaml",
     "forwards": GOLDEN / "forwards.yaml",
@@ -39,11 +39,7 @@ def desired(name: str) -> Desired:
 
 
 def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGENERATE:
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing: FJORD_REGENERATE=1 writes it"
-    assert text == path.read_text(), f"{name} differs; review, then FJORD_REGENERATE=1"
+    check_golden(GOLDEN, name, text)
 
 
 # --- rendering -------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from goldens import check_golden
 
 from fjord.config.desired import Desired, load
 from fjord.config.models import Apt, AptPin, AptRepository
@@ -18,16 +19,11 @@ from fjord.errors import FjordError
 from fjord.host import apt
 
 GOLDEN = Path(__file__).parent / "golden" / "host"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 KEY = "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nmQINBGTestKey\n-----END PGP PUBLIC KEY BLOCK-----"
 
 
 def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGENERATE or not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+    check_golden(GOLDEN, name, text)
 
 
 def desired_with(**apt_settings: Any) -> Desired:

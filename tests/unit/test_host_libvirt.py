@@ -7,12 +7,12 @@ import pwd
 from pathlib import Path
 
 import pytest
+from goldens import check_golden
 
 from fjord.engine.resource import Context
 from fjord.host import libvirt_conf
 
 GOLDEN = Path(__file__).parent / "golden" / "host"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 
 # Debian 12's /etc/default/libvirtd (libvirt-daemon-system 9.0.0), its settings part.
 DEBIAN_DEFAULTS = """\
@@ -32,10 +32,7 @@ DEBIAN_DEFAULTS = """\
 
 
 def golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if REGENERATE or not path.exists():
-        path.write_text(text)
-    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+    check_golden(GOLDEN, name, text)
 
 
 def test_client_conf_golden():

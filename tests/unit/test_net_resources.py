@@ -3,13 +3,13 @@ drivers (fake switch and netlink standing in for OVSDB and the kernel)."""
 
 from __future__ import annotations
 
-import os
 import socket
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_interface
 from pathlib import Path
 
 import pytest
+from goldens import check_golden
 
 from fjord.config.desired import load
 from fjord.engine.resource import Context
@@ -18,7 +18,6 @@ from fjord.net.links import Link, Route
 from fjord.net.ovs import BridgeState
 
 GOLDEN = Path(__file__).parent / "golden" / "net"
-REGENERATE = os.environ.get("FJORD_REGENERATE") == "1"
 
 
 MAC = "52:54:00:aa:bb:cc"
@@ -26,13 +25,7 @@ SOURCE = "source /etc/network/interfaces.d/*"
 
 
 def golden(name: str, text: str) -> None:
-    """Compare with a reviewed file; only FJORD_REGENERATE=1 writes one (a missing file
-    fails: a test must not bless whatever it renders)."""
-    path = GOLDEN / name
-    if REGENERATE:
-        path.write_text(text)
-    assert path.exists(), f"{path} is missing; FJORD_REGENERATE=1 writes it (review it)"
-    assert text == path.read_text(), f"{name} differs; FJORD_REGENERATE=1 after review"
+    check_golden(GOLDEN, name, text)
 
 
 def test_interfaces_lab_ovs_netdev_routed():
