@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
+
+
+def format_argv(argv: Sequence[str]) -> str:
+    """A command line as a shell would read it back (for messages and logs only)."""
+    return shlex.join(str(a) for a in argv)
+
 
 class FjordError(Exception):
     """An error fjord reports without a traceback (unless --debug)."""
@@ -23,8 +31,6 @@ class CommandError(FjordError):
     def __init__(
         self, argv: list[str], returncode: int | None, stderr: str, *, hint: str | None = None
     ) -> None:
-        from fjord.runner import format_argv
-
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from fjord.errors import CommandError, FjordError
+from fjord.errors import CommandError, FjordError, format_argv
+
+__all__ = ["DEFAULT_TIMEOUT", "Result", "format_argv", "prepare", "run"]
 
 log = logging.getLogger("fjord.run")
 
 DEFAULT_TIMEOUT = 120.0
-
-
-def format_argv(argv: Sequence[str]) -> str:
-    return shlex.join(str(a) for a in argv)
 
 
 @dataclass(frozen=True)
