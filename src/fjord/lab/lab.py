@@ -279,9 +279,13 @@ class Lab:
         owned = state.get("netns", list(self.names.all_netns) if "spec" in state else [])
         if self.cgroup.exists():
             self.cgroup.kill()
+        stuck: list[FjordError] = []
         for ns in self.names.all_netns:
             if ns in owned and namespaces.exists(ns):
-                namespaces.remove(ns)
+                try:
+                    namespaces.remove(ns)
+                except FjordError as exc:  # the rest still goes; said at the end
+                    stuck.append(exc)
         if self.cgroup.exists():
             self.cgroup.remove()
         if self.dir.exists():
@@ -289,6 +293,8 @@ class Lab:
                 if entry.name != "lab.json":
                     _remove(entry)
             shutil.rmtree(self.dir)
+        if stuck:
+            raise stuck[0]
 
     # --- reboot ---------------------------------------------------------------------------
 

@@ -18,6 +18,9 @@ from fjord.errors import FjordError
 
 DEFAULT_LABS_DIR = "/var/lib/fjord-labs"
 NETNS_DIR = Path("/run/netns")
+# Where a lab's namespace is mounted; /run/netns/NAME is a symlink to it (see
+# fjord.lab.namespaces: out of reach of what `ip netns add` does to /run/netns).
+MOUNTS_DIR = Path("/run/fjord-lab/netns")
 # Lab names end up in namespace, cgroup and directory names: keep them short and plain.
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,23}$")
 
@@ -89,7 +92,13 @@ class Names:
 
 
 def netns_path(name: str) -> Path:
+    """The name `ip netns` knows (a symlink to :func:`mount_path` for a lab's own)."""
     return NETNS_DIR / name
+
+
+def mount_path(name: str) -> Path:
+    """The file the namespace ``name`` is bind-mounted on."""
+    return MOUNTS_DIR / name
 
 
 def eui64_link_local(mac: str) -> ipaddress.IPv6Address:
