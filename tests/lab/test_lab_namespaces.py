@@ -35,8 +35,8 @@ def test_remove_after_ip_netns_add_remounted_run_netns(lab_root: None) -> None:
         import subprocess
         from fjord.lab import namespaces
         namespaces.create({name!r})
-        subprocess.run(["ip", "-n", {name!r}, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1"],
-                       check=True)
+        subprocess.run(["ip", "-n", {name!r}, "link", "add", "probe0", "type", "veth",
+                        "peer", "name", "probe1"], check=True)
         # what any `ip netns add` on the machine does to /run/netns
         subprocess.run(["ip", "netns", "add", {other!r}], check=True)
         mounts = open("/proc/self/mountinfo").read()

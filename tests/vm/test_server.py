@@ -60,6 +60,8 @@ def test_install_as_the_readme_says(server: Server) -> None:
     name = server.bundle.name.removesuffix(".tar.gz")
     server.vm.ssh(f"cd /root && tar xzf {name}.tar.gz && ./{name}/install", timeout=1200)
     assert "fjord" in server.fjord("--help").stdout
+    page = server.vm.ssh("head -n1 /usr/local/share/man/man8/fjord.8").stdout
+    assert page.startswith(".TH FJORD 8"), page
 
 
 def test_validate_and_plan(server: Server) -> None:
