@@ -217,6 +217,13 @@ only_option = click.option(
 )
 
 
+prune_option = click.option(
+    "--prune", is_flag=True,
+    help="Destroy containers fjord made that the file no longer names (their data is "
+         "deleted). Without it they are reported and kept. plan --prune shows what "
+         "apply --prune would do.")
+
+
 def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
     from fjord.engine.plan import make_plan
     from fjord.engine.resource import Context
@@ -234,11 +241,12 @@ def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 @json_option
 @verbose_option
 @only_option
+@prune_option
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 4 when changes are pending, 0 only when there are none.")
 @click.pass_context
 def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
-         only: tuple[str, ...], detailed_exitcode: bool) -> None:
+         only: tuple[str, ...], prune: bool, detailed_exitcode: bool) -> None:
     """Show, in order, the changes `apply` would make.
 
     Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
@@ -257,7 +265,7 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     from fjord.ui import console, print_json
 
     desired = _load(config_path)
-    ctx, _, p = _plan(desired, {"only": only})
+    ctx, _, p = _plan(desired, {"only": only, "prune": prune})
     try:
         if as_json:
             print_json(p.as_json())
@@ -315,9 +323,7 @@ def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> Non
                    "a new SSH connection) before rolling back. Default: the automatic "
                    "gateway check is the confirmation.")
 @only_option
-@click.option("--prune", is_flag=True,
-              help="Destroy containers fjord made that the file no longer names (their "
-                   "data is deleted). Without it they are reported and kept.")
+@prune_option
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
           wait: float, confirm_timeout: float | None, only: tuple[str, ...],

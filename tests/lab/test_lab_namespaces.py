@@ -86,3 +86,39 @@ def test_ip_netns_sees_and_enters_a_lab_namespace(lab_root: None) -> None:
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_lab_down_after_ip_netns_add_leaves_nothing(lab_name: str, lab_config: str) -> None:
+    """Issue 16's case: a lab is up, something runs `ip netns add`, `lab down` then
+    leaves no mount, namespace, symlink or directory of the lab behind (and no
+    traceback). The lab lives in a private mount namespace, like the re-mount."""
+    other = "fjord-t" + secrets.token_hex(4) + "-other"
+    result = _in_private_mounts(f"""
+        import os, subprocess
+        from fjord.lab import Lab
+        lab = Lab({lab_name!r})
+        lab.up(config={lab_config!r}, owner=os.getpid())
+        subprocess.run(["ip", "netns", "add", {other!r}], check=True)
+        try:
+            assert lab.down()
+        finally:
+            subprocess.run(["ip", "netns", "delete", {other!r}], check=True)
+        mounts = open("/proc/self/mountinfo").read()
+        left = [line for line in mounts.splitlines() if "fjord-{lab_name}-" in line]
+        assert not left, left
+        print("down")
+    """)
+    from fjord.lab import Lab
+    from fjord.lab.names import Names
+
+    names = Names(lab_name)
+    try:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().endswith("down"), result.stdout
+        for ns in names.all_netns:
+            assert not netns_path(ns).is_symlink() and not netns_path(ns).exists(), ns
+            assert not mount_path(ns).exists(), ns
+        assert not names.dir.exists()
+    finally:
+        if names.dir.exists():
+            Lab(lab_name).down()

@@ -1,7 +1,7 @@
-"""`fjord apply --prune` (issue 15 item 3): it leaves exactly what a file without the
-pruned container would have, in the same apply — no name of it in /etc/hosts (the
-host's or the other containers'), no /128 route or proxy NDP entry — so that the next
-apply has nothing to do and check is green."""
+"""`fjord apply --prune` (issue 15 item 3), previewed by `fjord plan --prune`: it leaves
+exactly what a file without the pruned container would have, in the same apply — no
+name of it in /etc/hosts (the host's or the other containers'), no /128 route or proxy
+NDP entry — so that the next apply has nothing to do and check is green."""
 
 from __future__ import annotations
 
@@ -22,8 +22,15 @@ def test_prune_converges_in_one_apply(host):  # noqa: F811
     web6 = next(c["ipv6"] for c in listed if c["name"] == "web")
     assert web6 and web6 in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
     configure(two_containers(key, with_web=False))
+    kept = json.loads(fjord(lab, "plan", "--json").stdout)["changes"]
+    assert "container web" not in {c["resource"] for c in kept}, kept
+    preview = json.loads(fjord(lab, "plan", "--json", "--prune").stdout)["changes"]
+    assert {"resource": "container web", "action": "delete"}.items() <= next(
+        c for c in preview if c["resource"] == "container web").items(), preview
     out = json.loads(fjord(lab, "apply", "--yes", "--json", "--prune").stdout)["changes"]
     assert "container web" in {c["resource"] for c in out}
+    assert [(c["resource"], c["action"]) for c in out] == \
+        [(c["resource"], c["action"]) for c in preview], "plan --prune is what apply --prune did"
     second = json.loads(fjord(lab, "apply", "--yes", "--json").stdout)["changes"]
     assert second == [], second
     assert web6 not in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
