@@ -126,3 +126,14 @@ def test_a_fifo_in_a_root_makes_pending_refuse_not_hang(tmp_path: Path) -> None:
     assert isinstance(result[0], NotReadable) and "/etc/hostname" in result[0].message
 
 
+
+
+def test_status_shows_a_refused_root_on_its_container() -> None:
+    from fjord.engine.change import Unreadable
+    from fjord.status import _with_problems
+
+    items = _with_problems([{"name": "a"}, {"name": "b"}, {"name": "ab"}], [
+        Unreadable("rootfs a", "root of a: /x/etc/hostname is a FIFO, not a regular file"),
+        Unreadable("service libvirtd", "cannot tell")])
+    assert items[0]["problems"] == ["root of a: /x/etc/hostname is a FIFO, not a regular file"]
+    assert "problems" not in items[1] and "problems" not in items[2]
