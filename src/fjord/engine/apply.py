@@ -39,7 +39,7 @@ class NotConverged(FjordError):
         self.done = done
         lines = [f"{u.resource}: cannot read its state: {u.reason}" for u in unreadable]
         if skipped:
-            lines.append(f"left as they are, after it: {', '.join(skipped)}")
+            lines.append("left as they are, as they come after it: " + ", ".join(skipped))
         n = len(done)
         super().__init__(
             f"applied {n} change{'s' if n != 1 else ''}; not converged:\n" + "\n".join(lines),
