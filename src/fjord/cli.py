@@ -333,13 +333,16 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
     dependency order, re-reading each resource just before changing it. Stops at the
     first failure, naming the resource, the command and its stderr; running apply again
-    continues from where the host is. A converged host gets no change. Every warning
-    `plan` shows is shown here too.
+    continues from where the host is. A resource that cannot be read (a container's
+    root holding a FIFO where a file should be, say) is left as it is with what comes
+    after it; the rest is applied, and apply then exits 1 naming it. A converged host
+    gets no change. Every warning `plan` shows is shown here too.
 
     \b
     Exit codes:
       0  the host is as declared (changes applied, or none needed)
-      1  error: a change failed (apply again continues), or apply was refused
+      1  error: a change failed (apply again continues), something could not be read
+         (the rest was applied), or apply was refused
       2  the command line or the configuration file is invalid (nothing read)
       3  nothing to change in what could be read, but something could not be read
     """

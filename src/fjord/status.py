@@ -35,8 +35,23 @@ def collect(desired: Desired) -> dict[str, Any]:
         "drift": [c.as_json() for c in plan.changes],
         "unreadable": [{"resource": u.resource, "reason": u.reason} for u in plan.unreadable],
         "in_order": [{"resource": u.resource, "state": u.reason} for u in plan.unchanged],
-        "containers": _containers(desired),
+        "containers": _with_problems(_containers(desired), plan.unreadable),
     }
+
+
+CONTAINER_KINDS = ("rootfs", "domain", "container")
+
+
+def _with_problems(containers: list[dict[str, Any]], unreadable: list[Any]
+                   ) -> list[dict[str, Any]]:
+    """Each container with what could not be read of it (its root's files refused, say),
+    so that the problem is shown on the container it concerns."""
+    for item in containers:
+        mine = [u.reason for u in unreadable
+                if u.resource in {f"{k} {item['name']}" for k in CONTAINER_KINDS}]
+        if mine:
+            item["problems"] = mine
+    return containers
 
 
 def _containers(desired: Desired) -> list[dict[str, Any]]:
@@ -112,6 +127,8 @@ def render(report: dict[str, Any], out: Console) -> None:
             kept = "" if c["in_file"] else "  (not in the file: kept until --prune)"
             out.print(f"  {escape(c['name'])}  [{colour}]{escape(state)}[/]  "
                       f"{escape(c['fqdn'])}  {c['ipv4']}  {c['ipv6'] or ''}{mem}{kept}")
+            for problem in c.get("problems") or []:
+                out.print(f"    [yellow]?[/] cannot read: {escape(problem)}")
             for line in c.get("cgroups") or []:
                 mark = "[green]✓[/]" if line["ok"] else "[red]✗[/]"
                 out.print(f"    {mark} {escape(line['check'])}  [dim]{escape(line['detail'])}[/]")

@@ -223,7 +223,8 @@ NAMES = [
     "host: IPv4 gateway answers", "host: IPv6 gateway answers", "host: forwarding enabled",
     "host: firewall loaded", "host: network as declared",
     "container test: systemd running", "container test: memory limit enforced",
-    "container test: sees only its own cgroups", "container test: answers ping on 10.1.0.2",
+    "container test: sees only its own cgroups", "container test: its root's files can be read",
+    "container test: answers ping on 10.1.0.2",
     "container test: reaches 198.51.100.10 over IPv4 (NAT)",
     "container test: reaches 2001:db8:ffff::10 over IPv6",
     "container test: resolves far.example.org", "forward tcp/2222 -> test:22",
@@ -315,7 +316,7 @@ def test_cli_json_prints_every_line_and_exits_non_zero(desired, fake, monkeypatc
     assert [c["ok"] for c in checks].count(False) == 1
     FakeInside.hang = set()
     out = CliRunner().invoke(cli, ["check", "-c", str(EXAMPLE)])
-    assert out.exit_code == 0 and "13 passed, 0 failed" in out.stdout
+    assert out.exit_code == 0 and "14 passed, 0 failed" in out.stdout
 
 
 # -- check and status say the same about a container's cgroups ---------------------------

@@ -297,6 +297,27 @@ def test_v2_no_memory_max_fails(v2):
     assert not ok and detail == f"its memory cgroup {V2_OWN} has no limit"
 
 
+def test_the_live_memory_limit_is_read_from_the_cgroup_on_v1_and_v2(tmp_path):
+    """What `plan` compares with the declared memory: the cgroup's own file, which the
+    container's root user can write (issue 14 item 6)."""
+    host, v2 = FakeHost(tmp_path / "v1"), FakeV2Host(tmp_path / "v2")
+    assert limits.memory_limit("test", root=host.root) == (False, None)  # not running
+    host.container({})
+    assert limits.memory_limit("test", root=host.root) == (True, 512 << 20)
+    host.numbers(2 << 30, 1, 1)  # raised from inside
+    assert limits.memory_limit("test", root=host.root) == (True, 2 << 30)
+    host.numbers((1 << 63) - 4096, 1, 1)
+    assert limits.memory_limit("test", root=host.root) == (True, None)
+    v2.v2_container(namespace=True, outcome="cgroupns")
+    assert limits.memory_limit("test", root=v2.root) == (True, 512 << 20)
+    (v2.memory / "memory.max").write_text("max\n")
+    assert limits.memory_limit("test", root=v2.root) == (True, None)
+    assert limits.same_limit(512 << 20, 512 << 20)
+    assert limits.same_limit((512 << 20) - 100, (512 << 20) - 1)  # kept in whole pages
+    assert not limits.same_limit(2 << 30, 512 << 20)
+    assert not limits.same_limit(None, 512 << 20)
+
+
 def test_v2_cgroup_procs_for_probes(v2):
     v2.v2_container(namespace=True, outcome="cgroupns")
     assert limits.cgroup_procs(561, root=v2.root) == [

@@ -7,7 +7,7 @@ import pytest
 from fjord.config.desired import resolve
 from fjord.config.loader import parse
 from fjord.config.validate import check
-from fjord.engine.apply import ApplyError, apply, apply_lock
+from fjord.engine.apply import ApplyError, NotConverged, apply, apply_lock
 from fjord.engine.change import Change
 from fjord.engine.order import order
 from fjord.engine.plan import StateUnreadable, make_plan
@@ -215,6 +215,25 @@ def test_unreadable_state_is_reported_not_crashed_on(ctx):
     assert [u.resource for u in plan.unreadable] == ["box s"]
     assert plan.as_json()["unreadable"][0]["reason"].startswith("permission denied")
     assert len(plan.changes) == 1
+
+
+def test_apply_converges_the_rest_past_an_unreadable_resource_then_fails(ctx):
+    """An unreadable resource and what comes after it are left as they are; everything
+    else converges; the apply ends in an error naming it."""
+
+    class Secret(Box):
+        def changes(self, ctx):
+            raise StateUnreadable("a FIFO where a file should be")
+
+    world: dict = {}
+    resources = [Secret("a", world, "1"), Box("a-next", world, "1", after=("box a",)),
+                 Box("a-last", world, "1", after=("box a-next",)), Box("b", world, "1")]
+    with pytest.raises(NotConverged) as caught:
+        apply(resources, ctx, Recorder())
+    assert world.get("log") == ["b"]
+    assert [c.resource for c in caught.value.done] == ["box b"]
+    assert "box a: cannot read its state: a FIFO" in caught.value.message
+    assert "box a-next, box a-last" in caught.value.message
 
 
 def test_apply_lock_refuses_a_second_apply(tmp_path, monkeypatch):

@@ -126,6 +126,7 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
 
     for what, ok, detail in verdicts(c.name, expected=c.memory):
         yield CheckResult(f"{label}: {what}", ok, detail)
+    yield guard(f"{label}: its root's files can be read", lambda: _root_files(desired, c))
 
     def answers() -> tuple[bool, str]:
         ok, detail = ping(str(c.ipv4))
@@ -143,6 +144,25 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
         yield guard(f"{label}: reaches {v6} over IPv6", lambda: _reach(
             inside, v6, True, f"look at the route and proxy NDP entry for {c.ipv6}"))
     yield guard(f"{label}: resolves {name}", lambda: _resolve(inside, name))
+
+
+def _root_files(desired: Desired, c: Container) -> tuple[bool, str]:
+    """What fjord reads in the container's root (see fjord.containers.tree): refused
+    when its root user put a FIFO, a device or a huge file where fjord reads one."""
+    from fjord.containers import customize, rootfs
+    from fjord.containers.tree import Refused
+
+    layout = rootfs.Layout.of(c.name)
+    record = rootfs.read_record(layout)
+    if record is None or (record.mode == "overlay" and not rootfs.mounted(layout.rootfs)):
+        return True, "not looked at: its root is not mounted here (`fjord plan` says more)"
+    try:
+        todo = customize.pending(layout.rootfs, c, desired)
+    except Refused as exc:
+        return False, exc.message
+    if todo:
+        return True, f"readable; `fjord apply` rewrites {', '.join(todo)}"
+    return True, "readable, as fjord wrote them"
 
 
 def _systemd(inside: Inside) -> tuple[bool, str]:

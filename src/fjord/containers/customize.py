@@ -359,8 +359,14 @@ def ensure_host_keys(tree: Tree, fqdn: str) -> list[str]:
     return made
 
 
+def _text(data: bytes) -> str:
+    """A file of the container's as text: bytes that are not UTF-8 kept as they are
+    (surrogate escapes), so that writing it back changes only what fjord changes."""
+    return data.decode("utf-8", "surrogateescape")
+
+
 def _root_password(tree: Tree) -> str | None:
-    for line in (tree.read("/etc/shadow") or b"").decode().splitlines():
+    for line in _text(tree.read("/etc/shadow") or b"").splitlines():
         fields = line.split(":")
         if fields[0] == "root" and len(fields) > 1:
             return fields[1]
@@ -372,7 +378,7 @@ def lock_root_password(tree: Tree) -> bool:
     shadow = tree.read("/etc/shadow")
     if shadow is None:
         return False
-    lines = shadow.decode().splitlines(keepends=True)
+    lines = _text(shadow).splitlines(keepends=True)
     for i, line in enumerate(lines):
         fields = line.split(":")
         if fields[0] == "root" and len(fields) > 1:
@@ -381,7 +387,7 @@ def lock_root_password(tree: Tree) -> bool:
             fields[1] = "*"
             lines[i] = ":".join(fields)
             mode = tree.mode("/etc/shadow")
-            tree.write("/etc/shadow", "".join(lines).encode(),
+            tree.write("/etc/shadow", "".join(lines).encode("utf-8", "surrogateescape"),
                        (mode or 0o640) & 0o7777)
             return True
     return False

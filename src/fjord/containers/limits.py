@@ -362,6 +362,36 @@ def limits_enforced(name: str, *, expected: int | None = None,
     return True, (f"all {len(members)} processes in {own}: limit {_human(limit)}{used}{top}")
 
 
+def memory_limit(name: str, root: Path = Path("/")) -> tuple[bool, int | None]:
+    """(known, limit): the memory limit of running container ``name``'s cgroup as the
+    kernel applies it now (memory.max on cgroup v2, memory.limit_in_bytes on v1), None
+    for no limit. Not known (False, None) when it is not running or its cgroup cannot
+    be read: the container's root user can write that file (it is its own cgroup), so
+    it is read each time, not taken from libvirt's idea of it."""
+    c = running(name, root)
+    if c is None:
+        return False, None
+    key = memory_key(c.groups)
+    if key is None or c.groups.get(key, "/") == "/":
+        return False, None
+    d = cgroup_dir(key, c.groups[key], root)
+    if d is None:
+        return False, None
+    text = (_read(d / ("memory.max" if key == "" else "memory.limit_in_bytes")) or "").strip()
+    if text == "max":
+        return True, None
+    if not text.isdigit():
+        return False, None
+    limit = int(text)
+    return True, (limit if limit < UNLIMITED else None)
+
+
+def same_limit(live: int | None, declared: int) -> bool:
+    """Whether a cgroup's memory limit is ``declared`` bytes (the kernel keeps whole pages)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    return live is not None and live // page == declared // page
+
+
 MARKER = "FJORD_INIT"  # what fjord-init leaves in PID 1's environment
 
 

@@ -17,7 +17,9 @@ from fjord.containers import customize, lifecycle, rootfs
 from fjord.containers.domain import Domain, differences, domain_for, xml_diff
 from fjord.containers.image import ImageCache, ImageSpec, spec_for
 from fjord.containers.libvirt import driver as libvirt
+from fjord.containers.tree import Refused
 from fjord.engine.change import Change
+from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 
@@ -72,6 +74,14 @@ class RootResource(Resource):
         self.after = (f"image {spec.key}",)
 
     def changes(self, ctx: Context) -> list[Change]:
+        try:
+            return self._changes(ctx)
+        except Refused as exc:
+            # this container's files only: the other containers and the host go on
+            raise StateUnreadable(f"root of {self.c.name}: {exc.message}",
+                                  hint=exc.hint) from exc
+
+    def _changes(self, ctx: Context) -> list[Change]:
         layout = rootfs.Layout.of(self.c.name)
         record = rootfs.read_record(layout)
         if record is None:
@@ -101,6 +111,8 @@ class RootResource(Resource):
             try:
                 with lifecycle.overlay_view(layout, Path(record.lower)) as view:
                     pending = customize.pending(view, self.c, desired)
+            except Refused:
+                raise
             except FjordError as exc:  # not root (plan), or its image is missing
                 pending = [f"(cannot look at it unmounted: {exc.message})"]
         else:
@@ -203,10 +215,28 @@ class DomainResource(Resource):
                               f"{'; '.join(diffs)} ({when})",
                               lambda c: self._redefine(c, wanted, live),
                               diff=xml_diff(actual, wanted)))
+        elif state.running:
+            out += self._limits(ctx, wanted)
         if state.autostart != self.c.autostart:
             out.append(Change(self.id, "update", f"autostart {self.c.name}: "
                               f"{'on' if self.c.autostart else 'off'}", self._autostart))
         return out
+
+    def _limits(self, ctx: Context, wanted: Domain) -> list[Change]:
+        """The running container's memory limit as its cgroup has it now: the
+        container's root user can raise it (its cgroup is its own, writable from inside),
+        and libvirt's domain XML would still say the declared value."""
+        from fjord.containers.limits import memory_limit, same_limit
+
+        known, live = memory_limit(self.c.name)
+        if not known or same_limit(live, wanted.memory):
+            return []
+        now = "no limit" if live is None else f"{live >> 20} MiB"
+        return [Change(self.id, "update", f"restore the memory limit of {self.c.name}: "
+                       f"its cgroup has {now}, the file says {wanted.memory >> 20} MiB "
+                       "(applied live)",
+                       lambda c: libvirt(c).set_memory_live(self.c.name,
+                                                            wanted.memory // 1024))]
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"domain {self.c.name} is defined as declared"

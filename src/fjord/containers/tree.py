@@ -6,6 +6,13 @@ here therefore walks the path one component at a time with O_NOFOLLOW, relative 
 directory descriptors, and replaces files by renaming (which replaces a link instead
 of writing through it). Nothing here runs a program from the tree.
 
+Reading is as careful (:meth:`Tree.read`): the tree's root user may have put a FIFO
+where fjord expects a file (an open for reading would wait for a writer forever), a
+device, or a file of gigabytes. Only a regular file of at most :data:`MAX_READ` bytes
+is read; anything else is refused (:class:`NotReadable`), and the plan reports that
+container as unreadable instead of hanging or crashing on it. Bytes are returned as
+they are: fjord compares them, never decodes them strictly.
+
 Also the two whole-tree helpers fjord needs on its own directories: the disk space a
 tree takes, and removing one without ever crossing into a mount inside it.
 """
@@ -16,6 +23,7 @@ import contextlib
 import errno
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -23,13 +31,44 @@ from fjord.errors import FjordError
 from fjord.runner import run
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer (and a
+# device's open does not wait for a carrier); the file type is checked before reading.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+# The largest file fjord reads from a container's root: every file it manages or looks
+# at (/etc/hosts, /etc/shadow, keys, configuration) is a few KiB.
+MAX_READ = 1 << 20
 
 
-class UnsafePath(FjordError):
+class Refused(FjordError):
+    """Something in a container's root that fjord will not read or write through."""
+
+
+class UnsafePath(Refused):
     def __init__(self, root: Path, rel: str) -> None:
         super().__init__(f"{root}/{rel.lstrip('/')}: a component is a symbolic link or not a "
                          "directory; fjord does not write through links in a container's root",
                          hint="inspect the container's files; remove the link if it is wrong")
+
+
+class NotReadable(Refused):
+    """A path that is not a regular file fjord may read (a FIFO, a device, too large)."""
+
+    def __init__(self, root: Path, rel: str, why: str) -> None:
+        self.rel = rel
+        super().__init__(f"{root}/{rel.lstrip('/')} is {why}; fjord reads only regular files "
+                         f"of at most {MAX_READ >> 20} MiB in a container's root",
+                         hint="inspect the container's files; remove or replace it, then "
+                              "run `fjord apply` again")
+
+
+def file_type(mode: int) -> str:
+    """What a non-regular file is, in words."""
+    for test, what in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return what
+    return "an unknown kind of file"
 
 
 class Tree:
@@ -73,22 +112,54 @@ class Tree:
             if fd >= 0:
                 os.close(fd)
 
-    def read(self, rel: str) -> bytes | None:
-        """The content of a regular file; None when absent (or a link: not ours to read)."""
+    def read(self, rel: str, limit: int = MAX_READ) -> bytes | None:
+        """The content of a regular file; None when absent (or a link: not ours to read;
+        writing replaces it). Anything else (a FIFO, a device, a socket, a directory, a
+        file over ``limit`` bytes) raises :class:`NotReadable`, without ever blocking or
+        reading more than ``limit`` + 1 bytes."""
         dirs, name = self._parts(rel)
         with self._dir(dirs, rel, create=False) as dfd:
             if dfd is None:
                 return None
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if stat.S_ISLNK(st.st_mode):
+                return None
+            if not stat.S_ISREG(st.st_mode):  # checked before open: a device is not opened
+                raise NotReadable(self.path, rel,
+                                  f"{file_type(st.st_mode)}, not a regular file")
+            try:
+                fd = os.open(name, _READ_FLAGS, dir_fd=dfd)
             except FileNotFoundError:
                 return None
             except OSError as exc:
                 if exc.errno == errno.ELOOP:
                     return None
+                if exc.errno == errno.ENXIO:  # a socket swapped in after the stat
+                    raise NotReadable(self.path, rel, "a socket, not a regular file") from exc
                 raise
-            with os.fdopen(fd, "rb") as fh:
-                return fh.read()
+            try:
+                st = os.fstat(fd)  # what was opened, not what was looked at before
+                if not stat.S_ISREG(st.st_mode):
+                    raise NotReadable(self.path, rel,
+                                      f"{file_type(st.st_mode)}, not a regular file")
+                if st.st_size > limit:
+                    raise NotReadable(self.path, rel, f"too large ({_size(st.st_size)})")
+                chunks: list[bytes] = []
+                left = limit + 1
+                while left > 0:
+                    chunk = os.read(fd, min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    left -= len(chunk)
+                if left <= 0:
+                    raise NotReadable(self.path, rel, "too large (it grew while read)")
+                return b"".join(chunks)
+            finally:
+                os.close(fd)
 
     def mode(self, rel: str) -> int | None:
         dirs, name = self._parts(rel)
@@ -167,6 +238,10 @@ class Tree:
             except FileNotFoundError:
                 return False
             return True
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n < 1 << 30 else f"{n / (1 << 30):.1f} GiB"
 
 
 def tree_size(path: Path) -> int:

@@ -1,6 +1,10 @@
 """Apply: each resource is re-read right before it is changed (never a stale plan),
 changed, then re-read again: it must have converged. The first failure stops the run
-with the resource, the command and its stderr; the next apply continues from there."""
+with the resource, the command and its stderr; the next apply continues from there.
+
+A resource whose state cannot be read (a container's root holding a FIFO where a file
+should be, say) is not a failure of the run: it and what comes after it are left as
+they are, everything else converges, and the apply ends in an error naming them."""
 
 from __future__ import annotations
 
@@ -11,9 +15,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
-from fjord.engine.change import Change
-from fjord.engine.order import order
-from fjord.engine.plan import StateUnreadable
+from fjord.engine.change import Change, Unreadable
+from fjord.engine.order import dependents, order
+from fjord.engine.plan import read_changes
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.state import state_dir
@@ -23,6 +27,24 @@ class Reporter(Protocol):
     def started(self, change: Change) -> None: ...
     def finished(self, change: Change, seconds: float) -> None: ...
     def failed(self, change: Change, error: BaseException) -> None: ...
+
+
+class NotConverged(FjordError):
+    """The apply ran to its end, but some resources could not be read (and were left
+    as they are, with what depends on them)."""
+
+    def __init__(self, unreadable: list[Unreadable], skipped: list[str],
+                 done: list[Change]) -> None:
+        self.unreadable = unreadable
+        self.done = done
+        lines = [f"{u.resource}: cannot read its state: {u.reason}" for u in unreadable]
+        if skipped:
+            lines.append("left as they are, as they come after it: " + ", ".join(skipped))
+        n = len(done)
+        super().__init__(
+            f"applied {n} change{'s' if n != 1 else ''}; not converged:\n" + "\n".join(lines),
+            hint="fix what is said above (the rest of the host is as declared), then run "
+                 "apply again")
 
 
 class ApplyError(FjordError):
@@ -54,6 +76,9 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
     MAX_CONCURRENT at a time; the first failure among them stops the apply once the
     others have finished."""
     done: list[Change] = []
+    unreadable: list[Unreadable] = []
+    skip: set[str] = set()
+    skipped: list[str] = []
     ordered = order(resources)
     i = 0
     while i < len(ordered):
@@ -63,8 +88,18 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
                and ordered[i + len(group)].kind == group[0].kind):
             group.append(ordered[i + len(group)])
         i += len(group)
-        planned = [(r, _read(r, ctx)) for r in group]
-        planned = [(r, changes) for r, changes in planned if changes]
+        read: list[tuple[Resource, list[Change]]] = []
+        for r in group:
+            if r.id in skip:
+                skipped.append(r.id)
+                continue
+            result = read_changes(r, ctx)
+            if isinstance(result, Unreadable):
+                unreadable.append(result)
+                skip |= dependents(ordered, r.id)
+                continue
+            read.append((r, result))
+        planned = [(r, changes) for r, changes in read if changes]
         if not planned:
             continue
         if len(planned) == 1:
@@ -82,18 +117,12 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
                     + "; ".join(f"{c.action} {c.detail}" for c in left),
                     hint="this is a bug in fjord or something else is changing the host",
                 )
+    if unreadable:
+        raise NotConverged(unreadable, skipped, done)
     return done
 
 
 MAX_CONCURRENT = 4
-
-
-def _read(resource: Resource, ctx: Context) -> list[Change]:
-    try:
-        return resource.changes(ctx)
-    except StateUnreadable as exc:
-        raise FjordError(f"{resource.id}: cannot read its state: {exc.message}",
-                         hint=exc.hint) from exc
 
 
 def _run(change: Change, ctx: Context, reporter: Reporter, done: list[Change]) -> None:

@@ -8,6 +8,31 @@ from fjord.engine.resource import Resource
 from fjord.errors import FjordError
 
 
+def _deps(r: Resource, resources: Sequence[Resource], ids: dict[str, Resource]) -> list[str]:
+    """The ids ``r`` comes after (its ``after``: ids, or kind prefixes)."""
+    out = []
+    for ref in r.after:
+        if ref in ids:
+            out.append(ref)
+        else:
+            out.extend(x.id for x in resources if x.kind == ref and x.id != r.id)
+    return out
+
+
+def dependents(resources: Sequence[Resource], of: str) -> set[str]:
+    """The ids of the resources that come after ``of``, directly or through others."""
+    ids = {r.id: r for r in resources}
+    found: set[str] = set()
+    todo = [of]
+    while todo:
+        current = todo.pop()
+        for r in resources:
+            if r.id not in found and current in _deps(r, resources, ids):
+                found.add(r.id)
+                todo.append(r.id)
+    return found
+
+
 def order(resources: Sequence[Resource]) -> list[Resource]:
     """Resources in dependency order; the declared order where no dependency decides.
 
@@ -19,13 +44,7 @@ def order(resources: Sequence[Resource]) -> list[Resource]:
     position = {r.id: i for i, r in enumerate(resources)}
 
     def deps(r: Resource) -> list[str]:
-        out = []
-        for ref in r.after:
-            if ref in ids:
-                out.append(ref)
-            else:
-                out.extend(x.id for x in resources if x.kind == ref and x.id != r.id)
-        return out
+        return _deps(r, resources, ids)
 
     done: list[Resource] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
