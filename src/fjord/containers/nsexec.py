@@ -19,7 +19,8 @@ It runs single-threaded and, in this order:
    session of its own (with ``--tty``, standard input as its controlling terminal),
    closes every descriptor but 0, 1 and 2 and executes COMMAND; this process waits for
    it, forwards SIGTERM, SIGHUP, SIGINT and SIGQUIT to it and exits with its status
-   (128+N for signal N, as a shell does).
+   (128+N for signal N, as a shell does). COMMAND's environment is PATH, TERM, HOME and
+   LANG of this process's, nothing else.
 
 No program of the container's runs before step 4: nsenter followed by setpriv would run
 the container's own setpriv (and its dynamic loader) with the host's capabilities. After
@@ -52,6 +53,8 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 CAP_VERSION_3 = 0x20080522
 TIOCSCTTY = 0x540E
 FORWARDED = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGQUIT)
+# all COMMAND gets of the caller's environment (fjord.containers.lifecycle.container_env)
+ENVIRONMENT = ("PATH", "TERM", "HOME", "LANG")
 
 
 class EnterError(Exception):
@@ -192,7 +195,8 @@ def _child(argv: Sequence[str], tty: bool) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, *FORWARDED):
             signal.signal(sig, signal.SIG_DFL)
         os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-        os.execvpe(argv[0], list(argv), os.environ)
+        os.execvpe(argv[0], list(argv), {k: os.environ[k] for k in ENVIRONMENT
+                                         if k in os.environ})
     except OSError as exc:
         code = 127 if exc.errno == errno.ENOENT else 126
         os.write(2, f"fjord: cannot run {argv[0]}: {exc.strerror}\n".encode())
