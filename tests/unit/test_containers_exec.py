@@ -90,3 +90,9 @@ def test_relay_passes_input_output_and_status(tmp_path: Path):
     assert (code, out, err) == (7, b"got hi\n", b"e\n")
     # a command that does not read its input still ends
     assert _relay(["true"], big, tmp_path)[0] == 0
+
+
+def test_relay_when_the_command_stops_reading(tmp_path: Path):
+    big = b"x" * (8 << 20)
+    code, out, _ = _relay(["sh", "-c", "head -c 10 >/dev/null; echo done"], big, tmp_path)
+    assert (code, out) == (0, b"done\n")

@@ -105,11 +105,26 @@ class Relay:
 
     def _end_input(self) -> None:
         """fjord's input is at its end: so is the command's (a pipe: close it)."""
-        if self.stdin is not None:
-            self.sel.unregister(self.stdin)
-            self.stdin = None
+        self._stop_stdin()
         if self.sink is not None and not self.sink.pending and self.master is None:
             self._close_sink()
+
+    def _stop_stdin(self) -> None:
+        if self.stdin is not None:
+            with contextlib.suppress(KeyError, ValueError):  # paused: not registered
+                self.sel.unregister(self.stdin)
+            self.stdin = None
+
+    def _pace_stdin(self) -> None:
+        """Read fjord's input only while the command takes what was read (a command
+        that does not read does not make fjord hold a whole file in memory)."""
+        if self.stdin is None or self.sink is None:
+            return
+        registered = self.stdin in self.sel.get_map()
+        if self.sink.pending and registered:
+            self.sel.unregister(self.stdin)
+        elif not self.sink.pending and not registered:
+            self.sel.register(self.stdin, selectors.EVENT_READ, "in")
 
     def _close_sink(self) -> None:
         assert self.sink is not None
@@ -145,12 +160,15 @@ class Relay:
         except OSError:  # the command stopped reading (EPIPE) or ended (EIO)
             sink.pending = b""
             if sink.fd != self.master:
+                self._stop_stdin()
                 self._close_sink()
             return
-        # EVENT_WRITE only while something waits; fjord's stdin is read only then
+        self._pace_stdin()
+        # EVENT_WRITE only while something waits
         if sink.fd == self.master:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sink.pending else 0)
-            self.sel.modify(sink.fd, events, "out")
+            if sink.fd in self.sel.get_map():
+                events = selectors.EVENT_READ | (selectors.EVENT_WRITE if sink.pending else 0)
+                self.sel.modify(sink.fd, events, "out")
         elif sink.pending:
             with contextlib.suppress(KeyError):
                 self.sel.register(sink.fd, selectors.EVENT_WRITE, "write")
@@ -208,9 +226,7 @@ class Relay:
                 if key.data == "exit":
                     ended = True
                     self.sel.unregister(self.pidfd)
-                    if self.stdin is not None:
-                        self.sel.unregister(self.stdin)
-                        self.stdin = None
+                    self._stop_stdin()
                     if self.sink is not None and self.sink.fd != self.master:
                         self._close_sink()
                 elif key.data == "in":
