@@ -214,3 +214,42 @@ def test_a_terminal_is_a_new_pseudo_terminal_relayed_by_fjord(lab: Lab) -> None:
     assert after == before, "the operator's terminal was left in raw mode"
     os.close(slave)
     os.close(master)
+
+
+# every descriptor of every process in the container that is the device ARGV[0]
+HOLDERS = r"""
+my $want = $ARGV[0]; my $n = 0;
+for my $fd (glob("/proc/[0-9]*/fd/*")) {
+    my @st = stat($fd) or next;
+    if ($st[6] == $want) { print "holder $fd\n"; $n++ }
+}
+print "scanned\n";
+"""
+
+
+def test_console_keeps_the_operators_terminal_on_the_host(lab: Lab) -> None:
+    """`fjord container console` (virsh console): libvirt's controller holds the
+    console's pseudo-terminal; no process in the container has the operator's."""
+    master, slave = os.openpty()
+    operator_tty = os.fstat(slave).st_rdev
+    proc = subprocess.Popen(lab.exec_argv([*FJORD, "container", "console", "test"]),
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen = bytearray()
+    try:
+        while b"Escape character" not in seen and proc.poll() is None:
+            try:
+                seen.extend(os.read(master, 4096))
+            except OSError:
+                break
+        assert b"Escape character" in seen, bytes(seen)
+        holders = _exec(lab, "perl", "-e", HOLDERS, str(operator_tty))
+        assert "scanned" in holders.stdout, holders.stderr
+        assert "holder" not in holders.stdout, holders.stdout
+        os.write(master, b"\x1d")                  # Ctrl-]: leave the console
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
