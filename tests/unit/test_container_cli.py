@@ -153,8 +153,9 @@ def test_exec_of_a_stopped_container_says_not_running(host):
 
 def test_exec_keeps_the_commands_own_options(host, monkeypatch):
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(lifecycle, "enter", lambda name: None)
-    monkeypatch.setattr(os, "execvpe", lambda f, argv, env: seen.update(argv=argv))
+    from fjord.containers import relay
+
+    monkeypatch.setattr(relay, "run", lambda pid, argv, env: seen.update(argv=argv) or 0)
     out = invoke("exec", "test", "--", "grep", "-c", "x", "/etc/hostname")
     assert out.exit_code == 0, out.output
     assert seen["argv"][-4:] == ["grep", "-c", "x", "/etc/hostname"]

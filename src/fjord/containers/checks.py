@@ -56,8 +56,12 @@ class Inside:
         self.cgroups = cgroup_procs(self.pid)
 
     def argv(self, argv: list[str]) -> list[str]:
-        return ["nsenter", f"--target={self.pid}", "--mount", "--uts", "--ipc", "--net",
-                "--pid", "--cgroup", "--root", "--wd", "--", *argv]
+        # the container's programs run with no more than its init's capabilities, like
+        # `fjord container exec`: a tenant's /usr/bin/systemctl is not run as host root
+        from fjord.containers.nsexec import helper_argv
+
+        assert self.pid is not None
+        return helper_argv(self.pid, argv)
 
     def run(self, argv: list[str], timeout: float = PROBE_TIMEOUT) -> Probe:
         return probe(self.argv(argv), timeout=timeout, env=container_env(),

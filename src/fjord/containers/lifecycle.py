@@ -174,27 +174,9 @@ def overlay_view(layout: rootfs.Layout, lower: Path) -> Iterator[Path]:
             view.rmdir()
 
 
-def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
-    """The command line that runs ``argv`` inside a running container (its namespaces,
-    its root, and its init's working directory: /)."""
-    pid = init_pid(name)
-    if pid is None:
-        raise FjordError(f"container {name} is not running",
-                         hint=f"start it: fjord container start {name}")
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--cgroup", "--root", "--wd", "--", *argv]
-
-
-def enter(name: str) -> None:
-    """Put the calling process into a running container's cgroups, so that what it runs
-    there (`fjord container exec`, the checks) is under the container's limits."""
-    from fjord.containers.limits import enter_cgroups
-
-    pid = init_pid(name)
-    if pid is not None:
-        enter_cgroups(pid)
-
-
-def container_env() -> dict[str, Any]:
+def container_env(tty: bool = False) -> dict[str, str]:
+    """The whole environment of a command run in a container from the host: nothing of
+    the operator's (SSH_AUTH_SOCK, proxies, tokens) but the terminal's type."""
     return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "TERM": os.environ.get("TERM", "dumb"), "HOME": "/root", "LANG": "C.UTF-8"}
+            "TERM": os.environ.get("TERM", "xterm") if tty else "dumb", "HOME": "/root",
+            "LANG": "C.UTF-8"}

@@ -287,26 +287,33 @@ def destroy(config_path: str | None, yes: bool, names: tuple[str, ...]) -> None:
 def exec_(config_path: str | None, name: str, command: tuple[str, ...]) -> None:
     """Run COMMAND inside a running container: `fjord container exec web -- ps aux`.
 
-    Standard input, output, the terminal and the exit status are COMMAND's own.
-    Options (-c) go before NAME. Needs no file.
+    COMMAND runs as the container's root with no more capabilities than the
+    container's init, in all its namespaces and cgroups. fjord relays its input and
+    output: a new pseudo-terminal when standard input and output are terminals, pipes
+    otherwise; the exit status is COMMAND's. Options (-c) go before NAME. Needs no file.
     """
-    from fjord.containers.lifecycle import container_env, enter, exec_argv, init_pid
+    from fjord.containers import relay
+    from fjord.containers.lifecycle import container_env, init_pid
+    from fjord.errors import FjordError
 
     require_root("fjord container exec")
     if command and command[0] == "--":
         command = command[1:]
     if not command:
         raise click.UsageError("no command given: put it after NAME --")
-    if init_pid(name) is None:
+    pid = init_pid(name)
+    if pid is None:
         _unknown_or_stopped(name, config_path)
-    argv = exec_argv(name, list(command))
-    enter(name)  # under the container's limits, like everything in it
+        raise FjordError(f"container {name} is not running",
+                         hint=f"start it: fjord container start {name}")
     sys.stdout.flush()
-    os.execvpe(argv[0], argv, {**container_env()})
+    sys.stderr.flush()
+    code = relay.run(pid, list(command), container_env(tty=relay.wants_tty()))
+    raise SystemExit(code)
 
 
 def _unknown_or_stopped(name: str, path: str | None) -> None:
-    """Raise "unknown" for a name fjord does not know (exec_argv says "not running")."""
+    """Raise "unknown" for a name fjord does not know."""
     lv = _libvirt()
     try:
         _known(lv, (name,), _file_if_any(path))
