@@ -116,6 +116,26 @@ DUMPXML = """<domain type='lxc' id='4242'>
     <type arch='x86_64'>exe</type>
     <init>/usr/local/sbin/fjord-init</init>
   </os>
+  <features>
+    <capabilities policy='default'>
+      <audit_control state='off'/>
+      <block_suspend state='off'/>
+      <dac_read_search state='off'/>
+      <linux_immutable state='off'/>
+      <mac_admin state='off'/>
+      <mac_override state='off'/>
+      <mknod state='off'/>
+      <sys_module state='off'/>
+      <sys_nice state='off'/>
+      <sys_pacct state='off'/>
+      <sys_ptrace state='off'/>
+      <sys_rawio state='off'/>
+      <sys_resource state='off'/>
+      <sys_time state='off'/>
+      <syslog state='off'/>
+      <wake_alarm state='off'/>
+    </capabilities>
+  </features>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>restart</on_reboot>

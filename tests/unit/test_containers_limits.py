@@ -239,7 +239,7 @@ def v2(tmp_path: Path) -> FakeV2Host:
 
 def test_v2_own_namespace_and_memory_max_both_pass(v2):
     v2.v2_container(namespace=True, outcome="cgroupns")
-    assert limits.verdicts("test", expected=512 << 20, root=v2.root) == [
+    assert limits.verdicts("test", expected=512 << 20, root=v2.root)[:2] == [
         ("memory limit enforced", True,
          f"all 3 processes in {V2_OWN}: limit 512 MiB, using 40 MiB (peak 61 MiB)"),
         ("sees only its own cgroups", True, f"own cgroup namespace, rooted at {V2_OWN}"),
@@ -250,7 +250,7 @@ def test_v2_own_namespace_and_memory_max_both_pass(v2):
 def test_v2_without_namespace_says_fjord_init_did_not_run_and_how_to_fix(v2):
     """What the real Debian 13 host showed with the old fjord-init (it left v2 alone)."""
     v2.v2_container(namespace=False, outcome=None, mounts=LIBVIRT_BIND)
-    (limit, private) = limits.verdicts("test", root=v2.root)
+    (limit, private, _) = limits.verdicts("test", root=v2.root)
     assert limit[1]  # the limit itself holds: every process is under memory.max
     assert not private[1]
     assert private[2].startswith("no cgroup namespace: it sees the host's whole cgroup tree; "
@@ -333,7 +333,7 @@ def test_verdicts_never_raise(v2, monkeypatch):
         raise ValueError("odd /proc")
 
     monkeypatch.setattr(limits, "limits_enforced", broken)
-    (limit, private) = limits.verdicts("test", root=v2.root)
+    (limit, private, _) = limits.verdicts("test", root=v2.root)
     assert limit[:2] == ("memory limit enforced", False)
     assert limit[2].startswith("cannot tell: ValueError: odd /proc") and private[1]
 
@@ -374,8 +374,13 @@ def run_init(tmp_path: Path, cgroup: str, *, fail: str = "") -> tuple[list[str],
     (proc / "self/cgroup").write_text(cgroup)
     (proc / "self/mounts").write_text("cgroup2 /elsewhere cgroup2 rw 0 0\n")
     script = tmp_path / "fjord-init"
+    # the loader (fjord.containers.sandbox) as a stand-in that only becomes the init
+    loader = tmp_path / "loader"
+    loader.write_text("my ($filter, @init) = @ARGV; exec { $init[0] } @init;\n")
+    (tmp_path / "filter").write_bytes(b"")
     script.write_text(init_script(str(bin_ / "init"), str(script), cgroup=str(cg),
-                                  proc=str(proc)))
+                                  proc=str(proc), loader=str(loader),
+                                  bpf=str(tmp_path / "filter")))
     log = tmp_path / "log"
     log.write_text("")
     env = {"PATH": f"{bin_}:/usr/bin:/bin", "LOG": str(log), "FAIL": fail,

@@ -29,10 +29,14 @@ Written per container (and why):
 - ``/usr/local/sbin/fjord-init`` (0755): the domain's init, which puts the container
   in a cgroup namespace of its own before it becomes /sbin/init, so that systemd keeps
   the container's processes inside their limits (see :mod:`fjord.containers.limits`).
+- ``/usr/local/lib/fjord/fjord-seccomp`` (0755, perl) and ``seccomp.bpf`` (0644), on
+  x86_64: what fjord-init runs last, dropping capabilities and installing the syscall
+  filter (see :mod:`fjord.containers.sandbox`).
 """
 
 from __future__ import annotations
 
+import os
 import secrets
 import tempfile
 from collections.abc import Sequence
@@ -42,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from fjord.containers.limits import INIT_PATH, init_script
+from fjord.containers.sandbox import FILTER_PATH, LOADER_PATH, bpf_program, loader_script
 from fjord.containers.tree import Tree
 from fjord.runner import run
 
@@ -213,6 +218,9 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
         RootFile("/root/.ssh/authorized_keys", authorized_keys(container).encode(), 0o600),
         RootFile(INIT_PATH, init_script().encode(), 0o755),
     ]
+    if os.uname().machine == "x86_64":  # the only syscall table fjord has
+        out.append(RootFile(LOADER_PATH, loader_script().encode(), 0o755))
+        out.append(RootFile(FILTER_PATH, bpf_program()))
     conf = puppet_conf(container)
     if conf is not None:
         assert container.puppet is not None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fjord.containers.limits import INIT_PATH
+from fjord.containers.sandbox import LIBVIRT_OFF
 from fjord.errors import FjordError
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ class Domain:
     interfaces: tuple[Interface, ...] = ()
     init: str = INIT
     console: bool = True
+    # capabilities libvirt turns off (its names, sorted): fjord.containers.sandbox
+    caps_off: tuple[str, ...] = tuple(sorted(LIBVIRT_OFF))
 
     # --- XML ------------------------------------------------------------------------
 
@@ -75,6 +78,11 @@ class Domain:
         os_ = ET.SubElement(dom, "os")
         ET.SubElement(os_, "type").text = "exe"
         ET.SubElement(os_, "init").text = self.init
+        if self.caps_off:
+            features = ET.SubElement(dom, "features")
+            caps = ET.SubElement(features, "capabilities", policy="default")
+            for name in self.caps_off:
+                ET.SubElement(caps, name, state="off")
         devices = ET.SubElement(dom, "devices")
         fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
         ET.SubElement(fs, "source", dir=self.root)
@@ -132,7 +140,17 @@ class Domain:
             interfaces=tuple(interfaces),
             init=_text(dom, "os/init"),
             console=dom.find("devices/console") is not None,
+            caps_off=_caps_off(dom),
         )
+
+
+def _caps_off(dom: ET.Element) -> tuple[str, ...]:
+    """The capabilities a domain turns off (policy 'default' or 'allow' and state
+    'off'); a 'deny' policy is read as nothing turned off, which fjord redefines."""
+    caps = dom.find("features/capabilities")
+    if caps is None or caps.get("policy", "default") == "deny":
+        return ()
+    return tuple(sorted(el.tag for el in caps if el.get("state") == "off"))
 
 
 def _text(el: ET.Element, path: str) -> str:
@@ -185,6 +203,12 @@ def differences(actual: Domain, wanted: Domain) -> list[str]:
             continue
         old, new = getattr(actual, f.name), getattr(wanted, f.name)
         if old != new:
+            if f.name == "caps_off":
+                gone, more = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+                said = ([f"turn off {', '.join(more)}"] if more else []) + \
+                    ([f"turn on {', '.join(gone)}"] if gone else [])
+                out.append(f"capabilities: {'; '.join(said)}")
+                continue
             if f.name == "memory":
                 old, new = human_bytes(old), human_bytes(new)
             label = {"cpu_shares": "CPU shares", "root": "root filesystem",

@@ -73,6 +73,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from fjord.containers.sandbox import FILTER_PATH, LOADER_PATH
 from fjord.errors import FjordError
 from fjord.host.cgroups import Mount, parse_mountinfo
 
@@ -89,9 +90,12 @@ _HEADER = "# Written by fjord; changes here are overwritten by `fjord apply`.\n"
 
 
 def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH, *,
-                cgroup: str = "/sys/fs/cgroup", proc: str = "/proc") -> str:
-    """The content of fjord-init (see the module's documentation). ``cgroup`` and ``proc``
-    move what it reads and mounts, for the tests only."""
+                cgroup: str = "/sys/fs/cgroup", proc: str = "/proc",
+                loader: str = LOADER_PATH, bpf: str = FILTER_PATH) -> str:
+    """The content of fjord-init (see the module's documentation). ``cgroup``, ``proc``,
+    ``loader`` and ``bpf`` move what it reads and mounts, for the tests only; the
+    last step runs the loader (fjord.containers.sandbox) that drops capabilities and
+    installs the syscall filter, and becomes ``system_init``."""
     return f"""#!/bin/sh
 {_HEADER.rstrip()}
 # PID 1 of this container for a moment, before systemd (fjord/containers/limits.py).
@@ -102,6 +106,8 @@ def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH, *,
 # - cgroup v1: joins libvirt's cgroup in every hierarchy first (systemd would move the
 #   services to the root it sees, out of the memory limit), then mounts each hierarchy.
 # - cgroup v2 (only a 0::PATH line): unshares there and mounts a fresh cgroup2.
+# Its last step runs {loader} (perl): drops the capabilities libvirt
+# cannot, installs the syscall filter {bpf}, becomes the init.
 # Every failure is said on the console ("fjord-init: ...") and the boot goes on; the
 # outcome is left in PID 1's environment (FJORD_INIT=cgroupns, or "failed: WHY"), where
 # `fjord check` and `fjord status` read it from the host.
@@ -116,6 +122,13 @@ fail() {{  # the first failure is the one the host reports
 boot() {{  # boot "$@": become the system init, with this script's arguments
     FJORD_INIT=${{FJORD_INIT:-cgroupns}}
     export FJORD_INIT
+    # through the loader: fewer capabilities and the syscall filter (sandbox.py)
+    if [ -x /usr/bin/perl ] && [ -r {loader} ] && [ -r {bpf} ]; then
+        exec /usr/bin/perl {loader} {bpf} "$init" "$@"
+    fi
+    say "no syscall filter: {bpf}, {loader} or perl is missing"
+    FJORD_SECCOMP="failed: {bpf}, {loader} or /usr/bin/perl is missing"
+    export FJORD_SECCOMP
     exec "$init" "$@"
 }}
 
@@ -469,16 +482,26 @@ def verdicts(name: str, *, expected: int | None = None,
     """(what, ok, detail) for a running container's cgroups, the same lines for `fjord
     check` and `fjord status`: its memory limit holds for all its processes, and it
     sees only its own cgroups. Never raises: what cannot be read is a failed line."""
+    from fjord.containers.sandbox import SANDBOX_DOC, privileges_dropped
+
+    def sandbox() -> tuple[bool, str]:
+        c = running(name, root)
+        if c is None:
+            return False, f"container {name} is not running"
+        return privileges_dropped(name, c.init, root)
+
     out = []
-    for what, verdict in (
+    for what, verdict, doc in (
             ("memory limit enforced",
-             lambda: limits_enforced(name, expected=expected, root=root)),
-            ("sees only its own cgroups", lambda: cgroups_private(name, root=root))):
+             lambda: limits_enforced(name, expected=expected, root=root), LIMITS_DOC),
+            ("sees only its own cgroups", lambda: cgroups_private(name, root=root),
+             LIMITS_DOC),
+            ("syscall filter and capabilities", sandbox, SANDBOX_DOC)):
         try:
             ok, detail = verdict()
         except Exception as exc:  # a process that went away mid-read, an odd file
             ok, detail = False, f"cannot tell: {type(exc).__name__}: {exc}"
-        out.append((what, ok, detail if ok else f"{detail} ({LIMITS_DOC})"))
+        out.append((what, ok, detail if ok else f"{detail} ({doc})"))
     return out
 
 
