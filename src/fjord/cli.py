@@ -356,7 +356,8 @@ def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> Non
 @click.option("--confirm-timeout", type=click.FloatRange(min=5), metavar="SECONDS",
               help="After moving the uplink, wait this long for `fjord confirm` (run it over "
                    "a new SSH connection) before rolling back. Default: the automatic "
-                   "gateway check is the confirmation.")
+                   "gateway check is the confirmation. `fjord --host SERVER apply` always "
+                   "waits (60 s unless given) and confirms over a new connection itself.")
 @click.option("--announce-confirm", is_flag=True, hidden=True,
               help="With --confirm-timeout: say on stderr, on a line of its own, when the "
                    "confirmation is awaited (what `fjord --host` watches for).")
@@ -509,6 +510,7 @@ def confirm() -> None:
 
     Run it over a new SSH connection: that it gets through is the proof that the host
     is still reachable. Without it, the guard restores the previous network state.
+    `fjord --host SERVER apply` runs it for you, over a connection of its own.
     """
     from fjord.net import switchover
 

@@ -66,6 +66,7 @@ INSTALL_HINT = (
 # Finds fjord, compares versions, and copies the configuration (stdin) when they match.
 # $1: `fjord --version` as this side prints it; $2: the file name to copy stdin to, or "".
 PREPARE = r"""
+unset FJORD_HOST
 want=$1; name=$2
 f=$(command -v fjord 2>/dev/null) || f=
 if [ -z "$f" ] && [ -x /usr/local/sbin/fjord ]; then f=/usr/local/sbin/fjord; fi
@@ -83,6 +84,7 @@ printf 'fjord-remote: dir=%s\n' "$d"
 # Runs the command in the copy's directory ($1, or "" for none) and removes it afterwards,
 # also when the connection goes (HUP) or the command is interrupted.
 RUN = r"""
+unset FJORD_HOST
 d=$1; shift
 if [ -n "$d" ]; then
   trap 'rm -rf -- "$d"' EXIT
@@ -273,46 +275,42 @@ class Outcome:
 
 
 class MarkerFilter:
-    """Passes a byte stream through to ``out`` unchanged, except whole lines that start
-    with ``marker``: those go to ``on_marker`` instead. A line is held back only while it
-    may still be the marker (so a prompt without a newline shows at once)."""
+    """Passes a byte stream through to ``out`` unchanged, except the marker and the rest
+    of its line: those go to ``on_marker`` instead. The marker may follow other output on
+    the same line (a terminal's progress line, erased with CR and an escape sequence);
+    only a tail that may still become the marker is held back, so a prompt without a
+    newline shows at once."""
 
     def __init__(self, out: Callable[[bytes], Any], marker: bytes,
                  on_marker: Callable[[bytes], Any]) -> None:
         self.out, self.marker, self.on_marker = out, marker, on_marker
         self.held = b""
-        self.at_start = True
 
     def feed(self, data: bytes) -> None:
         buf, self.held = self.held + data, b""
-        out = bytearray()
         while buf:
-            nl = buf.find(b"\n")
-            if self.at_start:
-                if nl == -1:
-                    if self.marker.startswith(buf) or buf.startswith(self.marker):
-                        self.held = buf
-                    else:
-                        out += buf
-                        self.at_start = False
-                    break
-                line, buf = buf[:nl + 1], buf[nl + 1:]
-                if line.startswith(self.marker):
-                    if out:
-                        self.out(bytes(out))
-                        out.clear()
-                    self.on_marker(line)
-                else:
-                    out += line
-            else:
-                if nl == -1:
-                    out += buf
-                    break
-                out += buf[:nl + 1]
-                buf = buf[nl + 1:]
-                self.at_start = True
-        if out:
-            self.out(bytes(out))
+            at = buf.find(self.marker)
+            if at == -1:
+                keep = self._partial(buf)
+                if len(buf) > keep:
+                    self.out(buf[:len(buf) - keep])
+                self.held = buf[len(buf) - keep:]
+                return
+            if at:
+                self.out(buf[:at])
+            nl = buf.find(b"\n", at)
+            if nl == -1:
+                self.held = buf[at:]
+                return
+            self.on_marker(buf[at:nl + 1])
+            buf = buf[nl + 1:]
+
+    def _partial(self, buf: bytes) -> int:
+        """The length of the longest tail of ``buf`` that begins the marker."""
+        for n in range(min(len(self.marker) - 1, len(buf)), 0, -1):
+            if self.marker.startswith(buf[-n:]):
+                return n
+        return 0
 
     def close(self) -> None:
         if self.held:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -102,6 +103,40 @@ def sshd(tmp_path: Path) -> Iterator[Callable[[Lab], dict[str, str]]]:
             proc.wait(timeout=10)
 
 
+def on_a_terminal(argv: list[str], env: dict[str, str], answer: str,
+                  timeout: float = 900) -> tuple[int, str]:
+    """Run ``argv`` with a terminal for stdin, stdout and stderr (as the owner at a
+    laptop); answer apply's question when it is asked. Returns the status and output."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            cwd=str(REPO))
+    os.close(slave)
+    out = b""
+    asked = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every end of the terminal is closed
+                break
+            if not data:
+                break
+            out += data
+            if not asked and b"Apply these changes? [y/N]: " in out:
+                os.write(master, answer.encode() + b"\r")
+                asked = True
+    finally:
+        os.close(master)
+        code = proc.wait(timeout=60)
+    return code, out.decode(errors="replace")
+
+
 def leftovers() -> set[str]:
     """The copies of configuration files on the server (its /tmp is the machine's)."""
     return {p.name for p in Path("/tmp").glob("fjord-remote.*")}
@@ -125,10 +160,13 @@ def test_from_the_laptop_over_ipv4_and_ipv6(make_lab: Callable[..., Lab], sshd: 
     assert valid.stdout.strip() == "lab.yaml: valid (1 container)"
     assert laptop(v4, "plan", "-c", config, "--detailed-exitcode").returncode == 4
 
-    applied = laptop(v4, "apply", "-c", config, "--yes")
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert f"confirmed over a new SSH connection to {v4}" in applied.stderr
-    assert "Applied" in applied.stdout
+    # at a terminal: apply asks (on the laptop's terminal, through ssh -t), then the
+    # switchover is confirmed over a new connection while the progress display runs
+    code, shown = on_a_terminal(lab.upstream_argv([FJORD, "--host", v4, "apply", "-c",
+                                                   config]), env, "y")
+    assert code == 0, shown
+    assert f"confirmed over a new SSH connection to {v4}" in shown
+    assert "Applied" in shown and "waiting for confirmation" not in shown
     # the switchover happened and stays: the server answers on br-ex, its guard is gone
     assert f"{PUBLIC4}/27" in lab.exec(["ip", "-br", "addr", "show", "br-ex"]).stdout
     assert not lab.exec(["test", "-e", "/var/lib/fjord/switchover.json"], check=False).ok

@@ -82,31 +82,34 @@ def test_fjord_ssh_replaces_the_client() -> None:
 def _filtered(chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
     out: list[bytes] = []
     seen: list[bytes] = []
-    f = remote.MarkerFilter(out.append, b"MARK", seen.append)
-    shown_at_once = []
+    f = remote.MarkerFilter(out.append, b"MARK:", seen.append)
     for c in chunks:
         f.feed(c)
-        shown_at_once.append(b"".join(out))
     f.close()
     return b"".join(out), seen
 
 
 def test_marker_lines_are_taken_out_of_the_stream_wherever_chunks_split() -> None:
-    text = b"plan\r\nApply? [y/N]: y\r\nMARK 60\r\nApplied 3 changes.\nMA\nMARKED\n"
+    # on a terminal the marker follows a progress line erased in place (CR, ESC [2K)
+    text = (b"plan\r\nApply? [y/N]: y\r\nMARK:60\r\nApplied 3 changes.\nMA\n"
+            b"\x1b[32mworking\r\x1b[2KMARK: 30\r\nMARK.\n")
     for size in (1, 2, 3, 5, 7, len(text)):
         chunks = [text[i:i + size] for i in range(0, len(text), size)]
         out, seen = _filtered(chunks)
-        assert out == b"plan\r\nApply? [y/N]: y\r\nApplied 3 changes.\nMA\n"
-        assert seen == [b"MARK 60\r\n", b"MARKED\n"]
+        assert out == (b"plan\r\nApply? [y/N]: y\r\nApplied 3 changes.\nMA\n"
+                       b"\x1b[32mworking\r\x1b[2KMARK.\n")
+        assert seen == [b"MARK:60\r\n", b"MARK: 30\r\n"]
 
 
 def test_a_prompt_without_newline_is_shown_at_once() -> None:
     out: list[bytes] = []
-    f = remote.MarkerFilter(out.append, b"MARK", lambda _: None)
+    f = remote.MarkerFilter(out.append, b"MARK:", lambda _: None)
     f.feed(b"Apply these changes? [y/N]: ")
     assert b"".join(out) == b"Apply these changes? [y/N]: "
-    f.feed(b"M")  # might be the marker: held
-    assert b"".join(out) == b"Apply these changes? [y/N]: M"  # not at a line start
+    f.feed(b"MA")  # might become the marker: held until it cannot
+    assert b"".join(out) == b"Apply these changes? [y/N]: "
+    f.feed(b"X")
+    assert b"".join(out) == b"Apply these changes? [y/N]: MAX"
 
 
 def _invocation(*args: str, env: dict[str, str] | None = None) -> remote.Invocation:
