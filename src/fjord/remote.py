@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import IO, Any
@@ -204,10 +204,10 @@ def unreachable(host: Host, stderr: str, exit_code: int) -> FjordError:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     why = lines[-1] if lines else "ssh failed"
     return _error(f"cannot reach {host} over SSH: {why}",
-                      hint="try `ssh " + (f"-p {host.port} " if host.port else "")
-                           + shlex.quote(host.destination) + " true`; fjord uses your ssh, "
-                           "its ~/.ssh/config and agent ($FJORD_SSH replaces the ssh command)",
-                      exit_code=exit_code)
+                  hint="try `ssh " + (f"-p {host.port} " if host.port else "")
+                       + shlex.quote(host.destination) + " true`; fjord uses your ssh, "
+                       "its ~/.ssh/config and agent ($FJORD_SSH replaces the ssh command)",
+                  exit_code=exit_code)
 
 
 def prepare(host: Host, config: bytes | None, name: str, *, error_code: int) -> Server:
@@ -219,11 +219,11 @@ def prepare(host: Host, config: bytes | None, name: str, *, error_code: int) -> 
         proc = subprocess.run(argv, input=config or b"", capture_output=True, timeout=300)
     except FileNotFoundError:
         raise _error(f"cannot run {argv[0]!r}: not found",
-                         hint="install the OpenSSH client (apt-get install openssh-client) "
-                              "or point $FJORD_SSH at one", exit_code=error_code) from None
+                     hint="install the OpenSSH client (apt-get install openssh-client) "
+                          "or point $FJORD_SSH at one", exit_code=error_code) from None
     except subprocess.TimeoutExpired:
         raise _error(f"cannot reach {host} over SSH: no answer within 300 s",
-                         exit_code=error_code) from None
+                     exit_code=error_code) from None
     stderr = proc.stderr.decode(errors="replace")
     if proc.returncode == SSH_FAILED:
         raise unreachable(host, stderr, error_code)
@@ -234,23 +234,23 @@ def prepare(host: Host, config: bytes | None, name: str, *, error_code: int) -> 
             facts[key] = value
     if proc.returncode != 0:
         raise _error(f"preparing {host} failed (exit {proc.returncode}): "
-                         f"{stderr.strip() or 'no message'}", exit_code=error_code)
+                     f"{stderr.strip() or 'no message'}", exit_code=error_code)
     if "missing" in facts or "fjord" not in facts:
         raise _error(f"fjord is not installed on {host} (not on PATH, not "
-                         "/usr/local/sbin/fjord)", hint=INSTALL_HINT, exit_code=error_code)
+                     "/usr/local/sbin/fjord)", hint=INSTALL_HINT, exit_code=error_code)
     server = Server(fjord=facts["fjord"], version=facts.get("version", ""),
                     dir=facts.get("dir"))
     if server.version != want:
         theirs = server.version.rpartition(" ")[2] or "unknown"
         raise _error(
-            f"fjord on {host} is version {theirs}, this one is "
-            f"{want.rpartition(' ')[2]} ({server.fjord}): both ends must be the same "
+            f"fjord on {host} ({server.fjord}) is version {theirs}, this one is "
+            f"{want.rpartition(' ')[2]}: both ends must be the same "
             "version (what apply announces, the exit codes and the file format are only "
             "agreed between equal versions); nothing was run",
             hint=INSTALL_HINT, exit_code=error_code)
     if config is not None and not server.dir:
         raise _error(f"could not copy the configuration file to {host}: "
-                         f"{stderr.strip() or 'no temporary directory'}", exit_code=error_code)
+                     f"{stderr.strip() or 'no temporary directory'}", exit_code=error_code)
     return server
 
 
@@ -271,7 +271,6 @@ class Outcome:
     asked: bool = False                  # the server waited for confirmation
     confirmed: bool = False
     confirm_error: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 class MarkerFilter:
@@ -328,7 +327,7 @@ def run(host: Host, inv: Invocation, *, tty: bool | None = None,
             config_bytes = inv.config.read_bytes()
         except OSError as exc:
             raise _error(f"cannot read {inv.config}: {exc.strerror}",
-                             exit_code=EXIT_INVALID) from None
+                         exit_code=EXIT_INVALID) from None
         name = _safe_name(inv.config.name)
     server = prepare(host, config_bytes, name, error_code=inv.error_code)
     args = list(inv.args)
@@ -379,8 +378,8 @@ def run(host: Host, inv: Invocation, *, tty: bool | None = None,
                 outcome.asked else f"lost the SSH connection to {host} during the switchover")
         if outcome.asked and not outcome.confirmed:
             what += "; nothing was confirmed: the server's guard rolls the switchover back"
-        raise _error(what, hint="ssh's own message is above; run `fjord --host "
-                         f"{host} status` to see where the server is", exit_code=inv.error_code)
+        raise _error(what, hint=f"ssh's own message is above; `fjord --host {host} status` "
+                                "shows where the server is", exit_code=inv.error_code)
     return outcome
 
 
@@ -461,10 +460,9 @@ def _leaf(root: click.Group, root_ctx: click.Context,
 CONFIG_FLAGS = ("-c", "--config")
 
 
-def _without_config(tokens: list[str]) -> tuple[list[str], bool]:
+def _without_config(tokens: list[str]) -> list[str]:
     """``tokens`` without their -c/--config options (before any ``--``)."""
     out: list[str] = []
-    found = False
     i = 0
     while i < len(tokens):
         t = tokens[i]
@@ -472,15 +470,15 @@ def _without_config(tokens: list[str]) -> tuple[list[str], bool]:
             out += tokens[i:]
             break
         if t in CONFIG_FLAGS:
-            found, i = True, i + 2
+            i += 2
             continue
         if t.startswith("--config=") or (t.startswith("-c") and not t.startswith("--")
                                          and len(t) > 2):
-            found, i = True, i + 1
+            i += 1
             continue
         out.append(t)
         i += 1
-    return out, found
+    return out
 
 
 def invocation(root: click.Group, ctx: click.Context, args: list[str],
@@ -500,7 +498,7 @@ def invocation(root: click.Group, ctx: click.Context, args: list[str],
     if "config_path" in params:
         local = params["config_path"] or os.environ.get("FJORD_CONFIG")
         if local:
-            stripped, _ = _without_config(own)
+            stripped = _without_config(own)
             own = ["-c", CONFIG_PLACEHOLDER, *stripped]
             check = cmd.make_context(name, list(own), parent=parent,
                                      resilient_parsing=True)
@@ -508,8 +506,8 @@ def invocation(root: click.Group, ctx: click.Context, args: list[str],
                 k: v for k, v in check.params.items() if k != "config_path"}
             if not same or check.params.get("config_path") != CONFIG_PLACEHOLDER:
                 raise _error("cannot tell which argument names the configuration file",
-                                 hint="write it as `-c FILE` right after the command name",
-                                 exit_code=EXIT_INVALID)
+                             hint="write it as `-c FILE` right after the command name",
+                             exit_code=EXIT_INVALID)
             inv.config = Path(local)
     if command == "apply" and not isinstance(cmd, click.Group):
         inv.confirm_timeout = params.get("confirm_timeout") or CONFIRM_TIMEOUT

@@ -163,6 +163,12 @@ def test_apply_waits_for_and_announces_the_confirmation() -> None:
     assert inv.confirm_timeout == 20
 
 
+def test_an_unclear_config_argument_is_refused() -> None:
+    with pytest.raises(FjordError) as exc:
+        _invocation("apply", "-yc", "f.yaml")
+    assert exc.value.exit_code == 2 and "-c FILE" in (exc.value.hint or "")
+
+
 def test_usage_errors_are_found_here() -> None:
     with pytest.raises(click.UsageError):
         _invocation("plan", "--no-such-option")
