@@ -38,6 +38,29 @@ class LazyGroup(click.Group):
             return command
         return super().get_command(ctx, name)
 
+    def invoke(self, ctx: click.Context) -> Any:
+        """With --host (or $FJORD_HOST), a command that acts on a server runs there
+        (fjord.remote); schema and lab stay on this machine."""
+        host = ctx.params.get("host")
+        # what follows the global options: click keeps the command's name apart
+        args = [*getattr(ctx, "_protected_args", []), *ctx.args]
+        if not host or not args:
+            return super().invoke(ctx)
+        from fjord import remote
+
+        if args[0] not in remote.COMMANDS:
+            if ctx.get_parameter_source("host") is click.core.ParameterSource.ENVIRONMENT:
+                return super().invoke(ctx)
+            raise click.UsageError(f"fjord {args[0]} runs on this machine; --host is for "
+                                   + ", ".join(sorted(remote.COMMANDS)))
+        with ctx:
+            click.Command.invoke(self, ctx)  # the group's own set-up (logging, ctx.obj)
+            forwarded = ["-v"] * ctx.params.get("verbose", 0)
+            if ctx.params.get("debug"):
+                forwarded.append("--debug")
+            code = remote.main(self, ctx, host, args, forwarded)
+        sys.exit(code)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = []
         for name in self.list_commands(ctx):
@@ -146,9 +169,15 @@ def require_root(what: str) -> None:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="Show every external command (-vv: debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.option("-H", "--host", envvar="FJORD_HOST", metavar="[USER@]SERVER[:PORT]",
+              help="Run the command on this server over SSH (your ssh, ~/.ssh/config and "
+                   "agent; $FJORD_SSH replaces the ssh command): validate, plan, apply, "
+                   "check, status, confirm, container, image. -c FILE is read here and "
+                   "copied over; apply confirms a switchover over a new SSH connection. "
+                   "Default: $FJORD_HOST, else this machine.")
 @click.version_option(package_name="fjord")
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+def cli(ctx: click.Context, verbose: int, debug: bool, host: str | None) -> None:
     """fjord: a rented Debian server as a light container host, from one YAML file.
 
     \b
@@ -163,6 +192,12 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
       fjord apply -c fjord.yaml        converge the host (asks first)
       fjord check -c fjord.yaml        prove connectivity (ssh, ping, ping6)
       fjord lab up                     try it all on a simulated server
+
+    \b
+    From your laptop (the server's fjord, over your SSH; same fjord version on both):
+      fjord --host root@203.0.113.7 plan -c fjord.yaml
+      fjord --host root@203.0.113.7 apply -c fjord.yaml   confirms the switchover
+                                                           over a new SSH connection
     """
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
@@ -321,13 +356,17 @@ def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> Non
 @click.option("--confirm-timeout", type=click.FloatRange(min=5), metavar="SECONDS",
               help="After moving the uplink, wait this long for `fjord confirm` (run it over "
                    "a new SSH connection) before rolling back. Default: the automatic "
-                   "gateway check is the confirmation.")
+                   "gateway check is the confirmation. `fjord --host SERVER apply` always "
+                   "waits (60 s unless given) and confirms over a new connection itself.")
+@click.option("--announce-confirm", is_flag=True, hidden=True,
+              help="With --confirm-timeout: say on stderr, on a line of its own, when the "
+                   "confirmation is awaited (what `fjord --host` watches for).")
 @only_option
 @prune_option
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
-          wait: float, confirm_timeout: float | None, only: tuple[str, ...],
-          prune: bool) -> None:
+          wait: float, confirm_timeout: float | None, announce_confirm: bool,
+          only: tuple[str, ...], prune: bool) -> None:
     """Converge the host to the file.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
@@ -360,6 +399,12 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
             out.print(f"[bold]The uplink moved and the gateways answer. Run `fjord confirm` "
                       f"from a new SSH connection within {seconds:.0f} s, or everything is "
                       f"rolled back.[/]")
+            if announce_confirm:
+                from fjord.remote import CONFIRM_MARKER
+
+                sys.stdout.flush()
+                sys.stderr.write(f"{CONFIRM_MARKER} {seconds:.0f}\n")
+                sys.stderr.flush()
 
         ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
                                             "confirm_prompt": prompt, "only": only,
@@ -468,6 +513,7 @@ def confirm() -> None:
 
     Run it over a new SSH connection: that it gets through is the proof that the host
     is still reachable. Without it, the guard restores the previous network state.
+    `fjord --host SERVER apply` runs it for you, over a connection of its own.
     """
     from fjord.net import switchover
 
