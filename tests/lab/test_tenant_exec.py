@@ -140,8 +140,9 @@ def _caps(text: str) -> dict[str, int]:
 
 
 def test_the_command_has_no_more_than_the_containers_init(lab: Lab) -> None:
-    out = _exec(lab, "sh", "-c", "grep ^Cap /proc/1/status; echo ---; "
-                "grep ^Cap /proc/self/status; echo ---; cat /proc/1/cgroup; echo ---; "
+    out = _exec(lab, "sh", "-c", "grep -e ^Cap -e ^Seccomp: /proc/1/status; echo ---; "
+                "grep -e ^Cap -e ^Seccomp: /proc/self/status; echo ---; cat /proc/1/cgroup; "
+                "echo ---; "
                 "cat /proc/self/cgroup; echo ---; readlink /proc/1/ns/user "
                 "/proc/self/ns/user /proc/1/ns/cgroup /proc/self/ns/cgroup")
     assert out.returncode == 0, out.stderr
@@ -151,6 +152,9 @@ def test_the_command_has_no_more_than_the_containers_init(lab: Lab) -> None:
     assert host["CapBnd"] & ~init_caps["CapBnd"], "the container's init has all caps?"
     for what in ("CapBnd", "CapEff", "CapPrm", "CapInh", "CapAmb"):
         assert my_caps[what] & ~(init_caps["CapBnd"] & init_caps["CapEff"]) == 0, what
+    # the container's syscall filter: the init has it, and so has the command
+    assert "Seccomp:\t2" in init, init
+    assert "Seccomp:\t2" in mine, mine
     # the same cgroups as the init (the hierarchies mounted on the host: the lab has
     # no cgroup2 mount, so that line is left out) and the same namespaces
     def v1(text: str) -> list[str]:

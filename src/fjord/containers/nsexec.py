@@ -14,7 +14,10 @@ It runs single-threaded and, in this order:
    its root), and changes its root to the init's;
 4. drops every capability the init does not have from its bounding set, its permitted,
    effective and inheritable sets and clears the ambient set, so that COMMAND (root in
-   the container) gets at most the init's capabilities;
+   the container) gets at most the init's capabilities; when the init runs under
+   fjord's syscall filter (``Seccomp: 2``), installs the same filter
+   (:func:`fjord.containers.sandbox.bpf_program`, built here, never read from the
+   container), so COMMAND can do no more than the container's own processes;
 5. forks COMMAND's process (the first one inside the PID namespace), which starts a
    session of its own (with ``--tty``, standard input as its controlling terminal),
    closes every descriptor but 0, 1 and 2 and executes COMMAND; this process waits for
@@ -41,12 +44,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fjord.containers import sandbox
+
 # entered in this order (nsenter's), the user namespace last: host root may enter the
 # others directly, and joining the user namespace first would take that right away
 NAMESPACES = (("cgroup", 0x02000000), ("ipc", 0x08000000), ("uts", 0x04000000),
               ("net", 0x40000000), ("pid", 0x20000000), ("mnt", 0x00020000))
 CLONE_NEWUSER = 0x10000000
 PR_SET_DUMPABLE = 4
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -65,6 +72,10 @@ class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
 
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
 class _CapData(ctypes.Structure):
     _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
                 ("inheritable", ctypes.c_uint32)]
@@ -77,6 +88,13 @@ class Target:
     pid: int
     caps: int                       # CapBnd & CapEff of the init
     user_namespace: bool            # the init has a user namespace other than ours
+    filtered: bool = False          # the init runs under a seccomp filter (Seccomp: 2)
+
+
+def status_filtered(text: str) -> bool:
+    """Whether a /proc/PID/status text says its process runs under a seccomp filter."""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return fields.get("Seccomp", "").strip() == "2"
 
 
 def status_caps(text: str) -> tuple[int, int]:
@@ -94,12 +112,13 @@ def caps_names(mask: int) -> list[int]:
 
 def target(pid: int, proc: Path = Path("/proc")) -> Target:
     try:
-        bnd, eff = status_caps((proc / str(pid) / "status").read_text())
+        status = (proc / str(pid) / "status").read_text()
+        bnd, eff = status_caps(status)
         theirs = os.stat(proc / str(pid) / "ns" / "user").st_ino
         ours = os.stat(proc / "self" / "ns" / "user").st_ino
     except FileNotFoundError as exc:
         raise EnterError(f"process {pid} is gone") from exc
-    return Target(pid, bnd & eff, theirs != ours)
+    return Target(pid, bnd & eff, theirs != ours, status_filtered(status))
 
 
 def helper_argv(pid: int, argv: Sequence[str], tty: bool = False) -> list[str]:
@@ -147,6 +166,7 @@ def enter(t: Target) -> None:
     _join_cgroups(t.pid)
     libc = ctypes.CDLL(None, use_errno=True)
     last_cap = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    program = sandbox.bpf_program() if t.filtered else None
     base = f"/proc/{t.pid}"
     fds: list[tuple[str, int, int]] = []
     try:
@@ -184,6 +204,17 @@ def enter(t: Target) -> None:
         for _, _, fd in fds:
             os.close(fd)
     _drop_caps(libc, t.caps, last_cap)
+    if program is not None:
+        _install_filter(libc, program)
+
+
+def _install_filter(libc: ctypes.CDLL, program: bytes) -> None:
+    """The container's syscall filter on this process (inherited by COMMAND). Without
+    no_new_privs, as fjord-init does: CAP_SYS_ADMIN (kept, the init has it) allows it."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0), libc,
+           "cannot install the container's syscall filter")
 
 
 def _child(argv: Sequence[str], tty: bool) -> None:
