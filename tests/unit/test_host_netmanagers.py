@@ -199,6 +199,21 @@ def test_several_are_all_named(tmp_path: Path) -> None:
     assert managers(tmp_path) == ["cloud-init", "netplan"]
 
 
+# --- a DHCP client -------------------------------------------------------------------------
+
+
+def test_a_running_dhclient_for_the_uplink_is_found(tmp_path: Path) -> None:
+    put(tmp_path, "run/dhclient.eth0.pid", "4242\n")
+    assert managers(tmp_path) == []  # no such process: a stale PID file
+    put(tmp_path, "proc/4242/comm", "sshd\n")
+    assert managers(tmp_path) == []  # the PID was reused
+    put(tmp_path, "proc/4242/comm", "dhclient\n")
+    (found,) = detect(tmp_path, "eth0", MAC, BRIDGES)
+    assert found.manager == "a DHCP client (dhclient, PID 4242)"
+    assert "kill 4242" in found.todo and "static" in found.todo
+    assert managers(tmp_path, uplink="eth1") == []
+
+
 # --- plan refuses ---------------------------------------------------------------------------
 
 

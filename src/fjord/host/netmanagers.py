@@ -4,7 +4,9 @@ fjord's network comes back at boot from /etc/network/interfaces (ifupdown). A se
 manager of the uplink undoes it, at the next boot or earlier: cloud-init rewrites the
 network from the provider's metadata (a known way to lose a Hetzner server), netplan
 generates systemd-networkd or NetworkManager configuration at every boot,
-systemd-networkd and NetworkManager configure the links they match themselves.
+systemd-networkd and NetworkManager configure the links they match themselves, and a
+DHCP client left running from the provider's `inet dhcp` stanza re-adds its lease to
+the uplink at the next renewal.
 
 Detection reads files and unit links only, from the host's root (``root``, "/" on a
 server, a directory in tests): nothing runs and nothing changes. `fjord plan` (the
@@ -65,7 +67,35 @@ def detect(root: Path, uplink: str, mac: str | None = None,
     out += _netplan(root, wanted, mac)
     out += _networkd(root, wanted, mac)
     out += _network_manager(root, uplink, wanted, mac)
+    out += _dhcp_client(root, uplink)
     return out
+
+
+# --- a DHCP client still running for the uplink ------------------------------------------
+
+
+# PID files of the DHCP clients ifupdown starts (`inet dhcp`: dhclient, else dhcpcd)
+DHCP_PIDFILES = ("run/dhclient.{}.pid", "run/dhcpcd/{}.pid", "run/dhcpcd-{}.pid")
+
+
+def _dhcp_client(root: Path, uplink: str) -> Iterator[Finding]:
+    """A DHCP client of the provider's `inet dhcp` stanza (Hetzner Cloud's images) keeps
+    running after the file changes: at its next renewal it puts the lease back on the
+    uplink, by then a port of the bridge."""
+    for pattern in DHCP_PIDFILES:
+        path = root / pattern.format(uplink)
+        try:
+            pid = int(path.read_text().split()[0])
+            comm = (root / f"proc/{pid}/comm").read_text().strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        if comm not in ("dhclient", "dhcpcd"):
+            continue  # a stale PID file
+        yield Finding(f"a DHCP client ({comm}, PID {pid})", f"/{pattern.format(uplink)}",
+                      f"give {uplink} a static stanza with the leased address and gateway "
+                      f"(at Hetzner Cloud: `address A/32`, `gateway 172.31.1.1`, "
+                      f"`pointopoint 172.31.1.1`) and stop the client (`kill {pid}`; "
+                      f"the address stays)")
 
 
 # --- cloud-init -------------------------------------------------------------------------
@@ -318,5 +348,5 @@ class OtherNetworkManagers(Resource):
         return []
 
     def unchanged_reason(self, ctx: Context) -> str:
-        return (f"no cloud-init network configuration, netplan, systemd-networkd or "
-                f"NetworkManager configures {self.uplink}")
+        return (f"no cloud-init network configuration, netplan, systemd-networkd, "
+                f"NetworkManager or DHCP client configures {self.uplink}")
