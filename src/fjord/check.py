@@ -250,7 +250,9 @@ def host_checks(desired: Desired) -> Iterator[CheckResult]:
         ok, detail = ping(str(gw), via=ext, v6=v6)
         return ok, detail if ok else (
             f"{detail}; look at {ext}'s IPv6 address and route" if v6 else
-            f"{detail}; look at {ext}'s address and the uplink")
+            f"{detail}; look at {ext}'s address and the uplink"
+            + (f", and the on-link route to the gateway (`ip route show {gw}`)"
+               if host.ipv4.onlink_gateway else ""))
 
     yield guard("host: IPv4 gateway answers", lambda: gateway(False))
     if host.ipv6 is not None:

@@ -14,9 +14,12 @@ def host_resources(desired: Desired) -> list[Resource]:
 
 
 def network_resources(desired: Desired) -> list[Resource]:
+    from fjord.host.netmanagers import OtherNetworkManagers
     from fjord.net import firewall, resources
 
-    return resources.resources(desired) + firewall.resources(desired)
+    sw = desired.host.switch
+    managers = OtherNetworkManagers(desired.host.uplink, (sw.external, sw.internal))
+    return [managers, *resources.resources(desired), *firewall.resources(desired)]
 
 
 def container_resources(desired: Desired) -> list[Resource]:

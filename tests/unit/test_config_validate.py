@@ -74,8 +74,35 @@ def test_point_to_point_31_has_no_network_or_broadcast():
 
 
 def test_gateway_must_be_on_link():
-    assert only(cfg(("host.ipv4.gateway", "192.0.2.33"))) == (
-        "host.ipv4.gateway", "192.0.2.33 is not on-link: outside 192.0.2.0/27")
+    path, message = only(cfg(("host.ipv4.gateway", "192.0.2.33")))
+    assert path == "host.ipv4.gateway"
+    assert message.startswith("192.0.2.33 is not on-link: outside 192.0.2.0/27")
+    assert "host.ipv4.gateway_onlink: true" in message  # names the key that allows it
+
+
+def test_gateway_outside_a_32_is_on_link():
+    # Hetzner Cloud: the server's address is a /32, the gateway 172.31.1.1 on the link
+    assert problems(cfg(("host.ipv4.address", "192.0.2.10/32"),
+                        ("host.ipv4.gateway", "172.31.1.1"))) == []
+
+
+def test_gateway_outside_a_network_declared_on_link():
+    assert problems(cfg(("host.ipv4.gateway", "203.0.113.1"),
+                        ("host.ipv4.gateway_onlink", True))) == []
+
+
+def test_gateway_of_a_32_is_not_the_host():
+    assert only(cfg(("host.ipv4.address", "192.0.2.10/32"),
+                    ("host.ipv4.gateway", "192.0.2.10")))[1] == \
+        "192.0.2.10 is the host's own address"
+
+
+def test_private_network_must_not_hold_the_on_link_gateway():
+    path, message = only(cfg(("host.ipv4.address", "192.0.2.10/32"),
+                             ("host.ipv4.gateway", "172.31.1.1"),
+                             ("host.private", {"address": "172.31.0.1/16"})))
+    assert path == "host.private.address"
+    assert "holds the IPv4 gateway 172.31.1.1" in message
 
 
 def test_gateway_is_not_the_host():

@@ -14,7 +14,7 @@ def test_group_has_the_contracted_commands() -> None:
     assert set(cli.lab.commands) == {"up", "down", "status", "reboot", "exec", "upstream"}
     result = CliRunner().invoke(cli.lab, ["up", "--help"])
     assert result.exit_code == 0
-    for option in ("-c, --config", "--name", "--provider [bridged|routed|onlink]"):
+    for option in ("-c, --config", "--name", "--provider [bridged|routed|onlink|hetzner-cloud]"):
         assert option in result.output
 
 

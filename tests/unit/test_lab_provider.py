@@ -48,7 +48,7 @@ def test_ruleset_refuses_what_is_not_a_mac() -> None:
 def test_unknown_profile() -> None:
     with pytest.raises(FjordError, match="unknown lab provider") as raised:
         provider.check_provider("hetzner")
-    assert raised.value.hint == "use one of: bridged, routed, onlink"
+    assert raised.value.hint == "use one of: bridged, routed, onlink, hetzner-cloud"
 
 
 def test_counter_from_nft_json() -> None:

@@ -135,3 +135,30 @@ def test_unsafe_values_never_reach_a_file(spec: LabSpec) -> None:
     evil = LabSpec.from_json({**spec.to_json(), "uplink": "eth0\n\tup rm -rf /"})
     with pytest.raises(ValueError, match="cannot be written"):
         files.interfaces(evil)
+
+
+HETZNER = str(Path(__file__).resolve().parents[2] / "examples" / "hetzner-cloud.yaml")
+
+
+def test_hetzner_cloud_shape_router_outside_the_servers_32() -> None:
+    hetzner = load(HETZNER, allocations={}).host
+    spec = from_host("lab", hetzner, "hetzner-cloud")
+    assert spec.ipv4 == "192.0.2.10/32" and spec.onlink_gateway4
+    # the router holds only the gateway's address on the link, and routes the /32 there
+    assert str(spec.router_ipv4) == "203.0.113.1/32"
+    assert str(spec.server_route4) == "192.0.2.10/32"
+    # the installer's file is Hetzner's documented setup for it
+    text = files.interfaces(spec)
+    assert "\taddress 192.0.2.10/32\n\tgateway 203.0.113.1\n\tpointopoint 203.0.113.1\n" in text
+    # the other shapes keep the gateway inside the server's network
+    lab = from_host("lab", load(EXAMPLE, allocations={}).host, "bridged")
+    assert lab.server_route4 is None and "pointopoint" not in files.interfaces(lab)
+
+
+def test_hetzner_cloud_shape_and_the_others_refuse_each_others_gateways(host) -> None:  # type: ignore[no-untyped-def]
+    hetzner = load(HETZNER, allocations={}).host
+    with pytest.raises(FjordError, match="is outside 192.0.2.10/32") as raised:
+        from_host("lab", hetzner, "routed")
+    assert "--provider hetzner-cloud" in (raised.value.hint or "")
+    with pytest.raises(FjordError, match="puts the IPv4 gateway outside"):
+        from_host("lab", host, "hetzner-cloud")

@@ -54,6 +54,19 @@ def test_interfaces_linux_bridge(tmp_path):
     assert f"bridge_hw {MAC}" in text and "auto br-ex" in text and "auto br-int" in text
 
 
+def test_interfaces_hetzner_cloud_gateway_on_link():
+    # a /32 whose gateway is outside it: ifupdown's default route is `onlink`, and the
+    # host route to the gateway (scope link) is added as the switchover adds it
+    text = interfaces.render(load("examples/hetzner-cloud.yaml", allocations={}), mac=MAC,
+                             keep=[SOURCE])
+    golden("interfaces.hetzner-cloud", text)
+    stanza = text[text.index("iface br-ex inet static"):text.index("iface br-ex inet6")]
+    assert "address 192.0.2.10/32" in stanza and "gateway 203.0.113.1" in stanza
+    assert "up ip route replace 203.0.113.1/32 dev br-ex scope link" in stanza
+    lab = interfaces.render(load("examples/lab.yaml", allocations={}), mac=MAC)
+    assert "ip route replace" not in lab.replace("ip -6 route replace", "")
+
+
 # --- fakes standing in for the drivers --------------------------------------------------
 
 

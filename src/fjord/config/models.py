@@ -71,8 +71,23 @@ class PublicIPv4(Model):
 
     address: IPv4Net = Field(description="The server's public IPv4 address with prefix length.",
                              examples=[IPV4_EXAMPLE])
-    gateway: IPv4 = Field(description="The provider's IPv4 gateway; it must be inside the "
-                          "address's network (on-link).", examples=["192.0.2.1"])
+    gateway: IPv4 = Field(description="The provider's IPv4 gateway: inside the address's "
+                          "network, or outside it when the provider puts it on-link anyway "
+                          "(a /32 address, or `gateway_onlink: true`).",
+                          examples=["192.0.2.1"])
+    gateway_onlink: bool = Field(
+        False,
+        description="The gateway is reachable on the uplink's link although it is outside the "
+        "address's network (Hetzner Cloud: a /32 and gateway 172.31.1.1). The host then gets a "
+        "host route to the gateway on the external bridge and the default route via it. "
+        "Implied for a /32 address, whose network holds no gateway.",
+        examples=[True],
+    )
+
+    @property
+    def onlink_gateway(self) -> bool:
+        """The gateway is outside the address's network and needs its own link route."""
+        return self.gateway not in self.address.network
 
 
 class PublicIPv6(Model):

@@ -43,7 +43,8 @@ host:
     datapath: netdev          # userspace OVS: the lab has no openvswitch kernel module
   ipv4:
     address: 192.0.2.5/27     # the public IPv4, with its prefix length
-    gateway: 192.0.2.1        # must be inside 192.0.2.0/27 (on-link)
+    gateway: 192.0.2.1        # inside 192.0.2.0/27 (on-link); outside only for a /32
+                              # or with gateway_onlink: true (Hetzner Cloud's shape)
   ipv6:
     address: 2001:db8:151:7307::2/64   # the host's own address in the /64
     gateway: fe80::1          # link-local gateway, as providers usually give
@@ -174,8 +175,8 @@ with, on its first line:
 ```
 
 The schema cannot express the rules that relate keys to each other (a gateway inside
-its network, unique addresses, forwards to existing containers, …): `fjord validate`
-checks those.
+its network unless declared on-link, unique addresses, forwards to existing
+containers, …): `fjord validate` checks those.
 
 # Keys
 

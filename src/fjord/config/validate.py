@@ -216,16 +216,23 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
     if v4.address.ip in (pub4.network_address, pub4.broadcast_address) and pub4.prefixlen < 31:
         yield p(("host", "ipv4", "address"),
                 f"{v4.address.ip} is the network or broadcast address of {pub4}")
-    if v4.gateway not in pub4:
-        yield p(("host", "ipv4", "gateway"),
-                f"{v4.gateway} is not on-link: outside {pub4}")
-    elif v4.gateway == v4.address.ip:
+    if v4.gateway == v4.address.ip:
         yield p(("host", "ipv4", "gateway"), f"{v4.gateway} is the host's own address")
+    elif v4.gateway not in pub4 and not (v4.gateway_onlink or pub4.prefixlen == 32):
+        yield p(("host", "ipv4", "gateway"),
+                f"{v4.gateway} is not on-link: outside {pub4} (if the provider's gateway is "
+                f"on the link anyway, as Hetzner Cloud's is, set host.ipv4.gateway_onlink: "
+                f"true)")
 
     priv = host.private.address.network
     if priv.overlaps(pub4):
         yield p(("host", "private", "address"),
                 f"the private network {priv} overlaps the public network {pub4}")
+    elif v4.gateway in priv:
+        # Hetzner Cloud's 172.31.1.1 is inside 172.16.0.0/12: br-int would take its route
+        yield p(("host", "private", "address"),
+                f"the private network {priv} holds the IPv4 gateway {v4.gateway}: the host "
+                f"would route the gateway into the containers' network")
     if not any(priv.subnet_of(r) for r in PRIVATE_RANGES):
         yield p(("host", "private", "address"),
                 f"{priv} is not a private range (use 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)")

@@ -40,6 +40,9 @@ def interfaces(spec: LabSpec) -> str:
         f"\taddress {_safe(spec.ipv4)}",
         f"\tgateway {_safe(spec.gateway4)}",
     ]
+    if spec.onlink_gateway4:
+        # Hetzner's documented setup for a /32 whose gateway is outside it
+        lines.append(f"\tpointopoint {_safe(spec.gateway4)}")
     if spec.ipv6 and spec.gateway6:
         lines += [
             "",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import contextlib
 import socket
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+)
 from typing import Any
 
 from fjord.lab.namespaces import inside
@@ -40,19 +47,27 @@ def up(ipr: Any, ifname: str) -> int:
 
 
 def add_address(ipr: Any, idx: int, iface: IPv4Interface | IPv6Interface,
-                *, nodad: bool = True) -> None:
+                *, nodad: bool = True, peer: IPv4Address | None = None) -> None:
     """Add an address; IPv6 ones without duplicate address detection by default (the
-    simulated provider side has been up for long, its addresses are not tentative)."""
+    simulated provider side has been up for long, its addresses are not tentative).
+    ``peer``: a point-to-point address (`ip addr add A/32 peer P`, ifupdown's
+    `pointopoint P`): the kernel then routes P on the link."""
     kwargs: dict[str, Any] = {}
     if iface.version == 6 and nodad:
         kwargs["flags"] = IFA_F_NODAD
+    if peer is not None:
+        ipr.addr("add", index=idx, local=str(iface.ip), address=str(peer),
+                 prefixlen=iface.network.prefixlen, **kwargs)
+        return
     ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen,
              **kwargs)
 
 
-def add_default_route(ipr: Any, idx: int, gateway: IPv4Address | IPv6Address) -> None:
+def add_default_route(ipr: Any, idx: int, gateway: IPv4Address | IPv6Address,
+                      *, onlink: bool = False) -> None:
     if gateway.version == 4:
-        ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx)
+        kwargs: dict[str, Any] = {"flags": 0x04} if onlink else {}  # RTNH_F_ONLINK
+        ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=idx, **kwargs)
     else:
         ipr.route("add", dst="::/0", gateway=str(gateway), oif=idx, family=socket.AF_INET6)
 
@@ -62,6 +77,11 @@ def replace_route6(ipr: Any, idx: int, dst: IPv6Network, via: IPv6Address | None
     if via is not None:
         kwargs["gateway"] = str(via)
     ipr.route("replace", **kwargs)
+
+
+def replace_route4(ipr: Any, idx: int, dst: IPv4Network) -> None:
+    """An on-link IPv4 route (scope link, as `ip route replace DST dev DEV` makes it)."""
+    ipr.route("replace", dst=str(dst), oif=idx, scope=253)
 
 
 def addresses(ipr: Any) -> list[dict[str, Any]]:

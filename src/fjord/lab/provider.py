@@ -8,6 +8,10 @@
 - ``onlink``: only the server's MAC is accepted (dropped and counted otherwise), and the
   /64 is on-link: the server must answer neighbour solicitations for its containers'
   addresses itself (proxy NDP).
+- ``hetzner-cloud``: like ``routed``, and the server's IPv4 is a /32 whose gateway is
+  outside it (Hetzner Cloud's 172.31.1.1): the router has only the gateway's address
+  (a /32) on the server's link and an on-link host route to the server's address; the
+  installer leaves ifupdown's `pointopoint` setup that Hetzner documents.
 
 In every profile frames from other MACs are counted (``foreign_mac``); ``bridged``
 just lets them through. The filter is an nftables ``netdev`` ingress chain on the
@@ -22,7 +26,9 @@ from ipaddress import IPv6Address, IPv6Network
 
 from fjord.errors import FjordError
 
-PROVIDERS = ("bridged", "routed", "onlink")
+PROVIDERS = ("bridged", "routed", "onlink", "hetzner-cloud")
+# Profiles whose IPv4 gateway is outside the server's network (a /32, the gateway on-link).
+ONLINK_GATEWAY = frozenset({"hetzner-cloud"})
 DEFAULT_PROVIDER = "bridged"
 
 # The router's ports (names inside the upstream namespace only).
@@ -37,6 +43,8 @@ DESCRIPTIONS = {
     "bridged": "any MAC accepted, /64 on-link",
     "routed": "only the server's MAC accepted, /64 routed to the server's link-local address",
     "onlink": "only the server's MAC accepted, /64 on-link (the server must proxy NDP)",
+    "hetzner-cloud": "only the server's MAC accepted, /64 routed to the server's link-local "
+                     "address, IPv4 a /32 with the gateway on-link outside it",
 }
 
 
@@ -60,7 +68,7 @@ class Route6:
 
 
 def ipv6_route(provider: str, network: IPv6Network, server_link_local: IPv6Address) -> Route6:
-    if check_provider(provider) == "routed":
+    if check_provider(provider) in ("routed", "hetzner-cloud"):
         return Route6(network, server_link_local)
     return Route6(network, None)
 

@@ -50,8 +50,14 @@ def configure_nic(names: Names, spec: LabSpec) -> None:
         if spec.ipv6_interface is not None:
             netlink.add_address(ipr, nic, IPv6Interface(f"{spec.link_local}/64"))
         netlink.up(ipr, spec.uplink)
-        netlink.add_address(ipr, nic, spec.ipv4_interface)
-        netlink.add_default_route(ipr, nic, IPv4Address(spec.gateway4))
+        if spec.onlink_gateway4:
+            # ifupdown's `pointopoint GW` and its `onlink` default route
+            gw = IPv4Address(spec.gateway4)
+            netlink.add_address(ipr, nic, spec.ipv4_interface, peer=gw)
+            netlink.add_default_route(ipr, nic, gw, onlink=True)
+        else:
+            netlink.add_address(ipr, nic, spec.ipv4_interface)
+            netlink.add_default_route(ipr, nic, IPv4Address(spec.gateway4))
         six = spec.ipv6_interface
         if six is not None and spec.gateway6:
             netlink.add_address(ipr, nic, six)

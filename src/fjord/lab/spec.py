@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from fjord.errors import FjordError
 from fjord.lab.names import Names, eui64_link_local
-from fjord.lab.provider import check_provider
+from fjord.lab.provider import ONLINK_GATEWAY, check_provider
 
 if TYPE_CHECKING:  # pydantic's models cost 0.1 s to import: only `up` needs them
     from fjord.config.models import Host
@@ -74,9 +74,24 @@ class LabSpec:
         return eui64_link_local(self.mac)
 
     @property
+    def onlink_gateway4(self) -> bool:
+        """The gateway is outside the server's network (Hetzner Cloud's /32 shape)."""
+        return IPv4Address(self.gateway4) not in self.ipv4_interface.network
+
+    @property
     def router_ipv4(self) -> IPv4Interface:
-        """The gateway with the prefix of the server's network, on the router's side."""
+        """The gateway with the prefix of the server's network, on the router's side; a
+        /32 when it is outside that network (the router then routes the server's
+        address to the link, see server_route4)."""
+        if self.onlink_gateway4:
+            return IPv4Interface(f"{self.gateway4}/32")
         return IPv4Interface(f"{self.gateway4}/{self.ipv4_interface.network.prefixlen}")
+
+    @property
+    def server_route4(self) -> IPv4Network | None:
+        """The router's on-link route to the server's network when its own address on
+        the link is outside it (as Hetzner's router has for each /32)."""
+        return self.ipv4_interface.network if self.onlink_gateway4 else None
 
     @property
     def router_ipv6(self) -> IPv6Interface | None:
@@ -114,16 +129,23 @@ def from_host(name: str, host: Host, provider: str = "bridged") -> LabSpec:
     check_provider(provider)
     names = Names(name)
     v4 = host.ipv4.address
-    if host.ipv4.gateway not in v4.network:
+    outside = host.ipv4.gateway not in v4.network
+    if outside and provider not in ONLINK_GATEWAY:
         raise FjordError(f"host.ipv4.gateway {host.ipv4.gateway} is outside {v4.network}",
-                         hint="the lab puts the gateway on-link, as providers do")
+                         hint="the lab puts the gateway inside the server's network, except "
+                              "with --provider hetzner-cloud (a /32, the gateway on-link)")
+    if not outside and provider in ONLINK_GATEWAY:
+        raise FjordError(f"the {provider} provider puts the IPv4 gateway outside the "
+                         f"server's network, and {host.ipv4.gateway} is inside {v4.network}",
+                         hint="give the server a /32 (host.ipv4.address: A/32) and a gateway "
+                              "outside it, or use another --provider")
     own: list[IPv4Network | IPv6Network] = [v4.network, host.private.address.network]
     ipv6 = gateway6 = None
     if host.ipv6 is not None:
         ipv6 = str(host.ipv6.address)
         gateway6 = str(host.ipv6.gateway)
         own.append(host.ipv6.address.network)
-        if provider == "routed" and not host.ipv6.gateway.is_link_local:
+        if provider in ("routed", "hetzner-cloud") and not host.ipv6.gateway.is_link_local:
             raise FjordError(
                 f"the routed provider needs a link-local IPv6 gateway, not {gateway6}",
                 hint="use gateway fe80::1 (as Hetzner does) or --provider bridged|onlink")

@@ -92,6 +92,10 @@ class Upstream:
             if self.spec.router_ipv6 is not None:
                 netlink.add_address(ipr, port, self.spec.router_ipv6)
             netlink.up(ipr, provider.ROUTER_PORT)
+            if self.spec.server_route4 is not None:
+                # the router's own address on the link is outside the server's /32:
+                # an on-link route to it, as Hetzner's router has
+                netlink.replace_route4(ipr, port, self.spec.server_route4)
         # A physical NIC hands the server frames with complete checksums; a veth would
         # pass partial ones, which Open vSwitch's userspace datapath never completes
         # (TCP through the server would then fail). The router computes them instead.

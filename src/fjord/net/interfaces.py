@@ -103,6 +103,10 @@ def render(desired: Desired, *, mac: str | None = None, keep: Sequence[str] = ()
     # `ifup -a`, `allow-ovs` for openvswitch-switch's old `ifup --allow=ovs`
     v4 = host.ipv4
     ext_v4 = [("address", str(v4.address)), ("gateway", str(v4.gateway))]
+    if v4.onlink_gateway:
+        # ifupdown adds the default route `onlink`; the host route to the gateway, as the
+        # switchover makes it, comes after (Hetzner Cloud: a /32, gateway 172.31.1.1)
+        ext_v4.append(("up", f"ip route replace {v4.gateway}/32 dev {ext} scope link"))
     if ovs:
         lines += [f"auto {ext}", f"allow-ovs {ext}"]
         lines += _stanza(f"iface {ext} inet static", ext_v4 + bridge_extra(ext))

@@ -12,6 +12,8 @@ from fjord.errors import FjordError
 IPInterface = Any  # IPv4Interface | IPv6Interface
 NTF_PROXY = 0x08
 RT_TABLE_MAIN = 254
+RT_SCOPE_LINK = 253
+RTNH_F_ONLINK = 0x04
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,10 @@ class Netlink:
             return set()
         out = set()
         for msg in self.ipr.get_addr(index=link.index):
-            addr = ip_interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+            # IFA_LOCAL is the host's own address; IFA_ADDRESS is the peer's on a
+            # point-to-point address (ifupdown's `pointopoint`, Hetzner's /32 setup)
+            local = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            addr = ip_interface(f"{local}/{msg['prefixlen']}")
             if addr.ip.is_link_local and not link_local:
                 continue
             out.add(addr)
@@ -144,13 +149,28 @@ class Netlink:
 
     def delete_address(self, name: str, addr: IPInterface) -> None:
         self.forget()
-        self.ipr.addr("del", index=self.index(name), address=str(addr.ip),
+        index = self.index(name)
+        if addr.version == 4:
+            # a point-to-point address is deleted with its peer (the kernel matches
+            # IFA_ADDRESS against the peer)
+            for msg in self.ipr.get_addr(index=index, family=socket.AF_INET):
+                if msg.get_attr("IFA_LOCAL") == str(addr.ip) \
+                        and msg["prefixlen"] == addr.network.prefixlen:
+                    self.ipr.addr("del", index=index, local=str(addr.ip),
+                                  address=msg.get_attr("IFA_ADDRESS"),
+                                  prefixlen=addr.network.prefixlen)
+                    return
+        self.ipr.addr("del", index=index, address=str(addr.ip),
                       prefixlen=addr.network.prefixlen)
 
-    def replace_default(self, family: int, gateway: IPv4Address | IPv6Address, dev: str) -> None:
+    def replace_default(self, family: int, gateway: IPv4Address | IPv6Address, dev: str,
+                        *, onlink: bool = False) -> None:
+        """``onlink``: the gateway is on ``dev``'s link though outside its networks (as
+        `ip route … onlink`, which ifupdown writes for every default route)."""
         self.forget()
+        kwargs: dict[str, Any] = {"flags": RTNH_F_ONLINK} if onlink else {}
         self.ipr.route("replace", dst="default" if family == socket.AF_INET else "::/0",
-                       gateway=str(gateway), oif=self.index(dev), family=family)
+                       gateway=str(gateway), oif=self.index(dev), family=family, **kwargs)
 
     def delete_default(self, family: int) -> None:
         self.forget()
@@ -160,11 +180,15 @@ class Netlink:
                            family=family, gateway=route.gateway,
                            oif=self.index(route.dev) if route.dev else None)
 
-    def replace_route(self, dst: str, dev: str) -> None:
+    def replace_route(self, dst: str, dev: str, *, link_scope: bool = False) -> None:
+        """A route to ``dst`` on ``dev``. ``link_scope``: scope link (as `ip route add
+        DST dev DEV` makes it), which a gateway behind this route needs."""
         self.forget()
         addr = ip_interface(dst)
         family = socket.AF_INET6 if addr.version == 6 else socket.AF_INET
-        self.ipr.route("replace", dst=str(addr.network), oif=self.index(dev), family=family)
+        kwargs: dict[str, Any] = {"scope": RT_SCOPE_LINK} if link_scope else {}
+        self.ipr.route("replace", dst=str(addr.network), oif=self.index(dev), family=family,
+                       **kwargs)
 
     def delete_route(self, dst: str, dev: str) -> None:
         self.forget()

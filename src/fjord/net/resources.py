@@ -86,6 +86,7 @@ class Uplink(Resource):
             addresses=addrs, gateway4=str(host.ipv4.gateway),
             gateway6=str(host.ipv6.gateway) if host.ipv6 else None,
             ifup=tuple(interfaces.raised_at_boot(desired)),
+            onlink4=host.ipv4.onlink_gateway,
         )
 
     def _missing(self, ctx: Context) -> list[str]:
@@ -107,6 +108,9 @@ class Uplink(Resource):
         left = nl.addresses(t.uplink)
         if left:
             todo.append(f"no address on {t.uplink}")
+        if t.onlink4 and not any(r.dst == f"{t.gateway4}/32" and r.gateway is None
+                                 for r in nl.routes(socket.AF_INET, dev=t.bridge)):
+            todo.append(f"route to the gateway {t.gateway4} on-link on {t.bridge}")
         for fam, gw in ((socket.AF_INET, t.gateway4), (socket.AF_INET6, t.gateway6)):
             if gw is None:
                 continue

@@ -74,6 +74,9 @@ class Snapshot:
     ovsdb: str | None = field(default=None)
     # ifupdown's state files (name -> content, None: absent), see interfaces.read_ifstate
     ifstate: dict[str, str | None] | None = None
+    # the IPv4 gateway when it is outside the host's network (on-link, Hetzner Cloud's
+    # /32): the default route back needs a link route to it on the uplink again
+    onlink_gateway4: str | None = None
 
     def save(self) -> None:
         atomic_write(state_path(), json.dumps(asdict(self), indent=2).encode(), 0o600)
@@ -96,6 +99,9 @@ class Target:
     # switchover leaves ifupdown's state so, and the next shutdown's `ifdown -a` acts on
     # them as on every later one (interfaces.raised_at_boot)
     ifup: tuple[str, ...] = ()
+    # the IPv4 gateway is outside the host's network (host.ipv4.gateway_onlink, a /32):
+    # the bridge gets a link-scope host route to it, and the default route via it
+    onlink4: bool = False
 
 
 def _switch(kind: str, ovsdb: str | None = None) -> Any:
@@ -118,6 +124,7 @@ def snapshot(nl: Netlink, sw: Any, t: Target) -> Snapshot:
         guard_was_loaded=uplink_guard.loaded() if t.netdev else False,
         ovsdb=getattr(sw, "socket", None),
         ifstate=interfaces.read_ifstate([*t.ifup, t.uplink]) if t.ifup else None,
+        onlink_gateway4=t.gateway4 if t.onlink4 else None,
     )
 
 
@@ -140,11 +147,19 @@ def move(nl: Netlink, sw: Any, t: Target, before: Snapshot) -> None:
         # a few lost frames.
         uplink_guard.load(t.uplink, checked=True)
     nl.set_up(t.uplink)
-    nl.replace_default(socket.AF_INET, ip_address(t.gateway4), t.bridge)
+    if t.onlink4:
+        # the gateway is outside the bridge's network: a host route to it on the bridge
+        # (it replaces the uplink's, of its `pointopoint` peer or an `ip route add`)
+        nl.replace_route(f"{t.gateway4}/32", t.bridge, link_scope=True)
+    nl.replace_default(socket.AF_INET, ip_address(t.gateway4), t.bridge, onlink=t.onlink4)
     if t.gateway6:
         nl.replace_default(socket.AF_INET6, ip_address(t.gateway6), t.bridge)
     for addr in nl.addresses(t.uplink):
         nl.delete_address(t.uplink, addr)
+    if t.onlink4:
+        # a route to the gateway left on the uplink, now a bridge port, would send the
+        # gateway's traffic past the bridge
+        _drop_gateway_route(nl, t.gateway4, t.uplink)
     if t.ifup:
         # ifupdown still records the uplink under the provider's stanza and knows
         # nothing of the bridges: record what a boot with the new file would
@@ -176,14 +191,27 @@ def restore(before: Snapshot) -> None:
     sw = _switch(before.switch_kind, before.ovsdb)
     try:
         nl.set_up(before.uplink)
+        have = nl.addresses(before.uplink)
         for addr in before.uplink_addresses:
-            nl.add_address(before.uplink, ip_interface(addr))
+            if ip_interface(addr) not in have:  # a point-to-point one may still be there
+                nl.add_address(before.uplink, ip_interface(addr))
         if before.netdev and not before.guard_was_loaded:
             uplink_guard.unload()
         for key, fam in (("4", socket.AF_INET), ("6", socket.AF_INET6)):
             r = before.routes.get(key)
             if r and r.get("gateway") and r.get("dev"):
-                nl.replace_default(fam, ip_address(str(r["gateway"])), str(r["dev"]))
+                gw, dev = ip_address(str(r["gateway"])), str(r["dev"])
+                onlink = key == "4" and _outside(gw, before, dev)
+                if onlink:
+                    # a gateway outside the restored addresses (a /32 whose peer, or
+                    # route to the gateway, went with the move): its link route first
+                    nl.replace_route(f"{gw}/32", dev, link_scope=True)
+                nl.replace_default(fam, gw, dev, onlink=onlink)
+        moved = before.onlink_gateway4  # the bridge's route to the declared gateway
+        if moved is not None and nl.link(before.bridge) is not None:
+            r = before.routes.get("4") or {}
+            if not (r.get("dev") == before.bridge and r.get("gateway") == moved):
+                _drop_gateway_route(nl, moved, before.bridge)
         keep = {ip_interface(a) for a in before.bridge_addresses}
         if nl.link(before.bridge) is not None:
             for addr in nl.addresses(before.bridge) - keep:
@@ -193,6 +221,20 @@ def restore(before: Snapshot) -> None:
     finally:
         nl.close()
         sw.close()
+
+
+def _outside(gateway: Any, before: Snapshot, dev: str) -> bool:
+    """Whether ``gateway`` is outside every IPv4 network ``dev`` had before."""
+    addrs = before.uplink_addresses if dev == before.uplink else \
+        before.bridge_addresses if dev == before.bridge else []
+    nets = [ip_interface(a).network for a in addrs if ip_interface(a).version == 4]
+    return bool(nets) and not any(gateway in n for n in nets)
+
+
+def _drop_gateway_route(nl: Netlink, gateway: str, dev: str) -> None:
+    for r in nl.routes(socket.AF_INET, dev=dev):
+        if r.dst == f"{gateway}/32" and r.gateway is None:
+            nl.delete_route(r.dst, dev)
 
 
 def verify(t: Target, attempts: int = 3) -> tuple[bool, str]:
