@@ -188,3 +188,12 @@ def test_cloud_init_managing_the_uplink_makes_plan_refuse(hetzner: Lab, tmp_path
     lab.exec(["rm", "/etc/network/interfaces.d/50-cloud-init"])
     out = fjord(lab, "plan", "-c", str(HETZNER), "--only", "network", check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_the_machines_network_managers_are_not_the_servers(lab: Lab) -> None:
+    """A lab on a cloud image (cloud-init, netplan, networkd files on the machine: CI's
+    own machine may be one) starts with none of them: its /etc directories are empty,
+    and fjord's plan, which refuses another manager of the uplink, plans the network."""
+    for directory in ("/etc/cloud", "/etc/netplan", "/etc/systemd/network"):
+        listed = lab.exec(["sh", "-c", f"ls -A {directory} 2>/dev/null || true"]).stdout
+        assert listed.strip() == "", (directory, listed)
