@@ -44,6 +44,26 @@ def main(argv: list[str]) -> int:
         from fjord.containers.limits import release
 
         release(name)
+        _guard(name, "stop")  # the port is gone: its flows go too
+    return 0
+
+
+def _guard(name: str, when: str) -> int:
+    """Rebuild the internal bridge's anti-spoofing flows for the ports there are now
+    (libvirt gave the container's port a new name and OpenFlow number)."""
+    import os
+    from pathlib import Path
+
+    from fjord.errors import FjordError
+    from fjord.net.portguard import GuardError, rebuild
+
+    state = Path(os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord")
+    try:
+        rebuild(state)
+    except (GuardError, FjordError, OSError) as exc:
+        print(f"fjord: container {name}: cannot set the anti-spoofing flows after its "
+              f"{when}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -68,11 +88,16 @@ def _prepare(name: str) -> int:
 
 
 def _started(name: str) -> int:
-    """After every start (autostart at boot included): on the userspace datapath, the
-    container's interfaces must compute their checksums (see fjord.containers.offload).
-    Standard library only: this runs while libvirt waits."""
+    """After every start (autostart at boot included): the internal bridge's flows are
+    rebuilt for the container's new port (fjord.net.portguard); on the userspace
+    datapath, the container's interfaces must compute their checksums (see
+    fjord.containers.offload). Little more than the standard library: this runs while
+    libvirt waits."""
     import os
 
+    # fail closed: a container whose port cannot be guarded does not run
+    if _guard(name, "start") != 0:
+        return 1
     if os.environ.get(OFFLOAD_ENV) != "1":
         return 0
     from fjord.containers.offload import OffloadError, init_pid, tx_checksum_off
@@ -103,7 +128,9 @@ case "$$2 $$3" in
     # a copy has nothing to mount; an overlay `fjord apply` mounted needs nothing
     [ -d "$$state/containers/$$1/upper" ] || exit 0
     mountpoint -q "$$state/containers/$$1/rootfs" && exit 0 ;;
-  "started begin") $started ;;
+  "started begin")
+    # the anti-spoofing flows are rebuilt after every start (the port is new)
+    [ -f "$$state/port-guard.json" ] || $started ;;
   "release end") ;;
   *) exit 0 ;;
 esac
