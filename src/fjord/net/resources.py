@@ -10,8 +10,8 @@ from typing import Any
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
-from fjord.host.files import File
 from fjord.errors import FjordError
+from fjord.host.files import File
 from fjord.net import interfaces, links, portguard, switch, switchover, uplink_guard
 from fjord.state import state_dir
 
