@@ -37,6 +37,10 @@ def main(argv: list[str]) -> int:
     name, op = argv[0], (argv[1], argv[2])
     if op == ("prepare", "begin"):
         return _prepare(name)
+    if op == ("start", "begin"):
+        # the container's new port is on the bridge, its init not started yet: guard
+        # the port before the container can send anything (fail closed)
+        return _guard(name, "start")
     if op == ("started", "begin"):
         return _started(name)
     if op == ("release", "end"):
@@ -61,7 +65,7 @@ def _guard(name: str, when: str) -> int:
     try:
         rebuild(state)
     except (GuardError, FjordError, OSError) as exc:
-        print(f"fjord: container {name}: cannot set the anti-spoofing flows after its "
+        print(f"fjord: container {name}: cannot set the anti-spoofing flows at its "
               f"{when}: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -88,16 +92,11 @@ def _prepare(name: str) -> int:
 
 
 def _started(name: str) -> int:
-    """After every start (autostart at boot included): the internal bridge's flows are
-    rebuilt for the container's new port (fjord.net.portguard); on the userspace
-    datapath, the container's interfaces must compute their checksums (see
-    fjord.containers.offload). Little more than the standard library: this runs while
-    libvirt waits."""
+    """After every start (autostart at boot included): on the userspace datapath, the
+    container's interfaces must compute their checksums (see fjord.containers.offload).
+    Standard library only: this runs while libvirt waits."""
     import os
 
-    # fail closed: a container whose port cannot be guarded does not run
-    if _guard(name, "start") != 0:
-        return 1
     if os.environ.get(OFFLOAD_ENV) != "1":
         return 0
     from fjord.containers.offload import OffloadError, init_pid, tx_checksum_off
@@ -128,9 +127,10 @@ case "$$2 $$3" in
     # a copy has nothing to mount; an overlay `fjord apply` mounted needs nothing
     [ -d "$$state/containers/$$1/upper" ] || exit 0
     mountpoint -q "$$state/containers/$$1/rootfs" && exit 0 ;;
-  "started begin")
-    # the anti-spoofing flows are rebuilt after every start (the port is new)
-    [ -f "$$state/port-guard.json" ] || $started ;;
+  "start begin")
+    # the port libvirt just made is guarded before the container runs
+    [ -f "$$state/port-guard.json" ] || exit 0 ;;
+  "started begin") $started ;;
   "release end") ;;
   *) exit 0 ;;
 esac

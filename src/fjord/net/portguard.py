@@ -17,7 +17,8 @@ world then talk to the wrong container. fjord owns the internal bridge's flow ta
 The table is a function of the declared containers (a state file, written before any
 container starts) and of the ports that exist now. libvirt gives a container's port a
 new name and OpenFlow number at every start (vnet0 -> vnet4), so the table is rebuilt
-from that file by libvirt's hook after every start and stop (boot included), and by
+from that file by libvirt's hook at every start (``start begin``: the new port is on the
+bridge, the container's init has not started) and stop (boot included), and by
 `fjord apply`, which shows the difference in the plan. Each rebuild is one atomic
 ``ovs-ofctl --bundle replace-flows``.
 
