@@ -54,6 +54,7 @@ def test_the_table_guards_ports_that_exist_and_keeps_normal_for_the_rest():
     b = Port("web", "52:54:00:64:ea:6d", IPv4Address("10.1.0.3"), ())
     flows = portguard.table([A, b], {MAC_A: 3})
     assert flows[-1] == Flow(0, (), "NORMAL")
+    assert flows[-1].text() == "cookie=0x0,priority=0 actions=NORMAL"  # the bridge's own
     assert all("in_port=3," in f.text() or "in_port=3 " in f.text() for f in flows[:-1])
     assert portguard.table([A, b], {}) == [Flow(0, (), "NORMAL")]
 

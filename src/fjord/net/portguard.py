@@ -119,7 +119,10 @@ class Flow:
     action: str  # NORMAL or drop
 
     def text(self) -> str:
-        parts = [f"cookie={COOKIE:#x}", f"priority={_int(self.priority, 0xFFFF)}"]
+        # the NORMAL flow is the one a bridge starts with (cookie 0): a table with no
+        # container running is the bridge's own, after a reboot too
+        cookie = COOKIE if self.match else 0
+        parts = [f"cookie={cookie:#x}", f"priority={_int(self.priority, 0xFFFF)}"]
         for key, value in self.match:
             parts.append(_field(key, value))
         if self.action not in ("NORMAL", "drop"):
