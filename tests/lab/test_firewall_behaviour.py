@@ -50,9 +50,11 @@ host:
     - {protocol: tcp, port: 8080, container: test, to_port: 80}
     - {protocol: udp, port: 5300, container: test, to_port: 53}
 containers:
-  test: {ipv4: 10.1.0.2, ipv6: "2001:db8:151:7307:1::1"}
-  web: {ipv4: 10.1.0.3, ipv6: "2001:db8:151:7307:1::2"}
+  test: {ipv4: 10.1.0.2, ipv6: "2001:db8:151:7307:1::1", mac: {private: "52:54:00:0f:00:02"}}
+  web: {ipv4: 10.1.0.3, ipv6: "2001:db8:151:7307:1::2", mac: {private: "52:54:00:0f:00:03"}}
 """
+# each container's eth0 has its declared MAC: the firewall ties public IPv6 sources to it
+MACS = {"test": "52:54:00:0f:00:02", "web": "52:54:00:0f:00:03"}
 PUBLIC, FAR, FAR6 = "192.0.2.5", "198.51.100.10", "2001:db8:ffff::10"
 TEST, WEB, TEST6 = "10.1.0.2", "10.1.0.3", "2001:db8:151:7307:1::1"
 TIMEOUT = 2.0
@@ -191,7 +193,7 @@ def build(topo: Topology) -> None:
     topo.ip("host", "link", "set", "br-int", "up")
     for role, v4, v6 in (("test", TEST, TEST6), ("web", WEB, "2001:db8:151:7307:1::2")):
         topo.ip("host", "link", "add", f"v-{role}", "type", "veth", "peer", "name", "eth0",
-                "netns", topo.ns(role))
+                "address", MACS[role], "netns", topo.ns(role))
         topo.ip("host", "link", "set", f"v-{role}", "master", "br-int", "up")
         topo.ip(role, "addr", "add", f"{v4}/16", "dev", "eth0")
         topo.ip(role, "addr", "add", f"{v6}/128", "dev", "eth0", "nodad")

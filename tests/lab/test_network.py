@@ -77,8 +77,12 @@ def stand_in(request):
         made.append(ns)
         run(["ip", "netns", "add", ns])
         server = lab.status()["netns"]["server"]
+        # the container's own MAC: the switch and the firewall tie its addresses to it
+        mac = lab.exec([sys.executable, "-c", "import sys; from fjord.config.desired import "
+                        "load; print(load(sys.argv[1]).container('test').mac_private)",
+                        str(EXAMPLE)]).stdout.strip()
         run(["ip", "-n", server, "link", "add", "ct0", "type", "veth", "peer", "name", "eth0",
-             "netns", ns])
+             "address", mac, "netns", ns])
         lab.exec(["ovs-vsctl", "--may-exist", "add-port", "br-int", "ct0"])
         lab.exec(["ip", "link", "set", "ct0", "up"])
         for argv in (["ip", "link", "set", "lo", "up"], ["ip", "link", "set", "eth0", "up"],

@@ -248,6 +248,21 @@ def test_hook_script_starts_no_python_for_other_domains_or_moments(tmp_path):
     assert run("web", "release", "end").returncode != 0
     offload = hook_at(tmp_path, python=str(tmp_path / "no-such-python"), offload_off=True)
     assert offload("web", "started", "begin").returncode != 0
+    # with the anti-spoofing state, every start of fjord's containers rebuilds the flows
+    assert run("web", "start", "begin").returncode == 0
+    (tmp_path / "st ate" / "port-guard.json").write_text("{}")
+    assert run("web", "start", "begin").returncode != 0
+    assert run("other", "start", "begin").returncode == 0
+
+
+def test_hook_fails_a_start_whose_port_cannot_be_guarded(tmp_path):
+    """A container whose anti-spoofing flows cannot be set does not run (fail closed)."""
+    run = hook_at(tmp_path)
+    (tmp_path / "st ate" / "containers" / "web" / "rootfs").mkdir(parents=True)
+    (tmp_path / "st ate" / "port-guard.json").write_text('{"bridge": "br-int"}')
+    out = run("web", "start", "begin")
+    assert out.returncode == 1
+    assert "container web: cannot set the anti-spoofing flows at its start" in out.stderr
 
 
 def test_offload_off_in_another_network_namespace():

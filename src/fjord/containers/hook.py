@@ -37,6 +37,10 @@ def main(argv: list[str]) -> int:
     name, op = argv[0], (argv[1], argv[2])
     if op == ("prepare", "begin"):
         return _prepare(name)
+    if op == ("start", "begin"):
+        # the container's new port is on the bridge, its init not started yet: guard
+        # the port before the container can send anything (fail closed)
+        return _guard(name, "start")
     if op == ("started", "begin"):
         return _started(name)
     if op == ("release", "end"):
@@ -44,6 +48,26 @@ def main(argv: list[str]) -> int:
         from fjord.containers.limits import release
 
         release(name)
+        _guard(name, "stop")  # the port is gone: its flows go too
+    return 0
+
+
+def _guard(name: str, when: str) -> int:
+    """Rebuild the internal bridge's anti-spoofing flows for the ports there are now
+    (libvirt gave the container's port a new name and OpenFlow number)."""
+    import os
+    from pathlib import Path
+
+    from fjord.errors import FjordError
+    from fjord.net.portguard import GuardError, rebuild
+
+    state = Path(os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord")
+    try:
+        rebuild(state)
+    except (GuardError, FjordError, OSError) as exc:
+        print(f"fjord: container {name}: cannot set the anti-spoofing flows at its "
+              f"{when}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -103,6 +127,9 @@ case "$$2 $$3" in
     # a copy has nothing to mount; an overlay `fjord apply` mounted needs nothing
     [ -d "$$state/containers/$$1/upper" ] || exit 0
     mountpoint -q "$$state/containers/$$1/rootfs" && exit 0 ;;
+  "start begin")
+    # the port libvirt just made is guarded before the container runs
+    [ -f "$$state/port-guard.json" ] || exit 0 ;;
   "started begin") $started ;;
   "release end") ;;
   *) exit 0 ;;

@@ -183,8 +183,9 @@ class DomainResource(Resource):
     def __init__(self, container: Container) -> None:
         super().__init__(container.name)
         self.c = container
+        # the hook guards the container's port from the start it makes
         self.after = (f"rootfs {container.name}", "bridge", "service libvirtd",
-                      "file /etc/libvirt/hooks/lxc.d/50-fjord")
+                      "file /etc/libvirt/hooks/lxc.d/50-fjord", "port-guard-state")
 
     def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
         return domain_for(self.c, ctx.desired, rootfs.Layout.of(self.c.name).rootfs, uuid)
@@ -274,7 +275,7 @@ class RunningResource(Resource):
         super().__init__(container.name)
         self.c = container
         self.after = (f"domain {container.name}", "uplink", "nftables", "address",
-                      "route", "proxy-ndp")
+                      "route", "proxy-ndp", "port-guard-state")
 
     def changes(self, ctx: Context) -> list[Change]:
         state = libvirt(ctx).domain(self.c.name)

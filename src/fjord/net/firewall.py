@@ -100,6 +100,9 @@ class Ruleset:
     internal: str
     forwards: tuple[PortForward, ...] = ()
     containers6: tuple[IPv6Address, ...] = ()
+    # (MAC of the container's eth0, public IPv6): the only pairs that may leave through
+    # the internal bridge; OVS ties each MAC to the container's port (fjord.net.portguard)
+    senders6: tuple[tuple[str, IPv6Address], ...] = ()
 
     @classmethod
     def from_desired(cls, desired: Desired) -> Ruleset:
@@ -111,8 +114,10 @@ class Ruleset:
             for f in host.forwards
         )
         v6 = tuple(sorted(c.ipv6 for c in desired.containers if c.ipv6 is not None))
+        senders = tuple(sorted((c.mac_private.lower(), c.ipv6) for c in desired.containers
+                               if c.ipv6 is not None))
         return cls(host.ipv4.address.ip, host.private.address.network, host.switch.external,
-                   host.switch.internal, forwards, v6)
+                   host.switch.internal, forwards, v6, senders)
 
     @property
     def hairpin(self) -> bool:
@@ -181,9 +186,17 @@ def forward(rs: Ruleset) -> BaseChain:
     rules += [f.accept() for f in rs.forwards]
     if rs.containers6:
         v6 = nft.anonymous_set(nft.address(a) for a in rs.containers6)
+        if rs.senders6:
+            # each public address only from its own container's MAC: a neighbour's
+            # address as source is dropped even if it got past the switch
+            pairs = nft.concatenation_set((nft.mac(m), nft.address(a)) for m, a in rs.senders6)
+            out6 = Rule(("iifname", nft.ifname(rs.internal), "ether", "saddr", ".", "ip6",
+                         "saddr", pairs, "accept"), "containers out (IPv6), by sender MAC")
+        else:
+            out6 = Rule(("iifname", nft.ifname(rs.internal), "ip6", "saddr", v6, "accept"),
+                        "containers out (IPv6)")
         rules += [
-            Rule(("iifname", nft.ifname(rs.internal), "ip6", "saddr", v6, "accept"),
-                 "containers out (IPv6)"),
+            out6,
             Rule(("ip6", "daddr", v6, "icmpv6", "type", nft.anonymous_set(ICMPV6_TO_CONTAINERS),
                   "accept"), "ICMPv6 to containers: errors, path MTU, echo"),
         ]

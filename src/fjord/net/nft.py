@@ -68,6 +68,25 @@ def address(value: IPv4Address | IPv6Address | IPv4Network | IPv6Network) -> str
     return str(value)
 
 
+_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+
+
+def mac(value: str) -> str:
+    """A MAC address (lower case, colon separated)."""
+    if not isinstance(value, str) or not _MAC.fullmatch(value.lower()):
+        raise ValueError(f"{value!r} is not a MAC address")
+    return value.lower()
+
+
+def concatenation_set(elements: Iterable[Sequence[str]]) -> str:
+    """``{ a . b, c . d }``: a set of concatenations, braces even for one element
+    (nft refuses a bare concatenation as a value). Elements are already safe words."""
+    items = [" . ".join(parts) for parts in elements]
+    if not items:
+        raise ValueError("an empty set matches nothing")
+    return "{ " + ", ".join(items) + " }"
+
+
 def port(value: int) -> str:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
         raise ValueError(f"{value!r} is not a port number")

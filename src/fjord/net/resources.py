@@ -10,8 +10,10 @@ from typing import Any
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
 from fjord.host.files import File
-from fjord.net import interfaces, links, switch, switchover, uplink_guard
+from fjord.net import interfaces, links, portguard, switch, switchover, uplink_guard
+from fjord.state import state_dir
 
 INTERFACES = "/etc/network/interfaces"
 
@@ -279,6 +281,85 @@ class StaleAddresses(Resource):
         return lambda c: links.driver(c).delete_address(self.dev, addr)
 
 
+def guarded_ports(desired: Desired) -> list[portguard.Port]:
+    """Each container's port on the internal bridge and what it may send from."""
+    host = desired.host
+    routed = host.ipv6 is not None and host.ipv6.effective_mode == "routed"
+    out = []
+    for c in desired.containers:
+        v6 = [portguard.link_local(c.mac_private)]
+        if routed and c.ipv6 is not None:
+            v6.append(c.ipv6)
+        out.append(portguard.Port(c.name, portguard.mac(c.mac_private), c.ipv4, tuple(v6)))
+    return out
+
+
+class GuardState(File):
+    """What each container may send, for libvirt's hook: it rebuilds the internal
+    bridge's flows from this file after every container start and stop (boot too).
+    Written before any container starts."""
+
+    kind = "port-guard-state"
+
+
+class PortGuard(Resource):
+    """The internal bridge's OpenFlow table: each running container's port may send only
+    from its MAC and addresses (fjord.net.portguard); other ports keep NORMAL."""
+
+    kind = "flows"
+
+    def __init__(self, bridge: str, ports: list[portguard.Port]) -> None:
+        super().__init__(bridge)
+        self.bridge = bridge
+        self.ports = ports
+        self.after = (f"bridge {bridge}", "port-guard-state", "container")
+
+    def _wanted(self) -> list[portguard.Flow]:
+        return portguard.table(self.ports, portguard.ofports(self.bridge))
+
+    def changes(self, ctx: Context) -> list[Change]:
+        exists = self.bridge in switch.driver(ctx).bridges()  # StateUnreadable without OVS
+        try:
+            numbers = portguard.ofports(self.bridge) if exists else {}
+            flows = portguard.table(self.ports, numbers)
+            diff = portguard.differences(self.bridge, flows) if exists else []
+        except portguard.GuardError as exc:
+            raise FjordError(f"Open vSwitch flows of {self.bridge}: {exc}") from exc
+        if exists and not diff:
+            return []
+        names = [p.container for p in self.ports if p.mac in numbers]
+        who = ", ".join(names) if names else "no container running"
+        detail = (f"OpenFlow table of {self.bridge}: anti-spoofing for {who} "
+                  f"({len(flows)} flows)")
+        if exists:
+            detail += f", {sum(1 for d in diff if d[0] == '+')} to add, " \
+                      f"{sum(1 for d in diff if d[0] == '-')} to remove"
+        return [Change(self.id, "update" if exists else "create", detail, self._replace,
+                       diff="".join(d + "\n" for d in diff) or None)]
+
+    def _replace(self, ctx: Context) -> None:
+        try:
+            with portguard.locked(state_dir()):
+                portguard.replace(self.bridge, self._wanted())
+        except portguard.GuardError as exc:
+            raise FjordError(f"Open vSwitch flows of {self.bridge}: {exc}") from exc
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return (f"{self.bridge}: each running container's port sends only from its own "
+                f"MAC and addresses")
+
+
+def guard_resources(desired: Desired) -> list[Resource]:
+    sw = desired.host.switch
+    if sw.kind != "ovs":
+        return []
+    ports = guarded_ports(desired)
+    state = GuardState(portguard.state_path(state_dir()),
+                       portguard.render_state(sw.internal, ports), mode=0o644,
+                       reason="what each container may send, for libvirt's hook")
+    return [state, PortGuard(sw.internal, ports)]
+
+
 class InterfacesFile(File):
     """/etc/network/interfaces, rendered at plan time: the external bridge's stanza
     carries the uplink's MAC as the host has it, and the current file's source lines
@@ -349,4 +430,5 @@ def resources(desired: Desired) -> list[Resource]:
     if host.ipv6 is not None:
         out.append(StaleHostRoutes(sw.internal, routed, host.ipv6.address.network))
     out.append(InterfacesFile(desired))
+    out += guard_resources(desired)
     return out
