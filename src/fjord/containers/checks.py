@@ -56,8 +56,9 @@ class Inside:
         self.cgroups = cgroup_procs(self.pid)
 
     def argv(self, argv: list[str]) -> list[str]:
-        return ["nsenter", f"--target={self.pid}", "--mount", "--uts", "--ipc", "--net",
-                "--pid", "--cgroup", "--root", "--wd", "--", *argv]
+        from fjord.containers.lifecycle import exec_argv
+
+        return exec_argv(self.name, argv, self.pid)
 
     def run(self, argv: list[str], timeout: float = PROBE_TIMEOUT) -> Probe:
         return probe(self.argv(argv), timeout=timeout, env=container_env(),

@@ -174,15 +174,25 @@ def overlay_view(layout: rootfs.Layout, lower: Path) -> Iterator[Path]:
             view.rmdir()
 
 
-def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
+def exec_argv(name: str, argv: Sequence[str], pid: int | None = None) -> list[str]:
     """The command line that runs ``argv`` inside a running container (its namespaces,
-    its root, and its init's working directory: /)."""
-    pid = init_pid(name)
+    its root, and its init's working directory: /). ``pid``: its init's, when known."""
+    pid = pid if pid is not None else init_pid(name)
     if pid is None:
         raise FjordError(f"container {name} is not running",
                          hint=f"start it: fjord container start {name}")
-    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net", "--pid",
-            "--cgroup", "--root", "--wd", "--", *argv]
+    # an unprivileged container's user namespace too: its root is root there only
+    user = ["--user"] if own_userns(pid) else []
+    return ["nsenter", f"--target={pid}", *user, "--mount", "--uts", "--ipc", "--net",
+            "--pid", "--cgroup", "--root", "--wd", "--", *argv]
+
+
+def own_userns(pid: int) -> bool:
+    """Does process ``pid`` run in another user namespace than this process?"""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user")
+    except OSError:
+        return False
 
 
 def enter(name: str) -> None:

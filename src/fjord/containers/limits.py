@@ -201,6 +201,26 @@ join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
     return $rc
 }}
 
+# In a user namespace (an unprivileged container) a hierarchy cannot be mounted from
+# outside a cgroup namespace of its own: join through libvirt's mounts instead, where
+# libvirt made the container's root the owner (name=systemd); a hierarchy it did not
+# give the container (pids) stays where it is (it holds no limit of the container's).
+read -r inner outer count < {proc}/self/uid_map
+if [ "$inner $outer $count" != "0 0 4294967295" ]; then
+    while IFS=: read -r id ctrls path; do
+        [ "$path" = "$own" ] && continue
+        dir=$cg/${{ctrls#name=}}
+        [ "$id" = 0 ] && dir=$cg/unified
+        if [ -e "$dir/cgroup.procs" ] && mkdir -p "$dir$own" 2>/dev/null &&
+            echo $$ > "$dir$own/cgroup.procs" 2>/dev/null; then
+            continue
+        fi
+        say "user namespace: stays out of $own in the ${{ctrls:-cgroup2}} hierarchy"
+    done < {proc}/self/cgroup
+    umount -R "$cg" 2>/dev/null
+    exec unshare --cgroup /bin/sh {path} --fjord-mount "$@"
+fi
+
 umount -R "$cg" 2>/dev/null
 if ! mount -t tmpfs -o mode=700 fjord-init "$cg" || ! mkdir "$cg/h"; then
     fail "cannot mount a tmpfs on $cg: the limits may not hold"

@@ -74,10 +74,15 @@ class RootResource(Resource):
     def changes(self, ctx: Context) -> list[Change]:
         layout = rootfs.Layout.of(self.c.name)
         record = rootfs.read_record(layout)
+        if self.c.privileged_explicit:
+            ctx.warn(f"container {self.c.name} is privileged (`privileged: true`): root in "
+                     "it is root on the host, with no user namespace between them")
         if record is None:
             what = "overlay over" if self.c.rootfs == "overlay" else "full copy of"
+            who = ("privileged" if self.c.privileged
+                   else "unprivileged: a range of 65536 host ids of its own")
             return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
-                           f"{self.spec.key}, customised ({customised(self.c)})",
+                           f"{self.spec.key}, {who}, customised ({customised(self.c)})",
                            self._make)]
         if record.rebuilt is not None:
             return [Change(self.id, "update", f"rewrite the record of {self.c.name}: "
@@ -91,6 +96,13 @@ class RootResource(Resource):
                      f"container's data); `fjord container destroy {self.c.name}` then "
                      f"`fjord apply` recreates it")
             return []
+        if (record.idmap is None) != self.c.privileged:
+            now = "privileged" if record.idmap is None else "unprivileged"
+            ctx.warn(f"container {self.c.name} was made {now}; the file now asks for it "
+                     f"{'privileged' if self.c.privileged else 'unprivileged'}. It is kept "
+                     f"as it is (fjord does not convert a container's files in place); "
+                     f"`fjord container destroy {self.c.name}` then `fjord apply` recreates "
+                     f"it, or set `privileged: {str(record.idmap is None).lower()}` for it")
         desired = after_prune(ctx)
         if record.mode == "overlay" and not rootfs.mounted(layout.rootfs):
             if self.c.state == "running":
@@ -100,11 +112,11 @@ class RootResource(Resource):
             # until then it is looked at through a read-only view
             try:
                 with lifecycle.overlay_view(layout, Path(record.lower)) as view:
-                    pending = customize.pending(view, self.c, desired)
+                    pending = customize.pending(view, self.c, desired, record.idmap)
             except FjordError as exc:  # not root (plan), or its image is missing
                 pending = [f"(cannot look at it unmounted: {exc.message})"]
         else:
-            pending = customize.pending(layout.rootfs, self.c, desired)
+            pending = customize.pending(layout.rootfs, self.c, desired, record.idmap)
         if record.addresses != addresses(self.c):
             pending.append(f"{rootfs.RECORD} (addresses)")
         if not pending:
@@ -132,8 +144,11 @@ class RootResource(Resource):
         if image is None:
             raise FjordError(f"image {self.spec.key} is not built",
                              hint="fjord image build -c FILE")
-        layout = rootfs.prepare(self.c.name, image, self.c.rootfs)  # type: ignore[arg-type]
-        customize.customize(layout.rootfs, self.c, after_prune(ctx))
+        layout = rootfs.prepare(self.c.name, image, self.c.rootfs,  # type: ignore[arg-type]
+                                privileged=self.c.privileged)
+        record = rootfs.read_record(layout)
+        customize.customize(layout.rootfs, self.c, after_prune(ctx),
+                            owner=record.idmap if record is not None else None)
         rootfs.save_addresses(layout, addresses(self.c))
 
 
@@ -175,7 +190,15 @@ class DomainResource(Resource):
                       "file /etc/libvirt/hooks/lxc.d/50-fjord")
 
     def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
-        return domain_for(self.c, ctx.desired, rootfs.Layout.of(self.c.name).rootfs, uuid)
+        layout = rootfs.Layout.of(self.c.name)
+        idmap = None
+        try:
+            record = rootfs.read_record(layout)
+        except (PermissionError, FjordError):
+            record = None
+        if record is not None:
+            idmap = record.idmap
+        return domain_for(self.c, ctx.desired, layout.rootfs, uuid, idmap)
 
     def changes(self, ctx: Context) -> list[Change]:
         lv = libvirt(ctx)
