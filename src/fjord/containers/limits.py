@@ -205,8 +205,17 @@ join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
 # outside a cgroup namespace of its own: join through libvirt's mounts instead, where
 # libvirt made the container's root the owner (name=systemd); a hierarchy it did not
 # give the container (pids) stays where it is (it holds no limit of the container's).
-read -r inner outer count < {proc}/self/uid_map
-if [ "$inner $outer $count" != "0 0 4294967295" ]; then
+map="0 0 4294967295"
+[ -r {proc}/self/uid_map ] && map=$(cat {proc}/self/uid_map)
+if [ "$(echo $map)" != "0 0 4294967295" ]; then
+    # the host delegates libvirt's cgroups to this root (the libvirt hook, just after
+    # the start): systemd needs them to build its tree inside the limits
+    n=0
+    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 100 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    [ -O "$cg/memory$own" ] || say "user namespace: $own is not delegated to this root"
     while IFS=: read -r id ctrls path; do
         [ "$path" = "$own" ] && continue
         dir=$cg/${{ctrls#name=}}
@@ -502,6 +511,42 @@ def enter_cgroups(pid: int, root: Path = Path("/")) -> None:
             raise FjordError(f"cannot join cgroup {procs.parent}: {exc.strerror}") from exc
         finally:
             os.close(fd)
+
+
+# What a delegated cgroup's owner may write (systemd's Delegate=, cgroups(7)): it makes
+# sub-cgroups and moves its own processes; the limits of the cgroup itself stay root's.
+DELEGATED_FILES = ("cgroup.procs", "tasks", "cgroup.clone_children", "cgroup.subtree_control",
+                   "cgroup.threads")
+
+
+def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
+    """Give an unprivileged container's root (host id ``owner``) its libvirt cgroups, as
+    systemd delegates a cgroup: each directory and the files that make and move
+    sub-cgroups, never the limits. Its systemd then builds its tree under them, inside
+    the limits (libvirt 9 hands over only name=systemd, the hierarchy libvirt puts the
+    container at the root of). For libvirt's ``started begin`` hook; fjord-init waits
+    for it. Returns the directories delegated."""
+    try:
+        controller = int((root / LXC_RUN / f"{name}.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return []
+    groups = parse_proc_cgroup(_read(root / "proc" / str(controller) / "cgroup") or "")
+    mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    done = []
+    for key, path in groups.items():
+        if path in ("", "/") or key == "name=systemd":
+            continue
+        d = cgroup_dir(key, path, root, mounts)
+        if d is None or not d.is_dir():
+            continue
+        os.chown(d, owner, owner)
+        for f in DELEGATED_FILES:
+            try:
+                os.chown(d / f, owner, owner)
+            except FileNotFoundError:
+                continue
+        done.append(d)
+    return done
 
 
 def release(name: str, root: Path = Path("/")) -> list[Path]:
