@@ -66,6 +66,7 @@ hook.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -211,7 +212,7 @@ if [ "$(echo $map)" != "0 0 4294967295" ]; then
     # the host delegates libvirt's cgroups to this root (the libvirt hook, just after
     # the start): systemd needs them to build its tree inside the limits
     n=0
-    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 100 ]; do
+    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 150 ]; do
         sleep 0.1
         n=$((n + 1))
     done
@@ -520,33 +521,67 @@ DELEGATED_FILES = ("cgroup.procs", "tasks", "cgroup.clone_children", "cgroup.sub
 
 
 def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
-    """Give an unprivileged container's root (host id ``owner``) its libvirt cgroups, as
-    systemd delegates a cgroup: each directory and the files that make and move
-    sub-cgroups, never the limits. Its systemd then builds its tree under them, inside
-    the limits (libvirt 9 hands over only name=systemd, the hierarchy libvirt puts the
-    container at the root of). For libvirt's ``started begin`` hook; fjord-init waits
-    for it. Returns the directories delegated."""
+    """Give an unprivileged container's root (host id ``owner``) its cgroups, as systemd
+    delegates a cgroup: each directory and the files that make and move sub-cgroups,
+    never the limits. Its systemd then builds its tree under them, inside the limits.
+    For libvirt's ``started begin`` hook; fjord-init waits for it. Returns the
+    directories delegated.
+
+    - libvirt's cgroups (memory, cpu, devices...: libvirt's path, say ``/machine/lxc-
+      PID-NAME.libvirt-lxc``) are delegated as they are;
+    - in the hierarchies where libvirt leaves the container at the root (name=systemd,
+      pids without machined) the same path is made here and delegated, for fjord-init
+      to join; and the root, which libvirt 9 gives the container's root in name=systemd
+      (then the last container started would own every container's tree), is given
+      back to root. The hierarchy of the memory controller comes last: it is what
+      fjord-init waits for."""
     try:
         controller = int((root / LXC_RUN / f"{name}.pid").read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return []
     groups = parse_proc_cgroup(_read(root / "proc" / str(controller) / "cgroup") or "")
+    key = memory_key(groups)
+    own = groups.get(key) if key is not None else None
+    if not own or own == "/":
+        return []
     mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
     done = []
-    for key, path in groups.items():
-        if path in ("", "/") or key == "name=systemd":
-            continue
-        d = cgroup_dir(key, path, root, mounts)
+    for k in sorted(groups, key=lambda k: (k == key, groups[k] == own)):
+        path = groups[k]
+        if path == "/":
+            top = cgroup_dir(k, "/", root, mounts)
+            if top is not None and top.is_dir():
+                _give(top, owner, 0)
+            top = cgroup_dir(k, own, root, mounts)
+            if top is None:
+                continue
+            top.mkdir(parents=True, exist_ok=True)
+            base = cgroup_dir(k, "/", root, mounts)
+            for parent in top.parents:  # libvirt's partition is root's, whoever made it
+                if base is None or parent == base or base not in parent.parents:
+                    break
+                if (uid := parent.stat().st_uid) != 0:
+                    _give(parent, uid, 0)
+            d: Path | None = top
+        else:
+            d = cgroup_dir(k, path, root, mounts)
         if d is None or not d.is_dir():
             continue
         os.chown(d, owner, owner)
         for f in DELEGATED_FILES:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.chown(d / f, owner, owner)
-            except FileNotFoundError:
-                continue
         done.append(d)
     return done
+
+
+def _give(d: Path, old: int, new: int) -> None:
+    """Give ``d`` and its files that ``old`` owns to ``new``."""
+    for p in (d, *d.iterdir()):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file() or p == d:
+                if os.stat(p).st_uid == old:
+                    os.chown(p, new, new)
 
 
 def release(name: str, root: Path = Path("/")) -> list[Path]:
