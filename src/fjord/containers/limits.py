@@ -545,6 +545,7 @@ def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
     if not own or own == "/":
         return []
     mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    init = _init_of(controller, root)
     done = []
     for k in sorted(groups, key=lambda k: (k == key, groups[k] == own)):
         path = groups[k]
@@ -571,8 +572,33 @@ def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
         for f in DELEGATED_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(d / f, owner, owner)
+        if path == "/" and init is not None:
+            # the container's init joins it from here: from inside its user namespace
+            # it could not mount a hierarchy libvirt did not mount for it (pids)
+            with contextlib.suppress(OSError):
+                (d / "cgroup.procs").write_text(f"{init}\n")
         done.append(d)
     return done
+
+
+def _init_of(controller: int, root: Path, wait: float = 5.0) -> int | None:
+    """The container's init: the controller's child (any thread's), a moment after the
+    start at most."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        tasks = root / "proc" / str(controller) / "task"
+        try:
+            for task in sorted(tasks.iterdir()):
+                children = (_read(task / "children") or "").split()
+                if children:
+                    return int(children[0])
+        except OSError:
+            return None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
 
 
 def _give(d: Path, old: int, new: int) -> None:
