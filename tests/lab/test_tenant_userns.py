@@ -205,3 +205,24 @@ def test_privileged_is_said_and_not_converted_in_place(lab):
     assert "db" not in "".join(line for line in out.splitlines()
                                if "redefine" in line)
     configure(lab, config(key, "  db: {}\n"))
+
+
+def test_a_privileged_container_becomes_unprivileged_with_its_data(lab):
+    lab, key = lab
+    configure(lab, config(key, "  priv: {privileged: true}\n"))
+    fj(lab, "apply", "--yes")
+    assert uid_map(lab, "priv") == (0, 0, 4294967295)
+    inside(lab, "priv", "echo precious > /root/data && chmod 600 /root/data")
+    configure(lab, config(key, "  priv: {}\n"))
+    plan = fj(lab, "plan").stdout
+    assert "make priv unprivileged" in plan, plan
+    fj(lab, "apply", "--yes")
+    n = record(lab, "priv")["idmap"]
+    others = [record(lab, name)["idmap"] for name in ("test", "web")]
+    assert n >= 1_000_000_000 and n not in others
+    assert uid_map(lab, "priv") == (0, n, 65536)
+    assert inside(lab, "priv", "cat /root/data; stat -c '%u %a' /root/data"
+                  ).stdout.split() == ["precious", "0", "600"]
+    assert owner(lab, f"{STATE}/priv/upper/root/data") == (n, n)
+    assert systemd_running(lab, "priv") == "running"
+    assert json.loads(fj(lab, "apply", "--yes", "--json").stdout)["changes"] == []

@@ -572,6 +572,13 @@ def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
         for f in DELEGATED_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.chown(d / f, owner, owner)
+        # libvirt's cgroup v2 backend gives the container's root every file of its
+        # cgroup, memory.max included: the limits go back to root
+        for entry in d.iterdir():
+            if entry.name not in DELEGATED_FILES and entry.is_file():
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_uid == owner:
+                        os.chown(entry, 0, 0)
         if path == "/" and init is not None:
             # the container's init joins it from here: from inside its user namespace
             # it could not mount a hierarchy libvirt did not mount for it (pids)

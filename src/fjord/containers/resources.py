@@ -96,13 +96,20 @@ class RootResource(Resource):
                      f"container's data); `fjord container destroy {self.c.name}` then "
                      f"`fjord apply` recreates it")
             return []
-        if (record.idmap is None) != self.c.privileged:
-            now = "privileged" if record.idmap is None else "unprivileged"
-            ctx.warn(f"container {self.c.name} was made {now}; the file now asks for it "
-                     f"{'privileged' if self.c.privileged else 'unprivileged'}. It is kept "
-                     f"as it is (fjord does not convert a container's files in place); "
-                     f"`fjord container destroy {self.c.name}` then `fjord apply` recreates "
-                     f"it, or set `privileged: {str(record.idmap is None).lower()}` for it")
+        if record.idmap is None and not self.c.privileged:
+            state = libvirt(ctx).domain(self.c.name)
+            running = state is not None and state.running
+            where = "upper layer" if record.mode == "overlay" else "copy"
+            return [Change(self.id, "update", f"make {self.c.name} unprivileged: the files "
+                           f"of its {where} given to a range of 65536 host ids of its own "
+                           "(its data kept), its domain redefined with the user namespace"
+                           + (", restarted" if running else ""), self._unprivileged)]
+        if record.idmap is not None and self.c.privileged:
+            ctx.warn(f"container {self.c.name} was made unprivileged; the file now asks "
+                     "for it privileged. It is kept as it is (fjord does not make a "
+                     f"container privileged in place); `fjord container destroy "
+                     f"{self.c.name}` then `fjord apply` recreates it, or drop "
+                     "`privileged: true` for it")
         desired = after_prune(ctx)
         if record.mode == "overlay" and not rootfs.mounted(layout.rootfs):
             if self.c.state == "running":
@@ -138,6 +145,24 @@ class RootResource(Resource):
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"root of {self.c.name} exists and is customised"
+
+    def _unprivileged(self, ctx: Context) -> None:
+        """A privileged container made unprivileged, its data kept: stopped, its files
+        (an overlay's upper layer: the image below is mounted idmapped) shifted to a
+        range of its own, its record and domain updated, started again."""
+        lv = libvirt(ctx)
+        state = lv.domain(self.c.name)
+        if state is not None and state.running:
+            lifecycle.stop(lv, self.c.name)
+        layout = rootfs.Layout.of(self.c.name)
+        rootfs.make_unprivileged(layout)
+        self._make(ctx)
+        if state is not None:
+            record = rootfs.read_record(layout)
+            lv.define(domain_for(self.c, ctx.desired, layout.rootfs, state.uuid,
+                                 record.idmap if record is not None else None).xml())
+        if self.c.state == "running":
+            lifecycle.start(lv, ctx.desired, self.c)
 
     def _make(self, ctx: Context) -> None:
         image = _cache(ctx).get(self.spec.key)

@@ -324,6 +324,26 @@ def prepare(name: str, image: Image, mode: Mode, base: Path | None = None,
     return layout
 
 
+def make_unprivileged(layout: Layout) -> int:
+    """Give a privileged container's files to a range of its own (it must be stopped):
+    an overlay's upper layer (its image is mounted idmapped from now on) or a copy's
+    whole root; its record then holds the range. Returns the range's first id."""
+    record = read_record(layout)
+    if record is None or record.idmap is not None:
+        raise FjordError(f"container {layout.name} is not a privileged container")
+    unmount(layout)
+    n = allocate_idmap(skip=layout.name)
+    shift_tree(layout.upper if record.mode == "overlay" else layout.rootfs, n)
+    if record.mode == "overlay":
+        layout.lower.mkdir(exist_ok=True)
+    os.chown(layout.base, 0, n)
+    os.chmod(layout.base, 0o710)
+    write_record(layout, replace(record, idmap=n, rebuilt=None))
+    if record.mode == "overlay":
+        mount(layout, Path(record.lower), n)
+    return n
+
+
 def allocate_idmap(skip: str = "", base: Path | None = None) -> int:
     """A range no existing container holds (their records: a destroyed container's range
     is free once its directory is gone)."""
