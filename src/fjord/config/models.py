@@ -341,7 +341,9 @@ class ContainerSettings(Model):
         None, description="`false`: the container runs in a user namespace of its own, its "
         "root a range of 65536 host ids nobody else uses (1000000000 and up); `true`: no user "
         "namespace, root in the container is root on the host (`plan` warns). A privileged "
-        "container is not converted in place (default: false).", examples=[True],
+        "container set unprivileged is converted by `apply`, its data kept (its files given "
+        "to the range, restarted); the reverse takes a re-creation (default: false).",
+        examples=[True],
     )
 
 
