@@ -441,8 +441,11 @@ def _memory(name: str) -> dict[str, Any]:
 
 
 def _disk(d: Path) -> int:
-    """Bytes under the container's directory, not crossing into its mounted root."""
-    out = _run(["du", "-s", "-x", "-B1", str(d)]).stdout
+    """Bytes under the container's directory, not crossing into its mounted root, nor
+    into the image an unprivileged container's lower/ is (an idmapped bind mount of the
+    image: the same filesystem, which -x alone does not stop at)."""
+    out = _run(["du", "-s", "-x", "-B1", "--exclude=lower",
+                str(d)]).stdout
     return int(out.split()[0])
 
 
@@ -526,7 +529,9 @@ class Bench:
     def config(self, containers: list[dict[str, Any]], mode: str) -> str:
         path = self.work / f"fjord-{self.count}.yaml"
         lines = [lab_host_config(), "containers:"]
-        lines += [f"  {c['name']}: {{ipv4: {c['ip']}, rootfs: {mode}}}" for c in containers]
+        priv = ", privileged: true" if PRIVILEGED else ""
+        lines += [f"  {c['name']}: {{ipv4: {c['ip']}, rootfs: {mode}{priv}}}"
+                  for c in containers]
         path.write_text("\n".join(lines) + "\n")
         path.chmod(0o644)
         return str(path)
@@ -778,6 +783,9 @@ def _range(values: list[float], digits: int = 2) -> str:
     return f"{min(values):.{digits}f}-{max(values):.{digits}f}"
 
 
+PRIVILEGED = False  # --privileged: fjord's containers with `privileged: true`
+
+
 def main() -> int:
     if sys.argv[1:2] == ["--in-lab"]:
         return in_lab(json.loads(sys.argv[2]))
@@ -785,11 +793,15 @@ def main() -> int:
     parser.add_argument("-n", "--rounds", type=int,
                         help="rounds per case (default 6: pairs of A B, B A)")
     parser.add_argument("--quick", action="store_true", help="two rounds, no 10 copies")
+    parser.add_argument("--privileged", action="store_true",
+                        help="fjord's containers privileged (default: unprivileged)")
     parser.add_argument("--cases", help="only these cases, comma-separated (overlay_1, "
                         "copy_1, overlay_10, copy_10)")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     only = args.cases.split(",") if args.cases else None
+    global PRIVILEGED
+    PRIVILEGED = args.privileged
     print(json.dumps(measure(args.quick, args.rounds, only), indent=2))
     return 0
 

@@ -36,8 +36,10 @@ name, join, argv = sys.argv[1], sys.argv[2] == "join", sys.argv[3:]
 pid = init_pid(name)
 if join:
     enter_cgroups(pid)
-os.execvp("nsenter", ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net",
-                      "--pid", "--cgroup", "--root", "--wd", "--", *argv])
+own = os.readlink("/proc/self/ns/user")
+user = ["--user"] if os.readlink(f"/proc/{pid}/ns/user") != own else []  # unprivileged
+os.execvp("nsenter", ["nsenter", f"--target={pid}", *user, "--mount", "--uts", "--ipc",
+                      "--net", "--pid", "--cgroup", "--root", "--wd", "--", *argv])
 """
 # Prints the container's memory cgroup numbers (its libvirt cgroup, as the lab sees it).
 NUMBERS = """
@@ -59,7 +61,9 @@ print(json.dumps({"limits": limits_enforced(sys.argv[1], expected=int(sys.argv[2
 def config() -> str:
     text = EXAMPLE.read_text().replace("  memory: 512MiB\n", "  memory: 64MiB\n")
     assert "memory: 64MiB" in text
-    return text + "  web: {}\n"
+    # web privileged: the last test shows the escape fjord-init prevents, which only a
+    # privileged container can make (an unprivileged one cannot write outside its cgroup)
+    return text + "  web: {privileged: true}\n"
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,8 @@ class Container:
     rootfs: str
     locale: str
     state: str = "running"  # declared run state: running or stopped
+    privileged: bool = True  # no user namespace (root in it is root on the host)
+    privileged_explicit: bool = False  # `privileged: true` written in the file
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,9 @@ def _container(config: Config, name: str, spec: ContainerSpec,
         rootfs=pick("rootfs"),
         locale=pick("locale"),
         state=pick("state"),
+        privileged=pick("privileged"),
+        privileged_explicit=(spec.privileged if spec.privileged is not None
+                             else d.privileged) is True,
     )
 
 

@@ -352,6 +352,14 @@ class ContainerSettings(Model):
     locale: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")] | None = Field(
         None, description="Default locale (default: C.UTF-8).", examples=["en_US.UTF-8"]
     )
+    privileged: bool | None = Field(
+        None, description="`false`: the container runs in a user namespace of its own, its "
+        "root a range of 65536 host ids nobody else uses (1000000000 and up); `true`: no user "
+        "namespace, root in the container is root on the host (`plan` warns). A privileged "
+        "container set unprivileged is converted by `apply`, its data kept (its files given "
+        "to the range, restarted); the reverse takes a re-creation (default: false).",
+        examples=[True],
+    )
 
 
 # What a container gets for a setting that neither it nor `defaults` sets. (`domain` and
@@ -367,6 +375,7 @@ BUILT_IN: dict[str, Any] = {
     "state": "running",
     "rootfs": "overlay",
     "locale": "C.UTF-8",
+    "privileged": False,
 }
 
 

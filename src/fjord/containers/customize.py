@@ -203,9 +203,12 @@ def puppet_conf(container: Container) -> str | None:
             f"certname = {container.fqdn}\n")
 
 
-def files_for(container: Container, desired: Desired) -> list[RootFile | RootLink]:
+def files_for(container: Container, desired: Desired,
+              unprivileged: bool = False) -> list[RootFile | RootLink]:
     """The files and links a container's root must have (besides machine-id and host
-    keys, which are made once and then kept)."""
+    keys, which are made once and then kept). ``unprivileged``: the kernel's debug and
+    trace filesystems cannot be mounted from a user namespace: their units are masked
+    (or systemd counts them failed)."""
     short = container.fqdn.partition(".")[0]
     out: list[RootFile | RootLink] = [
         RootFile("/etc/hostname", f"{short}\n".encode()),
@@ -227,7 +230,14 @@ def files_for(container: Container, desired: Desired) -> list[RootFile | RootLin
         out.append(RootFile("/etc/puppet/puppet.conf", conf.encode()))
         out.append(RootLink(PUPPET_WANTS, f"/lib/systemd/system/{PUPPET_UNIT}"
                             if container.puppet.enable else None))
+    if unprivileged:
+        out += [RootLink(f"/etc/systemd/system/{unit}", "/dev/null") for unit in USERNS_MASKED]
     return out
+
+
+# systemd units that can only fail in a user namespace.
+USERNS_MASKED = ("sys-kernel-debug.mount", "sys-kernel-tracing.mount",
+                 "sys-kernel-config.mount", "sys-fs-fuse-connections.mount")
 
 
 # Links are followed this many times at most (a loop is not followed at all).
@@ -280,15 +290,17 @@ def placed(tree: Tree, items: list[RootFile | RootLink]) -> list[RootFile | Root
     return out
 
 
-def customize(root: Path, container: Container, desired: Desired) -> list[str]:
-    """Bring a container's root to what fjord declares; the paths that changed.
+def customize(root: Path, container: Container, desired: Desired,
+              owner: int | None = None) -> list[str]:
+    """Bring a container's root to what fjord declares; the paths that changed. ``owner``:
+    the host id of an unprivileged container's root, which owns every file written.
 
     Idempotent: a second call changes nothing (machine-id and host keys are kept).
     """
-    tree = Tree(root)
+    tree = Tree(root, owner or 0)
     changed = []
     tree.ensure_dir("/root/.ssh", 0o700)
-    for item in placed(tree, files_for(container, desired)):
+    for item in placed(tree, files_for(container, desired, bool(owner))):
         if apply_one(tree, item):
             changed.append(item.path)
     if ensure_machine_id(tree):
@@ -299,10 +311,11 @@ def customize(root: Path, container: Container, desired: Desired) -> list[str]:
     return changed
 
 
-def pending(root: Path, container: Container, desired: Desired) -> list[str]:
+def pending(root: Path, container: Container, desired: Desired,
+            owner: int | None = None) -> list[str]:
     """The paths :func:`customize` would change, changing nothing (for `plan`)."""
     tree = Tree(root)
-    out = [item.path for item in placed(tree, files_for(container, desired))
+    out = [item.path for item in placed(tree, files_for(container, desired, bool(owner)))
            if not _is_done(tree, item)]
     if not _machine_id_ok(tree):
         out.append("/etc/machine-id")

@@ -28,6 +28,7 @@ UUID_NAMESPACE = uuid.UUID("5b6f1c7e-2a4d-4b8e-9c0f-6a1d3e5f7b92")
 # fjord-init: gives the container a cgroup namespace rooted in its own cgroup, then
 # becomes /sbin/init (fjord.containers.limits; customisation writes it).
 INIT = INIT_PATH
+IDMAP_COUNT = 65536
 _UNITS = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "kb": 1000, "m": 1 << 20,
           "mib": 1 << 20, "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9,
           "t": 1 << 40, "tib": 1 << 40, "tb": 10**12}
@@ -64,6 +65,9 @@ class Domain:
     console: bool = True
     # capabilities libvirt turns off (its names, sorted): fjord.containers.sandbox
     caps_off: tuple[str, ...] = tuple(sorted(LIBVIRT_OFF))
+    # Unprivileged: the container's ids 0..65535 are the host's idmap..idmap+65535 (a user
+    # namespace of its own); None: privileged (no user namespace).
+    idmap: int | None = None
 
     # --- XML ------------------------------------------------------------------------
 
@@ -83,6 +87,11 @@ class Domain:
             caps = ET.SubElement(features, "capabilities", policy="default")
             for name in self.caps_off:
                 ET.SubElement(caps, name, state="off")
+        if self.idmap is not None:
+            idmap = ET.SubElement(dom, "idmap")
+            for kind in ("uid", "gid"):
+                ET.SubElement(idmap, kind, start="0", target=str(self.idmap),
+                              count=str(IDMAP_COUNT))
         devices = ET.SubElement(dom, "devices")
         fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
         ET.SubElement(fs, "source", dir=self.root)
@@ -141,6 +150,7 @@ class Domain:
             init=_text(dom, "os/init"),
             console=dom.find("devices/console") is not None,
             caps_off=_caps_off(dom),
+            idmap=_idmap(dom),
         )
 
 
@@ -151,6 +161,21 @@ def _caps_off(dom: ET.Element) -> tuple[str, ...]:
     if caps is None or caps.get("policy", "default") == "deny":
         return ()
     return tuple(sorted(el.tag for el in caps if el.get("state") == "off"))
+
+
+def _idmap(dom: ET.Element) -> int | None:
+    """The first host id of a domain's idmap when it maps uids and gids as fjord does
+    (0..65535 to one range); anything else is shown as -1, which differs from both."""
+    maps = [(el.tag, el.get("start"), el.get("target"), el.get("count"))
+            for el in dom.iterfind("idmap/*")]
+    if not maps:
+        return None
+    targets = {t for _, _, t, _ in maps}
+    if (sorted(tag for tag, *_ in maps) != ["gid", "uid"] or len(targets) != 1
+            or any(s != "0" or c != str(IDMAP_COUNT) for _, s, _, c in maps)):
+        return -1
+    target = targets.pop()
+    return int(target) if target and target.isdigit() else -1
 
 
 def _text(el: ET.Element, path: str) -> str:
@@ -173,9 +198,10 @@ def _bytes(el: ET.Element | None) -> int:
 
 
 def domain_for(container: Container, desired: Desired, root: Path,
-               uuid_: str | None = None) -> Domain:
+               uuid_: str | None = None, idmap: int | None = None) -> Domain:
     """The domain a container should be. ``uuid_``: the existing domain's, when there is
-    one (libvirt refuses to redefine a name with another UUID)."""
+    one (libvirt refuses to redefine a name with another UUID). ``idmap``: the range its
+    root was made for (its record's), None when privileged."""
     host = desired.host
     ovs = host.switch.kind == "ovs"
     interfaces = [Interface("eth0", host.switch.internal, container.mac_private, ovs)]
@@ -192,6 +218,7 @@ def domain_for(container: Container, desired: Desired, root: Path,
         cpu_shares=container.cpu_shares,
         root=str(root),
         interfaces=tuple(interfaces),
+        idmap=idmap,
     )
 
 
@@ -211,8 +238,11 @@ def differences(actual: Domain, wanted: Domain) -> list[str]:
                 continue
             if f.name == "memory":
                 old, new = human_bytes(old), human_bytes(new)
+            if f.name == "idmap":
+                old, new = (_ids(old), _ids(new))
             label = {"cpu_shares": "CPU shares", "root": "root filesystem",
-                     "vcpus": "vCPUs", "uuid": "UUID"}.get(f.name, f.name)
+                     "vcpus": "vCPUs", "uuid": "UUID",
+                     "idmap": "user namespace"}.get(f.name, f.name)
             out.append(f"{label}: {old} -> {new}")
     have = {i.guest: i for i in actual.interfaces}
     want = {i.guest: i for i in wanted.interfaces}
@@ -228,6 +258,14 @@ def differences(actual: Domain, wanted: Domain) -> list[str]:
         else:
             out.append(f"interface {guest}: {a.describe()} -> {w.describe()}")
     return out
+
+
+def _ids(idmap: int | None) -> str:
+    if idmap is None:
+        return "none (privileged)"
+    if idmap < 0:
+        return "not fjord's"
+    return f"ids {idmap}-{idmap + IDMAP_COUNT - 1}"
 
 
 def xml_diff(actual: Domain, wanted: Domain) -> str:

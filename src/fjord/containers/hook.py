@@ -79,6 +79,28 @@ def _ours(name: str) -> bool:
     return "/" not in name and os.path.isdir(os.path.join(state, "containers", name))
 
 
+def _delegate(name: str) -> int:
+    import json
+    import os
+
+    state = os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord"
+    try:
+        with open(os.path.join(state, "containers", name, "container.json")) as fh:
+            owner = json.load(fh).get("idmap")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    if not isinstance(owner, int):
+        return 0
+    from fjord.containers.limits import delegate
+
+    try:
+        delegate(name, owner)
+    except OSError as exc:
+        print(f"fjord: container {name}: cannot delegate its cgroups: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _prepare(name: str) -> int:
     from fjord.containers.rootfs import ensure_mounted
     from fjord.errors import FjordError
@@ -92,16 +114,25 @@ def _prepare(name: str) -> int:
 
 
 def _started(name: str) -> int:
-    """After every start (autostart at boot included): on the userspace datapath, the
+    """After every start (autostart at boot included): an unprivileged container's root
+    gets its cgroups (fjord.containers.limits.delegate); on the userspace datapath, the
     container's interfaces must compute their checksums (see fjord.containers.offload).
     Standard library only: this runs while libvirt waits."""
     import os
 
+    rc = _delegate(name)
     if os.environ.get(OFFLOAD_ENV) != "1":
-        return 0
+        return rc
+    import time
+
     from fjord.containers.offload import OffloadError, init_pid, tx_checksum_off
 
+    # an unprivileged container's init may be a moment behind libvirt's "started"
+    deadline = time.monotonic() + 5.0
     pid = init_pid(name)
+    while pid is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pid = init_pid(name)
     try:
         if pid is None:
             raise OffloadError(f"libvirt names no init process for {name}")
@@ -130,7 +161,9 @@ case "$$2 $$3" in
   "start begin")
     # the port libvirt just made is guarded before the container runs
     [ -f "$$state/port-guard.json" ] || exit 0 ;;
-  "started begin") $started ;;
+  "started begin")
+    # an unprivileged container's cgroups are delegated to its root (fjord-init waits)
+    grep -q '"idmap"' "$$state/containers/$$1/container.json" 2>/dev/null || $started ;;
   "release end") ;;
   *) exit 0 ;;
 esac

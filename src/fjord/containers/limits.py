@@ -66,6 +66,7 @@ hook.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -213,6 +214,35 @@ join() {{  # join ID CONTROLLERS: move to $own in that hierarchy
     umount "$cg/h"
     return $rc
 }}
+
+# In a user namespace (an unprivileged container) a hierarchy cannot be mounted from
+# outside a cgroup namespace of its own: join through libvirt's mounts instead, where
+# libvirt made the container's root the owner (name=systemd); a hierarchy it did not
+# give the container (pids) stays where it is (it holds no limit of the container's).
+map="0 0 4294967295"
+[ -r {proc}/self/uid_map ] && map=$(cat {proc}/self/uid_map)
+if [ "$(echo $map)" != "0 0 4294967295" ]; then
+    # the host delegates libvirt's cgroups to this root (the libvirt hook, just after
+    # the start): systemd needs them to build its tree inside the limits
+    n=0
+    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 150 ]; do
+        sleep 0.1
+        n=$((n + 1))
+    done
+    [ -O "$cg/memory$own" ] || say "user namespace: $own is not delegated to this root"
+    while IFS=: read -r id ctrls path; do
+        [ "$path" = "$own" ] && continue
+        dir=$cg/${{ctrls#name=}}
+        [ "$id" = 0 ] && dir=$cg/unified
+        if [ -e "$dir/cgroup.procs" ] && mkdir -p "$dir$own" 2>/dev/null &&
+            echo $$ > "$dir$own/cgroup.procs" 2>/dev/null; then
+            continue
+        fi
+        say "user namespace: stays out of $own in the ${{ctrls:-cgroup2}} hierarchy"
+    done < {proc}/self/cgroup
+    umount -R "$cg" 2>/dev/null
+    exec unshare --cgroup /bin/sh {path} --fjord-mount "$@"
+fi
 
 umount -R "$cg" 2>/dev/null
 if ! mount -t tmpfs -o mode=700 fjord-init "$cg" || ! mkdir "$cg/h"; then
@@ -535,6 +565,109 @@ def enter_cgroups(pid: int, root: Path = Path("/")) -> None:
             raise FjordError(f"cannot join cgroup {procs.parent}: {exc.strerror}") from exc
         finally:
             os.close(fd)
+
+
+# What a delegated cgroup's owner may write (systemd's Delegate=, cgroups(7)): it makes
+# sub-cgroups and moves its own processes; the limits of the cgroup itself stay root's.
+DELEGATED_FILES = ("cgroup.procs", "tasks", "cgroup.clone_children", "cgroup.subtree_control",
+                   "cgroup.threads")
+
+
+def delegate(name: str, owner: int, root: Path = Path("/")) -> list[Path]:
+    """Give an unprivileged container's root (host id ``owner``) its cgroups, as systemd
+    delegates a cgroup: each directory and the files that make and move sub-cgroups,
+    never the limits. Its systemd then builds its tree under them, inside the limits.
+    For libvirt's ``started begin`` hook; fjord-init waits for it. Returns the
+    directories delegated.
+
+    - libvirt's cgroups (memory, cpu, devices...: libvirt's path, say ``/machine/lxc-
+      PID-NAME.libvirt-lxc``) are delegated as they are;
+    - in the hierarchies where libvirt leaves the container at the root (name=systemd,
+      pids without machined) the same path is made here and delegated, for fjord-init
+      to join; and the root, which libvirt 9 gives the container's root in name=systemd
+      (then the last container started would own every container's tree), is given
+      back to root. The hierarchy of the memory controller comes last: it is what
+      fjord-init waits for."""
+    try:
+        controller = int((root / LXC_RUN / f"{name}.pid").read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return []
+    groups = parse_proc_cgroup(_read(root / "proc" / str(controller) / "cgroup") or "")
+    key = memory_key(groups)
+    own = groups.get(key) if key is not None else None
+    if not own or own == "/":
+        return []
+    mounts = parse_mountinfo(_read(root / "proc/self/mountinfo") or "")
+    init = _init_of(controller, root)
+    done = []
+    for k in sorted(groups, key=lambda k: (k == key, groups[k] == own)):
+        path = groups[k]
+        if path == "/":
+            top = cgroup_dir(k, "/", root, mounts)
+            if top is not None and top.is_dir():
+                _give(top, owner, 0)
+            top = cgroup_dir(k, own, root, mounts)
+            if top is None:
+                continue
+            top.mkdir(parents=True, exist_ok=True)
+            base = cgroup_dir(k, "/", root, mounts)
+            for parent in top.parents:  # libvirt's partition is root's, whoever made it
+                if base is None or parent == base or base not in parent.parents:
+                    break
+                if (uid := parent.stat().st_uid) != 0:
+                    _give(parent, uid, 0)
+            d: Path | None = top
+        else:
+            d = cgroup_dir(k, path, root, mounts)
+        if d is None or not d.is_dir():
+            continue
+        os.chown(d, owner, owner)
+        for f in DELEGATED_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(d / f, owner, owner)
+        # libvirt's cgroup v2 backend gives the container's root every file of its
+        # cgroup, memory.max included: the limits go back to root
+        for entry in d.iterdir():
+            if entry.name not in DELEGATED_FILES and entry.is_file():
+                with contextlib.suppress(OSError):
+                    if entry.stat().st_uid == owner:
+                        os.chown(entry, 0, 0)
+        if path == "/" and init is not None:
+            # the container's init joins it from here: from inside its user namespace
+            # it could not mount a hierarchy libvirt did not mount for it (pids)
+            with contextlib.suppress(OSError):
+                (d / "cgroup.procs").write_text(f"{init}\n")
+        done.append(d)
+    return done
+
+
+def _init_of(controller: int, root: Path, wait: float = 5.0) -> int | None:
+    """The container's init: the controller's child (any thread's), a moment after the
+    start at most."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        tasks = root / "proc" / str(controller) / "task"
+        try:
+            for task in sorted(tasks.iterdir()):
+                children = (_read(task / "children") or "").split()
+                if children:
+                    return int(children[0])
+        except OSError:
+            return None
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _give(d: Path, old: int, new: int) -> None:
+    """Give ``d`` and its files that ``old`` owns to ``new``."""
+    for p in (d, *d.iterdir()):
+        with contextlib.suppress(FileNotFoundError):
+            if p.is_file() or p == d:
+                if os.stat(p).st_uid == old:
+                    os.chown(p, new, new)
 
 
 def release(name: str, root: Path = Path("/")) -> list[Path]:

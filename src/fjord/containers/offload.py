@@ -39,10 +39,17 @@ def init_pid(name: str) -> int | None:
         controller = int((LXC_RUN / f"{name}.pid").read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
         return None
+    # the children of every thread: the thread that clones the init is libvirt's choice
+    children: list[str] = []
     try:
-        children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
-    except FileNotFoundError:
+        tasks = sorted(os.listdir(f"/proc/{controller}/task"), key=int)
+    except (FileNotFoundError, ValueError):
         return None
+    for task in tasks:
+        try:
+            children += Path(f"/proc/{controller}/task/{task}/children").read_text().split()
+        except FileNotFoundError:
+            continue
     return int(children[0]) if children else None
 
 

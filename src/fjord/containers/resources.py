@@ -84,10 +84,15 @@ class RootResource(Resource):
     def _changes(self, ctx: Context) -> list[Change]:
         layout = rootfs.Layout.of(self.c.name)
         record = rootfs.read_record(layout)
+        if self.c.privileged_explicit:
+            ctx.warn(f"container {self.c.name} is privileged (`privileged: true`): root in "
+                     "it is root on the host, with no user namespace between them")
         if record is None:
             what = "overlay over" if self.c.rootfs == "overlay" else "full copy of"
+            who = ("privileged" if self.c.privileged
+                   else "unprivileged: a range of 65536 host ids of its own")
             return [Change(self.id, "create", f"root of {self.c.name}: {what} image "
-                           f"{self.spec.key}, customised ({customised(self.c)})",
+                           f"{self.spec.key}, {who}, customised ({customised(self.c)})",
                            self._make)]
         if record.rebuilt is not None:
             return [Change(self.id, "update", f"rewrite the record of {self.c.name}: "
@@ -101,6 +106,20 @@ class RootResource(Resource):
                      f"container's data); `fjord container destroy {self.c.name}` then "
                      f"`fjord apply` recreates it")
             return []
+        if record.idmap is None and not self.c.privileged:
+            state = libvirt(ctx).domain(self.c.name)
+            running = state is not None and state.running
+            where = "upper layer" if record.mode == "overlay" else "copy"
+            return [Change(self.id, "update", f"make {self.c.name} unprivileged: the files "
+                           f"of its {where} given to a range of 65536 host ids of its own "
+                           "(its data kept), its domain redefined with the user namespace"
+                           + (", restarted" if running else ""), self._unprivileged)]
+        if record.idmap is not None and self.c.privileged:
+            ctx.warn(f"container {self.c.name} was made unprivileged; the file now asks "
+                     "for it privileged. It is kept as it is (fjord does not make a "
+                     f"container privileged in place); `fjord container destroy "
+                     f"{self.c.name}` then `fjord apply` recreates it, or drop "
+                     "`privileged: true` for it")
         desired = after_prune(ctx)
         if record.mode == "overlay" and not rootfs.mounted(layout.rootfs):
             if self.c.state == "running":
@@ -110,13 +129,13 @@ class RootResource(Resource):
             # until then it is looked at through a read-only view
             try:
                 with lifecycle.overlay_view(layout, Path(record.lower)) as view:
-                    pending = customize.pending(view, self.c, desired)
+                    pending = customize.pending(view, self.c, desired, record.idmap)
             except Refused:
                 raise
             except FjordError as exc:  # not root (plan), or its image is missing
                 pending = [f"(cannot look at it unmounted: {exc.message})"]
         else:
-            pending = customize.pending(layout.rootfs, self.c, desired)
+            pending = customize.pending(layout.rootfs, self.c, desired, record.idmap)
         if record.addresses != addresses(self.c):
             pending.append(f"{rootfs.RECORD} (addresses)")
         if not pending:
@@ -139,13 +158,34 @@ class RootResource(Resource):
     def unchanged_reason(self, ctx: Context) -> str:
         return f"root of {self.c.name} exists and is customised"
 
+    def _unprivileged(self, ctx: Context) -> None:
+        """A privileged container made unprivileged, its data kept: stopped, its files
+        (an overlay's upper layer: the image below is mounted idmapped) shifted to a
+        range of its own, its record and domain updated, started again."""
+        lv = libvirt(ctx)
+        state = lv.domain(self.c.name)
+        if state is not None and state.running:
+            lifecycle.stop(lv, self.c.name)
+        layout = rootfs.Layout.of(self.c.name)
+        rootfs.make_unprivileged(layout)
+        self._make(ctx)
+        if state is not None:
+            record = rootfs.read_record(layout)
+            lv.define(domain_for(self.c, ctx.desired, layout.rootfs, state.uuid,
+                                 record.idmap if record is not None else None).xml())
+        if self.c.state == "running":
+            lifecycle.start(lv, ctx.desired, self.c)
+
     def _make(self, ctx: Context) -> None:
         image = _cache(ctx).get(self.spec.key)
         if image is None:
             raise FjordError(f"image {self.spec.key} is not built",
                              hint="fjord image build -c FILE")
-        layout = rootfs.prepare(self.c.name, image, self.c.rootfs)  # type: ignore[arg-type]
-        customize.customize(layout.rootfs, self.c, after_prune(ctx))
+        layout = rootfs.prepare(self.c.name, image, self.c.rootfs,  # type: ignore[arg-type]
+                                privileged=self.c.privileged)
+        record = rootfs.read_record(layout)
+        customize.customize(layout.rootfs, self.c, after_prune(ctx),
+                            owner=record.idmap if record is not None else None)
         rootfs.save_addresses(layout, addresses(self.c))
 
 
@@ -188,7 +228,15 @@ class DomainResource(Resource):
                       "file /etc/libvirt/hooks/lxc.d/50-fjord", "port-guard-state")
 
     def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
-        return domain_for(self.c, ctx.desired, rootfs.Layout.of(self.c.name).rootfs, uuid)
+        layout = rootfs.Layout.of(self.c.name)
+        idmap = None
+        try:
+            record = rootfs.read_record(layout)
+        except (PermissionError, FjordError):
+            record = None
+        if record is not None:
+            idmap = record.idmap
+        return domain_for(self.c, ctx.desired, layout.rootfs, uuid, idmap)
 
     def changes(self, ctx: Context) -> list[Change]:
         lv = libvirt(ctx)

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -60,12 +61,16 @@ class Record:
     lower: str        # the image's rootfs directory ("" likewise)
     created: float
     addresses: Mapping[str, str] | None = None   # as in allocations.json
+    # Unprivileged: the first host id of the container's range (its root); None: privileged.
+    idmap: int | None = None
     # Not stored: why this record was rebuilt in memory (its file was corrupt), or None.
     rebuilt: str | None = field(default=None, compare=False)
 
     def stored(self) -> dict[str, Any]:
         data = asdict(self)
         del data["rebuilt"]
+        if self.idmap is None:
+            del data["idmap"]
         if self.addresses is None:
             del data["addresses"]
         else:
@@ -98,6 +103,11 @@ class Layout:
     def rootfs(self) -> Path:
         return self.base / "rootfs"
 
+    @property
+    def lower(self) -> Path:
+        """Where an unprivileged overlay's image is mounted idmapped (its lower layer)."""
+        return self.base / "lower"
+
 
 def read_record(layout: Layout) -> Record | None:
     """The container's record; None when the container has no root at all.
@@ -127,9 +137,13 @@ def _parse(raw: bytes) -> Record:
     if addresses is not None and not (
             isinstance(addresses, dict) and all(isinstance(v, str) for v in addresses.values())):
         raise ValueError("addresses is not an object of strings")
+    idmap = data.get("idmap")
+    if idmap is not None and (not isinstance(idmap, int) or isinstance(idmap, bool)
+                              or idmap < 1 or idmap > (1 << 32) - 2 - 65535):
+        raise ValueError(f"idmap is not a first host id: {idmap!r}")
     return Record(name=str(data["name"]), mode=mode, image=str(data["image"]),
                   lower=str(data["lower"]), created=float(data["created"]),
-                  addresses=addresses)
+                  addresses=addresses, idmap=idmap)
 
 
 def _has_root(path: Path) -> bool:
@@ -139,8 +153,11 @@ def _has_root(path: Path) -> bool:
 def _rebuild(layout: Layout, why: str) -> Record:
     """A record from what is on disk: ``upper/`` makes an overlay (its image from the
     mounted overlay's lower layer when mounted, else unknown), a root without it a copy."""
+    idmap = _owner_base(layout.upper if layout.upper.is_dir() else layout.rootfs)
     if layout.upper.is_dir():
         lower = mounted_lower(layout.rootfs) or ""
+        if lower == str(layout.lower):  # the idmapped mount: its source is not shown
+            lower = ""
         mode: Mode = "overlay"
         how = f"an overlay on {lower}" if lower else "an overlay (image unknown: not mounted)"
     elif _has_root(layout.rootfs):
@@ -156,7 +173,16 @@ def _rebuild(layout: Layout, why: str) -> Record:
         created = time.time()
     log.warning("%s: %s; rebuilt from what exists: %s", layout.record, why, how)
     return Record(name=layout.name, mode=mode, image=image, lower=lower, created=created,
-                  rebuilt=f"{why}; rebuilt from what exists: {how}")
+                  idmap=idmap, rebuilt=f"{why}; rebuilt from what exists: {how}")
+
+
+def _owner_base(root: Path) -> int | None:
+    """The range an unprivileged root was made for, from its top directory's owner."""
+    try:
+        uid = root.stat().st_uid
+    except OSError:
+        return None
+    return uid if uid >= 65536 else None
 
 
 def mounted_lower(path: Path) -> str | None:
@@ -259,8 +285,11 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def prepare(name: str, image: Image, mode: Mode, base: Path | None = None) -> Layout:
+def prepare(name: str, image: Image, mode: Mode, base: Path | None = None,
+            privileged: bool = True) -> Layout:
     """Make the container's root from ``image`` (idempotent); mount it for overlays.
+    Unprivileged (``privileged`` False): a range of ids of its own, allocated here and
+    kept in its record, owns the root (see :mod:`fjord.containers.idmap`).
 
     Refuses to put a container on another image or mode than it was made with.
     """
@@ -275,17 +304,53 @@ def prepare(name: str, image: Image, mode: Mode, base: Path | None = None) -> La
                 f"it cannot become {mode} on {image.key} in place",
                 hint=f"destroy and recreate it (`fjord container destroy {name}`) to move it")
         if mode == "overlay":
-            mount(layout, Path(record.lower))
+            mount(layout, Path(record.lower), record.idmap)
         return layout
+    idmap_base = None if privileged else allocate_idmap(skip=name)
     layout.base.mkdir(parents=True, exist_ok=True)
     os.chmod(layout.base, 0o700)  # the upper layer holds the container's private keys
+    if idmap_base is not None:
+        # libvirt pivots into rootfs/ from inside the user namespace: its root (and only
+        # it, as the group) may pass through, not list
+        os.chown(layout.base, 0, idmap_base)
+        os.chmod(layout.base, 0o710)
     if mode == "overlay":
-        _prepare_overlay(layout, image)
+        _prepare_overlay(layout, image, idmap_base)
     else:
-        _prepare_copy(layout, image)
+        _prepare_copy(layout, image, idmap_base)
     write_record(layout, Record(name=name, mode=mode, image=image.key,
-                                lower=str(image.rootfs), created=time.time()))
+                                lower=str(image.rootfs), created=time.time(),
+                                idmap=idmap_base))
     return layout
+
+
+def make_unprivileged(layout: Layout) -> int:
+    """Give a privileged container's files to a range of its own (it must be stopped):
+    an overlay's upper layer (its image is mounted idmapped from now on) or a copy's
+    whole root; its record then holds the range. Returns the range's first id."""
+    record = read_record(layout)
+    if record is None or record.idmap is not None:
+        raise FjordError(f"container {layout.name} is not a privileged container")
+    unmount(layout)
+    n = allocate_idmap(skip=layout.name)
+    shift_tree(layout.upper if record.mode == "overlay" else layout.rootfs, n)
+    if record.mode == "overlay":
+        layout.lower.mkdir(exist_ok=True)
+    os.chown(layout.base, 0, n)
+    os.chmod(layout.base, 0o710)
+    write_record(layout, replace(record, idmap=n, rebuilt=None))
+    if record.mode == "overlay":
+        mount(layout, Path(record.lower), n)
+    return n
+
+
+def allocate_idmap(skip: str = "", base: Path | None = None) -> int:
+    """A range no existing container holds (their records: a destroyed container's range
+    is free once its directory is gone)."""
+    from fjord.containers.idmap import allocate
+
+    taken = [r.idmap for r in all_records(base) if r.idmap is not None and r.name != skip]
+    return allocate(taken)
 
 
 def adopt(layout: Layout, record: Record, image: Image) -> Record:
@@ -298,16 +363,39 @@ def adopt(layout: Layout, record: Record, image: Image) -> Record:
     return record
 
 
-def _prepare_overlay(layout: Layout, image: Image) -> None:
+def _prepare_overlay(layout: Layout, image: Image, idmap: int | None = None) -> None:
     for d in (layout.upper, layout.work, layout.rootfs):
         d.mkdir(exist_ok=True)
     # The merged root's top directory takes the upper's owner and mode: the image's.
     st = image.rootfs.stat()
     os.chmod(layout.upper, st.st_mode & 0o7777)
-    mount(layout, image.rootfs)
+    if idmap is not None:
+        layout.lower.mkdir(exist_ok=True)
+        os.chown(layout.upper, idmap + st.st_uid, idmap + st.st_gid)
+    mount(layout, image.rootfs, idmap)
 
 
-def _prepare_copy(layout: Layout, image: Image) -> None:
+def shift_tree(path: Path, base: int) -> None:
+    """Give every file of ``path`` with ids 0..65535 the ids base+0..base+65535 (a copy
+    made for an unprivileged container, or a privileged container's upper layer when it
+    becomes unprivileged). chown clears set-id bits: they are put back."""
+    def shift(p: str, st: os.stat_result) -> None:
+        uid = st.st_uid + base if st.st_uid < 65536 else st.st_uid
+        gid = st.st_gid + base if st.st_gid < 65536 else st.st_gid
+        if (uid, gid) == (st.st_uid, st.st_gid):
+            return
+        os.lchown(p, uid, gid)
+        if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o6000:
+            os.chmod(p, st.st_mode & 0o7777)
+
+    shift(str(path), os.lstat(path))
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            shift(p, os.lstat(p))
+
+
+def _prepare_copy(layout: Layout, image: Image, idmap: int | None = None) -> None:
     if layout.rootfs.exists():
         # A copy interrupted before its record was written: not to be trusted.
         remove_tree(layout.rootfs)
@@ -316,19 +404,30 @@ def _prepare_copy(layout: Layout, image: Image) -> None:
     try:
         run(["cp", "-a", "--reflink=auto", "--", str(image.rootfs), str(partial)],
             timeout=1800)
+        if idmap is not None:
+            shift_tree(partial, idmap)
         os.rename(partial, layout.rootfs)
     except BaseException:
         remove_tree(partial)
         raise
 
 
-def mount(layout: Layout, lower: Path) -> bool:
-    """Mount the overlay at ``rootfs/`` unless it is; True when mounted now."""
+def mount(layout: Layout, lower: Path, idmap: int | None = None) -> bool:
+    """Mount the overlay at ``rootfs/`` unless it is; True when mounted now. Unprivileged
+    (``idmap``): its lower layer is the image mounted idmapped at ``lower/``."""
     if mounted(layout.rootfs):
         return False
     if not (lower / "sbin").exists() and not (lower / "usr/sbin").exists():
         raise FjordError(f"image {lower} of container {layout.name} is missing",
                          hint="it was pruned or removed by hand; recreate the container")
+    if idmap is not None:
+        overlay_options(layout, lower)  # refuses paths overlayfs cannot take
+        layout.lower.mkdir(exist_ok=True)
+        if not mounted(layout.lower):
+            from fjord.containers.idmap import mount_idmapped
+
+            mount_idmapped(lower, layout.lower, idmap)
+        lower = layout.lower
     run(["mount", "-t", "overlay", f"fjord-{layout.name}", "-o",
          overlay_options(layout, lower), str(layout.rootfs)], timeout=60)
     return True
@@ -336,11 +435,14 @@ def mount(layout: Layout, lower: Path) -> bool:
 
 def unmount(layout: Layout) -> bool:
     """Unmount the overlay (the container must be stopped); True when it was mounted."""
-    if not mounted(layout.rootfs):
-        return False
-    run(["umount", str(layout.rootfs)], timeout=60,
-        hint=f"is container {layout.name} still running? stop it first")
-    return True
+    done = False
+    if mounted(layout.rootfs):
+        run(["umount", str(layout.rootfs)], timeout=60,
+            hint=f"is container {layout.name} still running? stop it first")
+        done = True
+    if mounted(layout.lower):
+        run(["umount", str(layout.lower)], timeout=60)
+    return done
 
 
 def ensure_mounted(name: str, base: Path | None = None) -> bool:
@@ -353,7 +455,7 @@ def ensure_mounted(name: str, base: Path | None = None) -> bool:
         raise FjordError(f"container {name}: {record.rebuilt}",
                          hint="`fjord apply` rewrites the record (the image the file asks "
                          "for) and mounts the root")
-    return mount(layout, Path(record.lower))
+    return mount(layout, Path(record.lower), record.idmap)
 
 
 TRASH = ".trash"

@@ -72,10 +72,13 @@ def file_type(mode: int) -> str:
 
 
 class Tree:
-    """A root filesystem directory on the host (``/`` inside means ``path``)."""
+    """A root filesystem directory on the host (``/`` inside means ``path``). ``owner``:
+    the host id of the tree's root user (an unprivileged container's first id; 0 for a
+    privileged one), which owns what is made here."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, owner: int = 0) -> None:
         self.path = Path(path)
+        self.owner = owner
 
     @staticmethod
     def _parts(rel: str) -> tuple[list[str], str]:
@@ -101,6 +104,8 @@ class Tree:
                         return
                     os.mkdir(name, mode, dir_fd=fd)
                     nfd = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    if self.owner and os.geteuid() == 0:
+                        os.fchown(nfd, self.owner, self.owner)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise UnsafePath(self.path, rel) from exc
@@ -191,7 +196,7 @@ class Tree:
                 old = os.stat(name, dir_fd=dfd, follow_symlinks=False)
                 owner = (old.st_uid, old.st_gid)
             except FileNotFoundError:
-                owner = (0, 0)
+                owner = (self.owner, self.owner)
             tmp = f".{name}.fjord-{secrets.token_hex(4)}"
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                          | os.O_CLOEXEC, 0o600, dir_fd=dfd)
@@ -215,7 +220,7 @@ class Tree:
         with self._dir([*dirs, name], rel, create=True, mode=mode) as dfd:
             assert dfd is not None
             if os.geteuid() == 0:
-                os.fchown(dfd, 0, 0)
+                os.fchown(dfd, self.owner, self.owner)
             os.fchmod(dfd, mode)
 
     def symlink(self, rel: str, target: str) -> None:
@@ -225,6 +230,8 @@ class Tree:
             assert dfd is not None
             tmp = f".{name}.fjord-{secrets.token_hex(4)}"
             os.symlink(target, tmp, dir_fd=dfd)
+            if self.owner and os.geteuid() == 0:
+                os.chown(tmp, self.owner, self.owner, dir_fd=dfd, follow_symlinks=False)
             os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
 
     def remove(self, rel: str) -> bool:

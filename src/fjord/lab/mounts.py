@@ -19,6 +19,8 @@ Inside the lab's mount namespace (never in the machine's):
                    tmpfs with each v1 hierarchy mounted from inside the lab's
                    cgroup namespace (rooted at the lab's sub-cgroup)
 /proc/sys          read-only, except /proc/sys/net (per network namespace)
+/var/lib/.fjord-lab-proc  a proc with nothing over it (unprivileged containers'
+                   proc mounts need one; see build())
 everything else    read-only (``/``, ``/usr``, the repository...)
 =================  ==========================================================
 
@@ -66,6 +68,8 @@ CREATED = {  # empty directories a fresh server has, with their modes
 RUN_DIRS = {"lock": 0o1777, "user": 0o755, "network": 0o755, "openvswitch": 0o755,
             "libvirt": 0o755, "netns": 0o755, "sshd": 0o755}
 MAX_COPIED_FILE = 1 << 20
+# In the lab's own /var/lib (see build()).
+VISIBLE_PROC = "/var/lib/.fjord-lab-proc"
 # A file in the lab's /run naming the lab: what tells code inside that it is in a lab
 # (the lab's service manager refuses to start daemons anywhere else).
 RUN_MARKER = "fjord-lab"
@@ -238,6 +242,13 @@ def build(layout: Layout, hierarchies: dict[str, str], labs_dir: Path) -> None:
 
     _detach_namespace_holders(run=False)  # any the recursive binds brought along
     _fresh_sys(hierarchies)
+    # A proc with nothing mounted over it: the kernel lets a user namespace (an
+    # unprivileged container's) mount proc only where one is fully visible already,
+    # which /proc no longer is once /proc/sys is read-only (as on a real server, where
+    # systemd's binfmt_misc automount sits on an empty directory and does not count).
+    os.makedirs(VISIBLE_PROC, exist_ok=True)
+    sc.mount("proc", VISIBLE_PROC, "proc", sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC)
+    keep_rw.add(VISIBLE_PROC)
     sc.mount("/proc/sys", "/proc/sys", None, sc.MS_BIND)
     sc.mount(None, "/proc/sys", None, sc.MS_REMOUNT | sc.MS_BIND | sc.MS_RDONLY)
     sc.mount("/proc/sys/net", "/proc/sys/net", None, sc.MS_BIND)
