@@ -143,7 +143,7 @@ def test_generated_configuration(gen: Generated, make_lab, tmp_path: Path) -> No
         assert_green(lab, step)
     except BaseException as exc:
         record("generated configs", seed=gen.seed, combination=list(gen.combination),
-               step=step, failed=str(exc).splitlines()[0][:300] if str(exc) else repr(exc),
+               step=step, failed=(str(exc) or repr(exc))[:3000],
                minutes=round((time.monotonic() - start) / 60, 2))
         print(f"FAILED at {step}; replay: FJORD_CONFIG_SEED={gen.seed} FJORD_FULL_CONFIGS=1"
               f"\n{gen.text()}")
