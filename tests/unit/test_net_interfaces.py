@@ -217,3 +217,16 @@ def test_files_the_kept_source_lines_include_and_what_they_declare(tmp_path: Pat
     names = ["eth0", "br-ex", "br-int"]
     assert [sorted(interfaces.declares(f.read_text(), names)) for f in files] == [
         ["eth0"], [], ["br-int"]]
+
+
+def test_the_internal_linux_bridge_has_a_fixed_mac_made_from_the_uplinks(tmp_path: Path) -> None:
+    """Found by the generated configurations (issue 15 item 2): a Linux bridge without a
+    MAC of its own takes its lowest port's; a container started with a lower veth MAC
+    changed the containers' gateway's MAC, and the other containers' IPv6 (no unsolicited
+    neighbour advertisement) died until their neighbour entries expired."""
+    assert interfaces.internal_mac("52:54:00:AA:BB:CC") == "50:54:00:aa:bb:cc"
+    assert interfaces.internal_mac("00:00:5e:00:53:3f") == "02:00:5e:00:53:3f"
+    text = interfaces.render(load(_linux_bridge(tmp_path), allocations={}),
+                             mac="52:54:00:aa:bb:cc")
+    internal = text.split("iface br-int inet static", 1)[1].split("\n\n", 1)[0]
+    assert "bridge_hw 50:54:00:aa:bb:cc" in internal

@@ -14,6 +14,17 @@ PROC = Path("/proc/sys")
 SYSCTL_FILE = Path("/etc/sysctl.d/60-fjord.conf")
 
 
+# Keys that exist only while a module is loaded: br_netfilter's. Absent, nothing is set
+# live, and the persisted file has them with systemd-sysctl's `-` (no error when absent).
+OPTIONAL = "net.bridge."
+# br_netfilter (loaded by Docker, Kubernetes, some firewalls) hands frames that a Linux
+# bridge forwards to nftables' inet forward chain, whose policy is drop: bridged IPv6
+# (neighbour discovery to the gateway included) and container-to-container traffic died.
+# Open vSwitch never does that; fjord's firewall filters routed traffic only.
+BRIDGE_NF = ("net.bridge.bridge-nf-call-iptables", "net.bridge.bridge-nf-call-ip6tables",
+             "net.bridge.bridge-nf-call-arptables")
+
+
 def _proc_path(key: str) -> Path:
     return PROC / key.replace(".", "/")
 
@@ -37,12 +48,14 @@ class Sysctl(Resource):
 
     def changes(self, ctx: Context) -> list[Change]:
         actual = self.read()
-        if actual == self.value:
+        if actual == self.value or (actual is None and self.key.startswith(OPTIONAL)):
             return []
         return [Change(self.id, "update", f"{self.key} = {self.value} ({self.reason}; is "
                        f"{actual if actual is not None else 'absent'})", self._set)]
 
     def unchanged_reason(self, ctx: Context) -> str:
+        if self.read() is None:
+            return f"{self.key} is absent (its module is not loaded)"
         return f"{self.key} is {self.value}"
 
     def _set(self, ctx: Context) -> None:
@@ -61,13 +74,17 @@ def wanted(desired: Desired) -> list[tuple[str, str, str]]:
         if host.ipv6.effective_mode == "routed" and host.ipv6.proxy_ndp:
             out.append(("net.ipv6.conf.all.proxy_ndp", "1",
                         "answer neighbour solicitations for container addresses"))
+    if host.switch.kind == "linux-bridge":
+        out += [(key, "0", "bridged frames bypass nftables, as with Open vSwitch")
+                for key in BRIDGE_NF]
     return out
 
 
 def render(settings: list[tuple[str, str, str]]) -> str:
     lines = ["# Managed by fjord: changes here are overwritten by `fjord apply`."]
     for key, value, reason in settings:
-        lines += [f"# {reason}", f"{key} = {value}"]
+        dash = "-" if key.startswith(OPTIONAL) else ""
+        lines += [f"# {reason}", f"{dash}{key} = {value}"]
     return "\n".join(lines) + "\n"
 
 

@@ -39,6 +39,16 @@ _MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 _SOURCE = re.compile(r"^\s*(source|source-directory|source-dir)\s+\S")
 
 
+def internal_mac(uplink_mac: str) -> str:
+    """The internal Linux bridge's fixed MAC: the uplink's with the locally administered
+    bit flipped (stable, and unique among this host's links). A Linux bridge without a
+    MAC of its own takes its lowest port's, so starting a container could change the
+    containers' gateway's MAC; IPv4 neighbours hear of it (gratuitous ARP), IPv6 ones do
+    not, and the other containers lost IPv6 until their neighbour entries expired."""
+    first, rest = uplink_mac.lower().split(":", 1)
+    return f"{int(first, 16) ^ 0x02:02x}:{rest}"
+
+
 def _stanza(head: str, options: list[tuple[str, str]]) -> list[str]:
     return [head, *(f"    {key} {value}" for key, value in options), ""]
 
@@ -140,7 +150,8 @@ def render(desired: Desired, *, mac: str | None = None, keep: Sequence[str] = ()
     else:
         lines += [f"auto {internal}"]
         lines += _stanza(f"iface {internal} inet static", int_v4 + [
-            ("bridge_ports", "none"), ("bridge_stp", "off"), ("bridge_fd", "0")])
+            ("bridge_ports", "none"), ("bridge_stp", "off"), ("bridge_fd", "0")]
+            + ([("bridge_hw", internal_mac(mac))] if mac else []))
     if host.ipv6 is not None and host.ipv6.effective_mode == "routed":
         # the containers' IPv6 gateway, and a route to each container's public address
         opts = [("address", f"{ROUTED_GATEWAY6}/64"), ("dad-attempts", "0")]

@@ -25,10 +25,11 @@ class Bridge(Resource):
     after = ("service openvswitch-switch",)
 
     def __init__(self, name: str, *, datapath: str, mac_of: str | None = None,
-                 role: str = "") -> None:
+                 role: str = "", derived: bool = False) -> None:
         super().__init__(name)
         self.datapath = datapath
         self.mac_of = mac_of  # take this link's MAC (the uplink's, for the provider)
+        self.derived = derived  # ... or one made from it (interfaces.internal_mac)
         self.role = role
 
     def _wanted_mac(self, ctx: Context, current: Any) -> str | None:
@@ -36,7 +37,7 @@ class Bridge(Resource):
             return None
         uplink = links.driver(ctx).link(self.mac_of)
         if uplink is not None:
-            return uplink.mac
+            return interfaces.internal_mac(uplink.mac) if self.derived else uplink.mac
         return current.hwaddr if current else None
 
     def changes(self, ctx: Context) -> list[Change]:
@@ -51,7 +52,8 @@ class Bridge(Resource):
 
         if current is None:
             dp = f" ({self.datapath} datapath)" if sw.kind == "ovs" else ""
-            extra = f", MAC {mac} of {self.mac_of}" if mac else ""
+            extra = (f", MAC {mac} {'from' if self.derived else 'of'} {self.mac_of}"
+                     if mac else "")
             return [Change(self.id, "create", f"{sw.kind} bridge {self.name}{dp}{extra}"
                            f"{': ' + self.role if self.role else ''}", ensure)]
         diffs = []
@@ -403,7 +405,10 @@ def resources(desired: Desired) -> list[Resource]:
     out: list[Resource] = [
         Bridge(sw.external, datapath=datapath, mac_of=host.uplink,
                role=f"uplink {host.uplink} and the public addresses"),
-        Bridge(sw.internal, datapath=datapath, role="the containers' private network"),
+        # a Linux bridge's own MAC follows its ports unless set: see interfaces.internal_mac
+        Bridge(sw.internal, datapath=datapath, role="the containers' private network",
+               mac_of=host.uplink if sw.kind == "linux-bridge" else None,
+               derived=sw.kind == "linux-bridge"),
         Address(sw.internal, str(host.private.address), "the containers' IPv4 gateway",
                 after=(f"bridge {sw.internal}",)),
         StaleAddresses(sw.internal, {ip_interface(str(host.private.address))}),
