@@ -30,7 +30,7 @@ import yaml
 
 from fjord.config.loader import Document
 from fjord.config.validate import check
-from fjord.lab.provider import PROVIDERS
+from fjord.lab.provider import ONLINK_GATEWAY, PROVIDERS
 from fjord.lab.spec import from_host
 
 IPV6_MODES = ("none", "routed", "bridged")
@@ -114,6 +114,14 @@ def _public4(rng: random.Random) -> tuple[dict[str, str], IPv4Network]:
     return {"address": f"{address}/{net.prefixlen}", "gateway": gateway}, net
 
 
+def _public4_onlink(rng: random.Random) -> tuple[dict[str, str], IPv4Network]:
+    """Hetzner Cloud's shape: a /32, the gateway outside it (on-link)."""
+    base, other = rng.sample(DOCUMENTATION4, 2)
+    address = _hosts(base, 0, 256)[rng.randrange(1, 250)]
+    gateway = _hosts(other, 0, 256)[rng.choice((0, 253))]
+    return {"address": f"{address}/32", "gateway": gateway}, IPv4Network(f"{address}/32")
+
+
 def _resolver4(rng: random.Random, public: IPv4Network) -> str:
     """An IPv4 resolver the lab's upstream serves: outside the server's networks."""
     while True:
@@ -150,7 +158,7 @@ def _ipv6(rng: random.Random, provider: str, mode: str) -> dict[str, Any]:
     v6: dict[str, Any] = {"address": f"{address}/64"}
     # The routed provider routes the /64 to the server's link-local address, so its
     # gateway is link-local too (lab/spec.py refuses anything else there).
-    if provider != "routed" and rng.random() < 0.3:
+    if provider not in ("routed", "hetzner-cloud") and rng.random() < 0.3:
         v6["gateway"] = str(prefix.network_address + 1)
     elif rng.random() < 0.5:
         v6["gateway"] = "fe80::1"
@@ -158,7 +166,7 @@ def _ipv6(rng: random.Random, provider: str, mode: str) -> dict[str, Any]:
         v6["mode"] = mode
     # Proxy NDP answers the router for container addresses: needed wherever the /64 is
     # on-link (bridged and onlink providers); the routed provider does without.
-    if mode == "routed" and provider == "routed" and rng.random() < 0.5:
+    if mode == "routed" and provider in ("routed", "hetzner-cloud") and rng.random() < 0.5:
         v6["proxy_ndp"] = False
     return v6
 
@@ -174,7 +182,7 @@ def generate(seed: int, provider: str | None = None, ipv6: str | None = None,
     if not allowed(provider, ipv6):
         raise ValueError(f"the lab cannot simulate IPv6 {ipv6} with provider {provider}")
 
-    public4, net4 = _public4(rng)
+    public4, net4 = _public4_onlink(rng) if provider in ONLINK_GATEWAY else _public4(rng)
     private, net_private = _private(rng)
     uplink = rng.choice(UPLINKS)
     external = rng.choice(EXTERNAL)
@@ -185,7 +193,10 @@ def generate(seed: int, provider: str | None = None, ipv6: str | None = None,
     dns = [_resolver4(rng, net4)]
     if rng.random() < 0.3:
         dns.append(_resolver4(rng, net4))
-        dns = sorted(set(dns), key=dns.index)
+    # once each, and never the gateway's own address (the lab's router holds it)
+    dns = [d for i, d in enumerate(dns) if d not in dns[:i] and d != public4["gateway"]]
+    if not dns:
+        dns = [_resolver4(rng, net4)]
     host: dict[str, Any] = {
         "fqdn": f"{rng.choice(('oslo', 'bergen', 'tromso', 'h1'))}.example.net",
         # hetzner and ovh refuse bridged IPv6 (they filter MACs); generic takes anything
