@@ -74,7 +74,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fjord.containers.sandbox import FILTER_PATH, LOADER_PATH
+from fjord.containers.sandbox import FILTER_PATH, INIT_MARKER, LOADER_PATH, environ_value
 from fjord.errors import FjordError
 from fjord.host.cgroups import Mount, parse_mountinfo
 
@@ -435,22 +435,14 @@ def same_limit(live: int | None, declared: int) -> bool:
     return live is not None and live // page == declared // page
 
 
-MARKER = "FJORD_INIT"  # what fjord-init leaves in PID 1's environment
+MARKER = INIT_MARKER  # what fjord-init leaves in PID 1's environment
 
 
 def init_outcome(pid: int, root: Path = Path("/")) -> str | None:
     """What fjord-init said it did for the container whose PID 1 is ``pid``: "cgroupns"
     (a cgroup namespace of its own), "kept" (nothing to do), "failed: WHY"; None when
     PID 1 never went through this fjord-init (another init, or an older fjord-init)."""
-    try:
-        data = (root / "proc" / str(pid) / "environ").read_bytes()
-    except OSError:
-        return None
-    for item in data.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep and key == MARKER.encode():
-            return value.decode(errors="replace")
-    return None
+    return environ_value(pid, MARKER, root)
 
 
 def _no_namespace(name: str, outcome: str | None) -> str:

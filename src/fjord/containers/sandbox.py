@@ -90,6 +90,7 @@ DROPPED = sorted([*LIBVIRT_OFF, *INIT_OFF.values()], key=CAP_NUMBERS.__getitem__
 FILTER_PATH = "/usr/local/lib/fjord/seccomp.bpf"
 LOADER_PATH = "/usr/local/lib/fjord/fjord-seccomp"
 MARKER = "FJORD_SECCOMP"
+INIT_MARKER = "FJORD_INIT"  # what fjord-init itself leaves (fjord.containers.limits)
 
 # --- the filter ------------------------------------------------------------------------
 
@@ -212,17 +213,23 @@ def _status(pid: int, root: Path) -> dict[str, str]:
     return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
 
 
-def marker(pid: int, root: Path = Path("/")) -> str | None:
-    """What fjord-seccomp left in PID 1's environment (None: it did not run)."""
+def environ_value(pid: int, key: str, root: Path = Path("/")) -> str | None:
+    """``key`` in the environment of process ``pid`` (None: absent, or no such process):
+    how fjord-init and its loader say what they did."""
     try:
         data = (root / "proc" / str(pid) / "environ").read_bytes()
     except OSError:
         return None
     for item in data.split(b"\0"):
-        key, sep, value = item.partition(b"=")
-        if sep and key == MARKER.encode():
+        name, sep, value = item.partition(b"=")
+        if sep and name == key.encode():
             return value.decode(errors="replace")
     return None
+
+
+def marker(pid: int, root: Path = Path("/")) -> str | None:
+    """What fjord-seccomp left in PID 1's environment (None: it did not run)."""
+    return environ_value(pid, MARKER, root)
 
 
 def privileges_dropped(name: str, pid: int, root: Path = Path("/")) -> tuple[bool, str]:
@@ -236,9 +243,7 @@ def privileges_dropped(name: str, pid: int, root: Path = Path("/")) -> tuple[boo
     if mode != "2":
         why = marker(pid, root)
         if why is None:
-            from fjord.containers.limits import init_outcome
-
-            outcome = init_outcome(pid, root)
+            outcome = environ_value(pid, INIT_MARKER, root)
             why = ("fjord-init did not run its loader (an older fjord-init, or another "
                    "init)" if outcome is not None else "fjord-init did not run")
         problems.append(f"syscall filter not installed ({why})")
