@@ -29,8 +29,12 @@ def test_prune_converges_in_one_apply(host):  # noqa: F811
         c for c in preview if c["resource"] == "container web").items(), preview
     out = json.loads(fjord(lab, "apply", "--yes", "--json", "--prune").stdout)["changes"]
     assert "container web" in {c["resource"] for c in out}
-    assert [(c["resource"], c["action"]) for c in out] == \
-        [(c["resource"], c["action"]) for c in preview], "plan --prune is what apply --prune did"
+    # every change apply --prune made was shown by plan --prune, in the same order (apply
+    # re-reads each resource: one that an earlier change already settled, such as the
+    # flows libvirt's hook rebuilt when the container went, is then skipped)
+    applied = [(c["resource"], c["action"]) for c in out]
+    shown = iter((c["resource"], c["action"]) for c in preview)
+    assert all(change in shown for change in applied), (applied, preview)
     second = json.loads(fjord(lab, "apply", "--yes", "--json").stdout)["changes"]
     assert second == [], second
     assert web6 not in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
