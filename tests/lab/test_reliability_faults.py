@@ -115,7 +115,10 @@ def test_sigkill_at_every_change_of_a_fresh_apply(make_lab: Callable[..., Lab]) 
             assert killed.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), (
                 f"{what}: the apply was not killed (exit {killed.returncode}):\n"
                 f"{killed.stderr[-2000:]}")
-            assert where == steps[n - 1], f"{what}: hit {where!r}"
+            # the n-th change apply starts: the plan's n-th, or a later one when apply,
+            # re-reading, skipped one an earlier change settled (the flows libvirt's hook
+            # rebuilt when a container started)
+            assert where in steps[n - 1:], f"{what}: hit {where!r}"
             assert not torn_state_files(lab), torn_state_files(lab)
             _, waited = second_apply(lab)
             wait_for_guard(lab)  # a late rollback would undo the second apply: look after it
@@ -183,7 +186,10 @@ def test_daemon_killed_while_apply_runs(make_lab: Callable[..., Lab]) -> None:
         what = f"{daemon} killed at the start of change {n} ({steps[n - 1]})"
         try:
             out, where = apply_with_fault(lab, n, 0.0, target=daemon)
-            assert where == steps[n - 1], f"{what}: hit {where!r}"
+            # the n-th change apply starts: the plan's n-th, or a later one when apply,
+            # re-reading, skipped one an earlier change settled (the flows libvirt's hook
+            # rebuilt when a container started)
+            assert where in steps[n - 1:], f"{what}: hit {where!r}"
             assert "Traceback" not in out.stderr, f"{what}:\n{out.stderr}"
             if out.returncode != 0:
                 # stopped at the first failure, naming what failed and what to do
