@@ -111,11 +111,29 @@ def test_second_apply_is_empty(server: Server) -> None:
     assert changes(server, "apply") == []
 
 
+def diagnostics(server: Server) -> str:
+    """What to look at when a check fails on the server: the internal bridge's flows and
+    ports, the container's links and boot state."""
+    out = []
+    for command in ("ovs-ofctl dump-flows br-int", "ovs-vsctl show",
+                    f"{FJORD} container exec web -- ip -br address",
+                    f"{FJORD} container exec web -- systemctl --failed --no-legend",
+                    "journalctl -b --no-pager -n 60 -u libvirtd"):
+        answer = server.vm.ssh(command, check=False, timeout=120)
+        out.append(f"$ {command}\n{answer.stdout}{answer.stderr}")
+    return "\n".join(out)
+
+
 def check_green(server: Server) -> None:
     answer = server.fjord("check", "-c", CONFIG, "--json", check=False, timeout=900)
-    checks = json.loads(answer.stdout)["checks"]
+    try:
+        checks = json.loads(answer.stdout)["checks"]
+    except ValueError:
+        raise AssertionError(f"fjord check printed no report (exit {answer.returncode}):\n"
+                             f"{answer.stderr}\n{diagnostics(server)}") from None
     failed = [c for c in checks if not c["ok"]]
-    assert answer.returncode == 0 and not failed, json.dumps(failed, indent=1)
+    assert answer.returncode == 0 and not failed, \
+        json.dumps(failed, indent=1) + "\n" + (diagnostics(server) if failed else "")
 
 
 def test_check_is_green(server: Server) -> None:
@@ -135,6 +153,11 @@ def test_reboot(server: Server, n: int) -> None:
     assert server.provider.foreign_macs() == 0
     running = server.vm.ssh("virsh -c lxc:/// list --name").stdout.split()
     assert "web" in running
+    # check probes the container as it is now: first let its own boot finish (a
+    # container autostarted with the host may still be starting services under TCG)
+    booted = server.fjord("container", "exec", "web", "--", "systemctl",
+                          "is-system-running", "--wait", check=False, timeout=600)
+    print(f"reboot {n}: the container's systemd says {booted.stdout.strip()!r}")
     check_green(server)
     assert changes(server, "plan") == []
 
