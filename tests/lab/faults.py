@@ -37,6 +37,22 @@ FJORD = [sys.executable, "-m", "fjord"]
 HOST_AND_NETWORK = ("host", "network")
 ALL = ("host", "network", "containers")
 
+# Runs argv in a container's namespaces and root: ``name join|- user|host argv...``
+# (``join``: its cgroups too; ``host``: stay in the host's user namespace, as host root).
+ENTER = """
+import os, sys
+from fjord.containers.libvirt import init_pid
+from fjord.containers.limits import enter_cgroups
+name, join, user, argv = sys.argv[1], sys.argv[2] == "join", sys.argv[3] == "user", sys.argv[4:]
+pid = init_pid(name)
+if join:
+    enter_cgroups(pid)
+own = os.readlink("/proc/self/ns/user")
+userns = ["--user"] if user and os.readlink(f"/proc/{pid}/ns/user") != own else []
+os.execvp("nsenter", ["nsenter", f"--target={pid}", *userns, "--mount", "--uts", "--ipc",
+                      "--net", "--pid", "--cgroup", "--root", "--wd", "--", *argv])
+"""
+
 FULL = os.environ.get("FJORD_FULL_FAULTS", "").lower() in ("1", "true", "yes")
 SEED = int(os.environ.get("FJORD_FAULT_SEED") or time.strftime("%Y%j"))
 
@@ -89,6 +105,20 @@ def fjord(lab: Lab, *args: str, check: bool = True, timeout: float = 300,
     if check and out.returncode != 0:
         raise AssertionError(f"fjord {' '.join(args)} -> {out.returncode}\n"
                              f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}")
+    return out
+
+
+def inside(lab: Lab, name: str, command: str, *, join: bool = False, host_root: bool = False,
+           check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``sh -c command`` as root in container ``name``: its namespaces and root, its user
+    namespace unless ``host_root`` (the worst case: a tenant that is root on the host),
+    its cgroups too with ``join``. A failure raises unless ``check`` is false."""
+    out = subprocess.run(lab.exec_argv([sys.executable, "-c", ENTER, name,
+                                        "join" if join else "-", "host" if host_root else "user",
+                                        "sh", "-c", command]),
+                         capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{name}: {command} -> {out.returncode}\n{out.stdout}{out.stderr}")
     return out
 
 

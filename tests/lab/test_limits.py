@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from faults import inside
 
 from fjord.lab import Lab
 
@@ -26,21 +27,6 @@ FJORD = [sys.executable, "-m", "fjord"]
 LIMIT = 64 << 20
 ALLOCATE = "head -c 200M /dev/zero | tail >/dev/null"  # tail holds the one "line": 200 MiB
 
-# Runs CMD in container NAME: its namespaces (cgroup namespace included) and, with
-# "join", its cgroups first (as `virsh lxc-enter-namespace` does).
-ENTER = """
-import os, sys
-from fjord.containers.libvirt import init_pid
-from fjord.containers.limits import enter_cgroups
-name, join, argv = sys.argv[1], sys.argv[2] == "join", sys.argv[3:]
-pid = init_pid(name)
-if join:
-    enter_cgroups(pid)
-own = os.readlink("/proc/self/ns/user")
-user = ["--user"] if os.readlink(f"/proc/{pid}/ns/user") != own else []  # unprivileged
-os.execvp("nsenter", ["nsenter", f"--target={pid}", *user, "--mount", "--uts", "--ipc",
-                      "--net", "--pid", "--cgroup", "--root", "--wd", "--", *argv])
-"""
 # Prints the container's memory cgroup numbers (its libvirt cgroup, as the lab sees it).
 NUMBERS = """
 import json, sys
@@ -83,15 +69,6 @@ def lab(lab_root: None) -> Iterator[Lab]:
     finally:
         lab.down()
 
-
-def inside(lab: Lab, name: str, command: str, *, join: bool = False,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    out = subprocess.run(lab.exec_argv([sys.executable, "-c", ENTER, name,
-                                        "join" if join else "-", "sh", "-c", command]),
-                         capture_output=True, text=True, timeout=60)
-    if check and out.returncode != 0:
-        raise AssertionError(f"{name}: {command} -> {out.returncode}\n{out.stdout}{out.stderr}")
-    return out
 
 
 def numbers(lab: Lab, name: str) -> dict[str, int | str]:

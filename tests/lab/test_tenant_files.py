@@ -25,6 +25,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults
 import pytest
 
 from fjord.lab import Lab
@@ -39,14 +40,6 @@ TIMEOUT = 120  # generous: plan takes seconds; a FIFO used to make it wait forev
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx5Vbq3+W1S2bUhN3mAJ1C2mrwLqmF9G3zfLwXbCzqJ "
        "web-only@example.net")
 
-ENTER = """
-import os, sys
-from fjord.containers.libvirt import init_pid
-name, argv = sys.argv[1], sys.argv[2:]
-pid = init_pid(name)
-os.execvp("nsenter", ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--net",
-                      "--pid", "--cgroup", "--root", "--wd", "--", *argv])
-"""
 # The container's memory limit, from its cgroup's file as the lab server sees it (v1).
 LIMIT = """
 import sys
@@ -73,11 +66,9 @@ def fjord(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def inside(lab: Lab, name: str, command: str) -> str:
-    """``command`` as root in container ``name`` (its namespaces, its root)."""
-    out = subprocess.run(lab.exec_argv([sys.executable, "-c", ENTER, name, "sh", "-c",
-                                        command]), capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"{name}: {command} -> {out.returncode}\n{out.stdout}{out.stderr}"
-    return out.stdout
+    """``command`` as root on the host inside container ``name``'s namespaces and root:
+    the worst case of a tenant (it can even write its own cgroup limits)."""
+    return faults.inside(lab, name, command, host_root=True).stdout
 
 
 @pytest.fixture(scope="module")
