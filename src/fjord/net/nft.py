@@ -23,8 +23,8 @@ FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 TIMEOUT = 30.0
 
 # Same rule as the configuration's interface names (fjord.config.types): checked again
-# here because these words end up inside nft's language.
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+# here because these words end up inside nft's language (and in OpenFlow's: portguard).
+IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _COMMENT = re.compile(r"^[A-Za-z0-9 _.,:;/()+=@<>'*-]{1,128}$")
 _PRIORITY = re.compile(
@@ -36,7 +36,7 @@ _PRIORITY = re.compile(
 
 def ifname(name: str) -> str:
     """An interface name as an nft string literal."""
-    if not _IFNAME.fullmatch(name):
+    if not IFNAME.fullmatch(name):
         raise ValueError(f"{name!r} is not an interface name")
     return f'"{name}"'
 

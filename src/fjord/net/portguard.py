@@ -31,7 +31,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord import runner
+from fjord.net.nft import IFNAME, mac
 
 STATE_FILE = "port-guard.json"
 LOCK_FILE = "port-guard.lock"
@@ -55,23 +55,14 @@ ALLOWED = 300      # own ARP, IPv4, IPv6 sources
 PORT_DENY = 200    # the rest of the port
 DEFAULT = 0        # NORMAL for every other port
 
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 
 
 class GuardError(Exception):
     """ovs-ofctl or ovs-vsctl failed, or the state file is unreadable."""
 
 
-def mac(value: str) -> str:
-    text = value.lower()
-    if not _MAC.fullmatch(text):
-        raise ValueError(f"{value!r} is not a MAC address")
-    return text
-
-
 def bridge_name(value: str) -> str:
-    if not _IFNAME.fullmatch(value):
+    if not IFNAME.fullmatch(value):
         raise ValueError(f"{value!r} is not a bridge name")
     return value
 
