@@ -331,7 +331,7 @@ def test_drift_is_detected_and_repaired(topo: Topology, ctx: Context) -> None:
     # declared one loaded in a throwaway namespace): the added rule and nothing else
     diff = change.diff_text() or ""
     changed = [line for line in diff.splitlines()
-               if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+               if line[:1] in ("+", "-") and not line.startswith(("+++", "---"))]
     assert changed == ["-\t\ttcp dport 81 accept"], diff
     converge(ctx)
 
