@@ -28,7 +28,7 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-NBSP = "\u00a0"
+GLUE = "\x00"  # joins the words of a tail for textwrap (never in a change)
 
 
 def wrap(text: str, width: int, first: str, rest: str | None = None) -> list[str]:
@@ -46,9 +46,9 @@ def hanging(first: str, text: str, width: int, style: str = "", *,
             first_style: str | None = None, tail: str = "", tail_style: str = "dim") -> Text:
     """A ``Text`` (never parsed for markup or emoji codes) of ``text`` wrapped under
     ``first``; ``tail`` (a duration, say) ends the last line, in ``tail_style``."""
-    # the tail is one word (a no-break space, for textwrap) so that it never splits
-    joined = f"{text} {tail.replace(' ', NBSP)}" if tail else text
-    out = Text("\n".join(wrap(joined, width, first)).replace(NBSP, " "), style=style)
+    # the tail is one word for textwrap, so that it never splits
+    joined = f"{text} {tail.replace(' ', GLUE)}" if tail else text
+    out = Text("\n".join(wrap(joined, width, first)).replace(GLUE, " "), style=style)
     if first_style is not None:
         out.stylize(first_style, 0, len(first))
     if tail:
