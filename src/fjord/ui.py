@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.text import Text
 
-from fjord.engine.change import Change
+from fjord.engine.change import Change, about
 from fjord.engine.plan import Plan
 
 SYMBOL = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
@@ -109,7 +109,7 @@ def render_plan(plan: Plan, out: Console, *, verbose: bool = False) -> None:
     listed: set[str] = set()
     if verbose:
         for same in plan.unchanged:
-            out.print(notice(f"{same.resource}: {same.reason}", width, "=", "dim"))
+            out.print(notice(about(same.resource, same.reason), width, "=", "dim"))
             _commands(plan, same.resource, out, listed)
     if plan.empty:
         out.print("No changes: the host is as declared.")

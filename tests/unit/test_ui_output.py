@@ -22,7 +22,7 @@ from fjord.containers.domain import canonical_xml
 from fjord.containers.libvirt import DomainState
 from fjord.containers.resources import DomainResource
 from fjord.engine.apply import Journal, apply
-from fjord.engine.change import Change
+from fjord.engine.change import Change, Unchanged
 from fjord.engine.plan import Plan, make_plan
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
@@ -391,3 +391,11 @@ def test_apply_json_carries_outcomes_even_when_a_change_fails(monkeypatch, capsy
     result = json.loads(out)
     assert code == 0 and result["failed"] is False and "error" not in result
     assert _outcomes(result["changes"]) == [("set c3", "done"), ("set d1", "done")]
+
+
+def test_plan_v_unchanged_lines_do_not_repeat_the_resource_either():
+    plan = Plan(unchanged=[Unchanged("file /etc/hosts", "/etc/hosts has the declared content"),
+                           Unchanged("cgroups layout", "unified")])
+    text = _printed(lambda out: ui.render_plan(plan, out, verbose=True))
+    assert "  = /etc/hosts has the declared content\n" in text
+    assert "  = cgroups layout: unified\n" in text

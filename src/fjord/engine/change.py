@@ -40,9 +40,12 @@ class Change:
         """The change in one phrase, for people: the detail alone when it names the
         resource already (``write /etc/hosts``, not ``file /etc/hosts  write
         /etc/hosts``), else the resource, a colon, the detail."""
-        if _names(self.detail, self.resource):
-            return self.detail
-        return f"{self.resource}: {self.detail}"
+        return about(self.resource, self.detail)
+
+
+def about(resource: str, text: str) -> str:
+    """``text`` alone when it names ``resource``, else ``resource: text``."""
+    return text if _names(text, resource) else f"{resource}: {text}"
 
 
 def _names(detail: str, resource: str) -> bool:
