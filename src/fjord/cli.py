@@ -300,12 +300,13 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     from fjord.ui import console, print_json
 
     desired = _load(config_path)
-    ctx, _, p = _plan(desired, {"only": only, "prune": prune})
+    verbose = click_ctx.obj["verbose"] > 0 and not as_json
+    ctx, _, p = _plan(desired, {"only": only, "prune": prune, "commands": verbose})
     try:
         if as_json:
             print_json(p.as_json())
         else:
-            show_plan(p, console(), verbose=click_ctx.obj["verbose"] > 0)
+            show_plan(p, console(), verbose=verbose)
     finally:
         ctx.close()
     if unreadable_verdict("plan", len(p.unreadable), not p.empty):
@@ -386,8 +387,8 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
       3  nothing to change in what could be read, but something could not be read
     """
     from fjord.config.desired import save_allocations
+    from fjord.engine.apply import ApplyError, Journal, NotConverged, apply_lock
     from fjord.engine.apply import apply as run_apply
-    from fjord.engine.apply import apply_lock
     from fjord.ui import ProgressReporter, console, print_json, render_plan
 
     desired = _load(config_path)
@@ -436,20 +437,39 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                               f"{escape(u.reason)}[/]")
                 show_warnings(p.warnings, out, shown)
             save_allocations(desired)
+            journal = Journal()
             try:
-                done = run_apply(resources, ctx, ProgressReporter(out))
+                done = run_apply(resources, ctx, ProgressReporter(out), journal)
+            except (ApplyError, NotConverged) as exc:
+                if as_json:  # what ran, and how it ended; the error itself on stderr
+                    print_json(apply_json(p, journal, ctx.warnings, exc.message))
+                raise
             finally:
                 # what the resources said while apply read them again
                 show_warnings(ctx.warnings, out, shown)
         finally:
             ctx.close()
     if as_json:
-        result: dict[str, Any] = {"changes": [c.as_json() for c in done]}
-        if ctx.warnings:
-            result["warnings"] = list(ctx.warnings)
-        print_json(result)
+        print_json(apply_json(p, journal, ctx.warnings))
     else:
         out.print(f"Applied {len(done)} change{'s' if len(done) != 1 else ''}.")
+
+
+def apply_json(p: Any, journal: Any, warnings: list[str],
+               error: str | None = None) -> dict[str, Any]:
+    """``apply --json``: every change with its outcome and duration (docs/operations.md,
+    "apply --json")."""
+    changes = journal.outcomes(p.by_resource)
+    result: dict[str, Any] = {
+        "changes": changes,
+        "applied": sum(1 for c in changes if c["outcome"] == "done"),
+        "failed": error is not None,
+    }
+    if error is not None:
+        result["error"] = error
+    if warnings:
+        result["warnings"] = list(warnings)
+    return result
 
 
 @cli.command()

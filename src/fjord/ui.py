@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.text import Text
 
-from fjord.engine.change import Change
+from fjord.engine.change import Change, about
 from fjord.engine.plan import Plan
 
 SYMBOL = {"create": ("+", "green"), "update": ("~", "yellow"), "delete": ("-", "red")}
@@ -28,29 +28,99 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
-def change_line(i: int, change: Change) -> str:
-    sym, colour = SYMBOL[change.action]
-    return (f"[{colour}]{i:>3}. {sym} {change.action:<6}[/] [bold]{escape(change.resource)}[/]"
-            f"  {escape(change.detail)}")
+GLUE = "\x00"  # joins the words of a tail for textwrap (never in a change)
+
+
+def wrap(text: str, width: int, first: str, rest: str | None = None) -> list[str]:
+    """``text`` after ``first`` in lines of at most ``width`` columns, the continuation
+    lines indented under the text (not under ``first``): a hanging indent. Names such
+    as ``br-int`` or paths are not split at their hyphens or slashes unless one alone
+    is wider than the line."""
+    rest = " " * len(first) if rest is None else rest
+    room = max(width - len(first), 20)
+    lines = textwrap.wrap(text, room, break_on_hyphens=False) or [""]
+    return [first + lines[0], *(rest + line for line in lines[1:])]
+
+
+def hanging(first: str, text: str, width: int, style: str = "", *,
+            first_style: str | None = None, tail: str = "", tail_style: str = "dim") -> Text:
+    """A ``Text`` (never parsed for markup or emoji codes) of ``text`` wrapped under
+    ``first``; ``tail`` (a duration, say) ends the last line, in ``tail_style``."""
+    # the tail is one word for textwrap, so that it never splits
+    joined = f"{text} {tail.replace(' ', GLUE)}" if tail else text
+    out = Text("\n".join(wrap(joined, width, first)).replace(GLUE, " "), style=style)
+    if first_style is not None:
+        out.stylize(first_style, 0, len(first))
+    if tail:
+        out.stylize(tail_style, len(out.plain) - len(tail))
+    return out
+
+
+def change_prefix(i: int, change: Change) -> str:
+    sym, _ = SYMBOL[change.action]
+    return f"{i:>3}. {sym} "
+
+
+def change_line(i: int, change: Change, width: int = 80, tail: str = "") -> Text:
+    """One change, numbered, its symbol coloured by its action (+ create, ~ update,
+    - delete), then its headline wrapped under itself."""
+    _, colour = SYMBOL[change.action]
+    return hanging(change_prefix(i, change), change.headline, width,
+                   first_style=f"bold {colour}", tail=tail)
+
+
+def notice(text: str, width: int, mark: str = "!", style: str = "yellow") -> Text:
+    return hanging(f"  {mark} ", text, width, style)
+
+
+def render_diffs(changes: list[tuple[int, Change]], out: Console) -> None:
+    """The diffs of ``plan -v``, in a block of their own after the list of changes:
+    each under a rule naming its change; the diff lines as they are (not wrapped)."""
+    shown = [(i, c, d) for i, c in changes if (d := c.diff_text())]
+    if not shown:
+        return
+    out.print()
+    out.print(Text("Diffs (- as it is, + as declared):", style="bold"))
+    for i, change, diff in shown:
+        out.rule(Text(f"{i}. {change.resource}"), align="left", style="dim")
+        for line in diff.rstrip("\n").splitlines():
+            colour = {"+": "green", "-": "red", "@": "cyan"}.get(line[:1], "")
+            if line.startswith(("+++", "---")):
+                colour = "bold"
+            out.print(Text(line, style=colour), soft_wrap=True)
+    out.print()
+
+
+def _commands(plan: Plan, resource: str, out: Console, listed: set[str]) -> None:
+    """The commands reading ``resource`` ran (plan -v), once, under its first line."""
+    if resource in listed:
+        return
+    listed.add(resource)
+    for command in plan.commands.get(resource, ()):
+        out.print(hanging("       $ ", command, out.width, "dim"))
 
 
 def render_plan(plan: Plan, out: Console, *, verbose: bool = False) -> None:
+    width = out.width
     for u in plan.unreadable:
-        out.print(f"[yellow]  ! cannot read {escape(u.resource)}: {escape(u.reason)}[/]")
+        out.print(notice(f"cannot read {u.resource}: {u.reason}", width))
     for w in plan.warnings:
-        out.print(f"[yellow]  ! {escape(w)}[/]")
+        out.print(notice(w, width))
+    listed: set[str] = set()
     if verbose:
         for same in plan.unchanged:
-            out.print(f"[dim]    = {escape(same.resource)}: {escape(same.reason)}[/]")
+            out.print(notice(about(same.resource, same.reason), width, "=", "dim"))
+            _commands(plan, same.resource, out, listed)
     if plan.empty:
         out.print("No changes: the host is as declared.")
         return
-    for i, change in enumerate(plan.changes, 1):
-        out.print(change_line(i, change))
-        if verbose and change.diff:
-            for line in change.diff.rstrip("\n").splitlines():
-                colour = {"+": "green", "-": "red"}.get(line[:1], "dim")
-                out.print(f"[{colour}]        {escape(line)}[/]")
+    numbered = list(enumerate(plan.changes, 1))
+    for i, change in numbered:
+        out.print(change_line(i, change, width))
+        if verbose:
+            _commands(plan, change.resource, out, listed)
+    if verbose:
+        render_diffs(numbered, out)
     counts = {a: sum(1 for c in plan.changes if c.action == a) for a in SYMBOL}
     summary = ", ".join(f"{n} to {a}" for a, n in counts.items() if n)
     out.print(f"Plan: {len(plan.changes)} change{'s' if len(plan.changes) != 1 else ''} "
@@ -75,7 +145,7 @@ class ProgressReporter:
         self._running = {id(change)}
         # A spinner parses a str as markup with emoji codes whatever the console says:
         # give it Text, which is shown as it is.
-        self._status = self.out.status(Text(f"{change.resource}: {change.detail}"),
+        self._status = self.out.status(Text(change.headline),
                                        spinner="dots")
         self._status.start()
 
@@ -101,10 +171,11 @@ class ProgressReporter:
 
     def finished(self, change: Change, seconds: float) -> None:
         self._done(change)
-        self.out.print(f"{change_line(self.count, change)} [dim]({seconds:.2f} s)[/]")
+        self.out.print(change_line(self.count, change, self.out.width,
+                                   tail=f"({seconds:.2f} s)"))
 
     def failed(self, change: Change, error: BaseException) -> None:
         self._done(change)
         self._stop()  # the apply ends here
-        self.out.print(f"[red]{self.count:>3}. ✗ {escape(change.resource)}: "
-                       f"{escape(change.detail)}[/]")
+        self.out.print(hanging(f"{self.count:>3}. ✗ ", f"{change.headline}: failed",
+                               self.out.width, "red"))

@@ -129,8 +129,13 @@ def only(layers: Sequence[str]) -> list[str]:
 def apply(lab: Lab, config: str = EXAMPLE, layers: Sequence[str] = HOST_AND_NETWORK,
           *extra: str) -> list[dict[str, Any]]:
     out = fjord(lab, "apply", "-c", config, "--yes", "--json", *only(layers), *extra)
-    changes: list[dict[str, Any]] = json.loads(out.stdout)["changes"]
-    return changes
+    return made(out.stdout)
+
+
+def made(stdout: str) -> list[dict[str, Any]]:
+    """The changes an ``apply --json`` made (not those an earlier change settled)."""
+    changes: list[dict[str, Any]] = json.loads(stdout)["changes"]
+    return [c for c in changes if c.get("outcome", "done") == "done"]
 
 
 def plan(lab: Lab, config: str = EXAMPLE,

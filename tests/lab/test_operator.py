@@ -40,7 +40,7 @@ def test_lab_exec_finds_the_running_fjord_without_path(lab: Lab) -> None:
     assert out.returncode == 0, out.stderr
 
 
-def test_exit_codes_on_a_fresh_and_a_converged_server(lab: Lab) -> None:
+def test_exit_codes_on_a_fresh_and_a_converged_server(lab: Lab, tmp_path: Path) -> None:
     def fjord(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([FJORD, "lab", "exec", "--name", lab.name, "--", FJORD, *args,
                                "-c", EXAMPLE],
@@ -49,7 +49,37 @@ def test_exit_codes_on_a_fresh_and_a_converged_server(lab: Lab) -> None:
     pending = fjord("plan", "--detailed-exitcode")
     assert pending.returncode == 4, pending.stdout + pending.stderr
     assert fjord("plan").returncode == 0
-    assert fjord("apply", "--yes").returncode == 0
+    # plan -v (issue 16 item 4): 80 columns (stdout is not a terminal), the commands
+    # that read each resource under it, the diffs apart, the nft table's among them
+    verbose = fjord("plan", "-v")
+    assert verbose.returncode == 0, verbose.stderr
+    listing, marker, diffs = verbose.stdout.partition("Diffs (- as it is, + as declared):")
+    assert marker, verbose.stdout
+    assert all(len(line) <= 80 for line in listing.splitlines()), listing
+    print(verbose.stdout)
+    # the reads are under their resource (what runs outside them, as the rendering of
+    # a diff, is still logged on stderr)
+    assert "       $ nft -s list table inet fjord" in listing, listing
+    assert "run: nft -s list table" not in verbose.stderr
+    assert "nftables inet fjord" in diffs and "+++ table inet fjord (declared)" in diffs
+    assert any(line.startswith("+") and line[1:].strip() == "ct state established,related "
+               "accept comment \"replies\"" for line in diffs.splitlines()), diffs
+    applied = fjord("apply", "--yes", "--json")
+    assert applied.returncode == 0, applied.stderr
+    outcomes = json.loads(applied.stdout)["changes"]
+    assert outcomes and {c["outcome"] for c in outcomes} <= {"done", "settled"}, outcomes
+    assert all(isinstance(c["duration_s"], float) for c in outcomes
+               if c["outcome"] == "done"), outcomes
+    # the domain as libvirt has it against the declared one, for a memory change
+    bigger = tmp_path / "bigger.yaml"
+    bigger.write_text(Path(EXAMPLE).read_text().replace("memory: 512MiB", "memory: 768MiB"))
+    domain = subprocess.run([FJORD, "lab", "exec", "--name", lab.name, "--", FJORD, "plan",
+                             "-v", "-c", str(bigger)], capture_output=True, text=True,
+                            timeout=300)
+    _, marker, diffs = domain.stdout.partition("Diffs (- as it is, + as declared):")
+    assert "domain test (libvirt XMLDesc)" in diffs, domain.stdout + domain.stderr
+    assert '-  <memory unit="KiB">524288</memory>' in diffs
+    assert '+  <memory unit="KiB">786432</memory>' in diffs
     same = fjord("plan", "--detailed-exitcode", "--json")
     assert same.returncode == 0, same.stdout + same.stderr
     assert json.loads(same.stdout)["changes"] == []

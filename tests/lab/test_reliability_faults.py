@@ -35,6 +35,7 @@ from faults import (
     fjord,
     fjord_state,
     kill_daemon,
+    made,
     only,
     plan,
     record,
@@ -85,8 +86,7 @@ def second_apply(lab: Lab) -> tuple[list[dict[str, Any]], bool]:
         assert "switchover is already pending" in out.stderr, out.stderr
         wait_for_guard(lab)
         return apply(lab, EXAMPLE, LAYERS), True
-    changes: list[dict[str, Any]] = json.loads(out.stdout)["changes"]
-    return changes, False
+    return made(out.stdout), False
 
 
 def test_sigkill_at_every_change_of_a_fresh_apply(make_lab: Callable[..., Lab]) -> None:

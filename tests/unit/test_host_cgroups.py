@@ -122,7 +122,7 @@ def test_unified_switch_writes_grub_and_says_reboot(tmp_path: Path):
     root = tmp_path / "root"
     assert [r.id for r in cgroups.resources(unified=False, root=root)] == ["cgroups layout"]
     check, grub, update = cgroups.resources(unified=True, root=root)
-    assert isinstance(update, Trigger) and "reboot" in update.what
+    assert isinstance(update, Trigger) and "reboot" in update.note
     assert grub.id == f"file {root}/etc/default/grub.d/fjord.cfg"
     text = cgroups.render_grub()
     assert text.endswith('GRUB_CMDLINE_LINUX="$GRUB_CMDLINE_LINUX '

@@ -291,12 +291,12 @@ def test_trigger_runs_once_per_input_change(tmp_path: Path, ctx: Context):
     f = File(tmp_path / "a", "one\n")
     t = Counting("x", [f])
     (change,) = t.changes(ctx)
-    assert change.detail == "count (never run by fjord)"
+    assert change.detail == "run count (fjord has not run it yet)"
     change.run(ctx)
     assert t.changes(ctx) == [] and t.runs == 1
     t2 = Counting("x", [File(tmp_path / "a", "two\n")])
     (change,) = t2.changes(ctx)
-    assert change.detail == "count (its inputs changed since the last run)"
+    assert change.detail == "run count (its inputs changed since its last run)"
 
 
 def test_trigger_records_only_after_success(tmp_path: Path, ctx: Context):

@@ -268,13 +268,41 @@ def _ids(idmap: int | None) -> str:
     return f"ids {idmap}-{idmap + IDMAP_COUNT - 1}"
 
 
-def xml_diff(actual: Domain, wanted: Domain) -> str:
-    """A unified diff of the two domains as fjord renders them (for `plan -v`)."""
-    diff = difflib.unified_diff(actual.xml().splitlines(keepends=True),
-                                wanted.xml().splitlines(keepends=True),
-                                fromfile=f"domain {actual.name} (libvirt)",
-                                tofile=f"domain {wanted.name} (fjord.yaml)")
-    return "".join(diff)
+def canonical_xml(text: str) -> str:
+    """``text`` pretty-printed one way whoever wrote it: whitespace between elements
+    dropped, attributes sorted by name, two spaces a level, double quotes."""
+    root = ET.fromstring(text)
+    for el in root.iter():
+        if el.text is not None and not el.text.strip():
+            el.text = None
+        if el.tail is not None and not el.tail.strip():
+            el.tail = None
+        if el.attrib:
+            items = sorted(el.attrib.items())
+            el.attrib.clear()
+            el.attrib.update(items)
+    ET.indent(root, space="  ")
+    return ET.tostring(root, encoding="unicode") + "\n"
+
+
+def xml_diff(actual: str | Domain | None, wanted: Domain) -> str:
+    """A unified diff (for `plan -v`) of the domain as libvirt has it (its XMLDesc, or
+    a Domain) and as fjord would define it, both pretty-printed by canonical_xml: what
+    libvirt adds on its own (the emulator, a console, …) shows as removed lines."""
+    if actual is None:  # not defined yet
+        now = ""
+    else:
+        text = actual if isinstance(actual, str) else actual.xml()
+        try:
+            now = canonical_xml(text)
+        except ET.ParseError:
+            now = text
+    diff = difflib.unified_diff(now.splitlines(keepends=True),
+                                canonical_xml(wanted.xml()).splitlines(keepends=True),
+                                fromfile=f"domain {wanted.name} (libvirt XMLDesc)"
+                                if actual is not None else "/dev/null",
+                                tofile=f"domain {wanted.name} (declared)")
+    return "".join(d if d.endswith("\n") else d + "\n" for d in diff)
 
 
 def human_bytes(n: int) -> str:

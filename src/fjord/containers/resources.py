@@ -248,7 +248,7 @@ class DomainResource(Resource):
                            f"define {self.c.name}: {self.c.memory >> 20} MiB, "
                            f"{self.c.vcpus} vCPU, {ifaces}"
                            f"{', started at boot' if self.c.autostart else ''}",
-                           self._define, diff=wanted.xml())]
+                           self._define, diff=lambda: xml_diff(None, wanted))]
         actual = Domain.parse(state.xml)
         wanted = self._wanted(ctx, state.uuid)
         out = []
@@ -263,7 +263,7 @@ class DomainResource(Resource):
             out.append(Change(self.id, "update", f"redefine {self.c.name}: "
                               f"{'; '.join(diffs)} ({when})",
                               lambda c: self._redefine(c, wanted, live),
-                              diff=xml_diff(actual, wanted)))
+                              diff=lambda: xml_diff(state.xml, wanted)))
         elif state.running:
             out += self._limits(ctx, wanted)
         if state.autostart != self.c.autostart:

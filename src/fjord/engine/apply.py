@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 from fjord.engine.change import Change, Unreadable
 from fjord.engine.order import dependents, order
@@ -27,6 +29,82 @@ class Reporter(Protocol):
     def started(self, change: Change) -> None: ...
     def finished(self, change: Change, seconds: float) -> None: ...
     def failed(self, change: Change, error: BaseException) -> None: ...
+
+
+@dataclass
+class Ran:
+    """One change apply ran: of which resource, how it ended, how long it took."""
+
+    resource: str   # the id of the resource whose change it is
+    change: Change
+    outcome: Literal["done", "failed"]
+    seconds: float
+
+
+@dataclass
+class Journal:
+    """What one apply did, for ``apply --json``: the resources in the order apply took
+    them, what each one's read (right before its changes) said was still to do, and
+    every change run with its outcome and duration."""
+
+    order: list[str] = field(default_factory=list)
+    read: dict[str, list[Change]] = field(default_factory=dict)
+    ran: list[Ran] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, resource: str, change: Change, ok: bool, seconds: float) -> None:
+        with self._lock:
+            self.ran.append(Ran(resource, change, "done" if ok else "failed", seconds))
+
+    def outcomes(self, planned: Mapping[str, Sequence[Change]]) -> list[dict[str, Any]]:
+        """Every change of the plan (``planned``: resource id -> its changes, as
+        Plan.by_resource) and every change apply found besides, in apply's order,
+        each with its outcome:
+
+        - ``done``: it ran and succeeded; ``failed``: it ran and raised (apply stopped);
+        - ``settled``: its resource, read again right before its turn, no longer needed
+          it (an earlier change did it: a hook rebuilding flows, say);
+        - ``skipped``: not reached (an earlier change failed, or its resource or one it
+          depends on could not be read).
+
+        ``duration_s`` is the change's run time in seconds, None for one that did not
+        run."""
+        out: list[dict[str, Any]] = []
+
+        def row(change: Change, outcome: str, seconds: float | None) -> None:
+            out.append({**change.as_json(), "outcome": outcome,
+                        "duration_s": None if seconds is None else round(seconds, 3)})
+
+        for rid in self.order:
+            todo = list(planned.get(rid, ()))
+            read = self.read.get(rid)
+            left = None if read is None else list(read)
+            for ran in (r for r in self.ran if r.resource == rid):
+                row(ran.change, ran.outcome, ran.seconds)
+                # the planned change it is (its detail may say more at apply time)
+                if not _take(todo, ran.change):
+                    _take(todo, ran.change, loose=True)
+                if left is not None:
+                    _take(left, ran.change)
+            for change in todo:
+                if left is None or _take(left, change):
+                    row(change, "skipped", None)  # not reached, or a failure came first
+                else:
+                    row(change, "settled", None)
+            for change in left or ():  # found by apply's read, not run
+                row(change, "skipped", None)
+        return out
+
+
+def _take(changes: list[Change], change: Change, *, loose: bool = False) -> bool:
+    """Remove the first of ``changes`` that is ``change`` (``loose``: of the same
+    resource and action); whether there was one."""
+    for i, c in enumerate(changes):
+        if c == change or (loose and (c.resource, c.action) == (change.resource,
+                                                                change.action)):
+            del changes[i]
+            return True
+    return False
 
 
 class NotConverged(FjordError):
@@ -62,7 +140,8 @@ class ApplyError(FjordError):
         )
 
 
-def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> list[Change]:
+def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter,
+          journal: Journal | None = None) -> list[Change]:
     """Run the changes; ``ctx`` is the plan's (its drivers' caches are the plan's reads,
     made under the same apply lock).
 
@@ -74,12 +153,14 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
 
     Neighbours marked ``concurrent`` (see Resource) run their changes together, at most
     MAX_CONCURRENT at a time; the first failure among them stops the apply once the
-    others have finished."""
+    others have finished. ``journal`` (if given) records what was read and run."""
+    journal = journal if journal is not None else Journal()
     done: list[Change] = []
     unreadable: list[Unreadable] = []
     skip: set[str] = set()
     skipped: list[str] = []
     ordered = order(resources)
+    journal.order = [r.id for r in ordered]
     i = 0
     while i < len(ordered):
         group = [ordered[i]]
@@ -98,6 +179,7 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
                 unreadable.append(result)
                 skip |= dependents(ordered, r.id)
                 continue
+            journal.read[r.id] = list(result)
             read.append((r, result))
         planned = [(r, changes) for r, changes in read if changes]
         if not planned:
@@ -105,9 +187,9 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
         if len(planned) == 1:
             resource, changes = planned[0]
             for change in changes:
-                _run(change, ctx, reporter, done)
+                _run(change, ctx, reporter, done, journal, resource.id)
         else:
-            _run_together(planned, ctx, reporter, done)
+            _run_together(planned, ctx, reporter, done, journal)
         ctx.refresh()
         for resource, _ in planned:
             left = resource.changes(ctx)  # fills the caches again, after the change
@@ -125,28 +207,33 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter) -> li
 MAX_CONCURRENT = 4
 
 
-def _run(change: Change, ctx: Context, reporter: Reporter, done: list[Change]) -> None:
+def _run(change: Change, ctx: Context, reporter: Reporter, done: list[Change],
+         journal: Journal, resource: str) -> None:
     reporter.started(change)
     start = time.monotonic()
     try:
         change.run(ctx)
     except BaseException as exc:
+        journal.record(resource, change, False, time.monotonic() - start)
         reporter.failed(change, exc)
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
         raise ApplyError(change, exc, done) from exc
-    reporter.finished(change, time.monotonic() - start)
+    seconds = time.monotonic() - start
+    journal.record(resource, change, True, seconds)
+    reporter.finished(change, seconds)
     done.append(change)
 
 
 def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
-                  reporter: Reporter, done: list[Change]) -> None:
+                  reporter: Reporter, done: list[Change], journal: Journal) -> None:
     """Each resource's changes in order in a worker thread; reported from this thread
     as they finish. A KeyboardInterrupt waits for the started ones (they cannot be
     interrupted half-way safely) and starts no more."""
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    def work(changes: list[Change]) -> list[tuple[Change, float, BaseException | None]]:
+    def work(resource: str,
+             changes: list[Change]) -> list[tuple[Change, float, BaseException | None]]:
         out: list[tuple[Change, float, BaseException | None]] = []
         for change in changes:
             start = time.monotonic()
@@ -154,8 +241,10 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
                 change.run(ctx)
             except BaseException as exc:  # handed to the main thread
                 out.append((change, time.monotonic() - start, exc))
+                journal.record(resource, change, False, out[-1][1])
                 break
             out.append((change, time.monotonic() - start, None))
+            journal.record(resource, change, True, out[-1][1])
         return out
 
     group_start = getattr(reporter, "started_group", None)
@@ -166,7 +255,7 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
     with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT, len(planned)),
                             thread_name_prefix="fjord-apply") as pool:
         pending: set[Future[list[tuple[Change, float, BaseException | None]]]] = {
-            pool.submit(work, cs) for _, cs in planned}
+            pool.submit(work, r.id, cs) for r, cs in planned}
         try:
             while pending:
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -3,6 +3,7 @@ that `apply` executes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -19,12 +20,41 @@ class Change:
     action: Action
     detail: str
     run: Callable[[Context], Any] = field(compare=False, repr=False)
-    diff: str | None = field(default=None, compare=False)
+    # What `plan -v` shows: a unified diff, or a function computing one (called only
+    # when a diff is shown, so that a plain plan reads no more than it needs).
+    diff: str | Callable[[], str | None] | None = field(default=None, compare=False)
     # A risky change (e.g. moving the uplink) gets the safety net of a switchover.
     risky: bool = field(default=False, compare=False)
 
     def as_json(self) -> dict[str, str]:
         return {"resource": self.resource, "action": self.action, "detail": self.detail}
+
+    def diff_text(self) -> str | None:
+        """The diff, computed now if it is a function (None or "": nothing to show)."""
+        if callable(self.diff):
+            return self.diff() or None
+        return self.diff or None
+
+    @property
+    def headline(self) -> str:
+        """The change in one phrase, for people: the detail alone when it names the
+        resource already (``write /etc/hosts``, not ``file /etc/hosts  write
+        /etc/hosts``), else the resource, a colon, the detail."""
+        return about(self.resource, self.detail)
+
+
+def about(resource: str, text: str) -> str:
+    """``text`` alone when it names ``resource``, else ``resource: text``."""
+    return text if _names(text, resource) else f"{resource}: {text}"
+
+
+def _names(detail: str, resource: str) -> bool:
+    """Whether ``detail`` names ``resource``: its name (what follows the kind) or the
+    last word of it appears in the detail as a word of its own."""
+    words = resource.split()
+    candidates = {" ".join(words[1:]), words[-1]} if len(words) > 1 else set(words)
+    return any(re.search(rf"(?<![\w/.-]){re.escape(c)}(?![\w/-]|\.\w)", detail)
+               for c in candidates if c)
 
 
 @dataclass(frozen=True)

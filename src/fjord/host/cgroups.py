@@ -277,7 +277,8 @@ def render_grub() -> str:
 
 class UpdateGrub(Trigger):
     kind = "update-grub"
-    what = "update-grub (the kernel command line changes at the next boot: reboot to apply)"
+    what = "update-grub"
+    note = "the kernel command line changes at the next boot: reboot to apply"
 
     def action(self, ctx: Context) -> None:
         runner.run(["update-grub"], timeout=300,

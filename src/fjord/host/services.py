@@ -103,7 +103,8 @@ class Trigger(Resource):
     The record is written only after the action succeeded, so an apply that stopped
     in between runs the action again next time."""
 
-    what = "run"
+    what = "run"   # the command, as the plan names it: "run apt-get update (...)"
+    note = ""      # what the operator should know about it, after why it runs
 
     def __init__(self, name: str, inputs: Sequence[Configured], *,
                  after: Sequence[str] = ()) -> None:
@@ -117,9 +118,10 @@ class Trigger(Resource):
     def changes(self, ctx: Context) -> list[Change]:
         if not self.pending():
             return []
-        why = ("never run by fjord" if read_record(self.id) is None
-               else "its inputs changed since the last run")
-        return [Change(self.id, "update", f"{self.what} ({why})", self._run)]
+        why = ("fjord has not run it yet" if read_record(self.id) is None
+               else "its inputs changed since its last run")
+        note = f"; {self.note}" if self.note else ""
+        return [Change(self.id, "update", f"run {self.what} ({why}{note})", self._run)]
 
     def unchanged_reason(self, ctx: Context) -> str:
         return "inputs unchanged since the last run"

@@ -18,6 +18,7 @@ plan warns about it (docs/firewall.md has the fix).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +31,7 @@ from fjord.config.desired import Desired
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
-from fjord.host.files import File, unified_diff
+from fjord.host.files import File
 from fjord.net import nft
 from fjord.net.nft import BaseChain, Nft, Rule, Table
 from fjord.state import read_json, state_dir, write_json
@@ -257,13 +258,28 @@ class Firewall(Resource):
         self._warn_about_other_firewalls(ctx, driver)
         what = f"load nftables table {FAMILY} {NAME} ({self.ruleset.summary()})"
         if live is None:
-            return [Change(self.id, "create", what, self._load)]
+            return [Change(self.id, "create", what, self._load,
+                           diff=lambda: self._diff(driver, None))]
         recorded = read_json(state_path()) or {}
-        stale = self._stale(recorded, live)
-        if stale is None:
+        reason = self._stale(recorded, live)
+        if reason is None:
             return []
-        reason, diff = stale
-        return [Change(self.id, "update", f"re{what}: {reason}", self._load, diff=diff)]
+        return [Change(self.id, "update", f"re{what}: {reason}", self._load,
+                       diff=lambda: self._diff(driver, live))]
+
+    def _diff(self, driver: Nft, live: str | None) -> str:
+        """The live table against the declared one, both as ``nft -s list table`` lists
+        them (for ``plan -v``: it loads the declared ruleset in a throwaway namespace)."""
+        try:
+            declared = driver.declared_listing(self.ruleset.render(), FAMILY, NAME)
+        except FjordError as exc:
+            return f"(the declared table could not be listed: {exc.message})\n"
+        where = f"table {FAMILY} {NAME}"
+        diff = difflib.unified_diff((live or "").splitlines(keepends=True),
+                                    declared.splitlines(keepends=True),
+                                    f"{where} (nft list table)" if live is not None
+                                    else "/dev/null", f"{where} (declared)")
+        return "".join(d if d.endswith("\n") else d + "\n" for d in diff)
 
     def _warn_about_other_firewalls(self, ctx: Context, driver: Nft) -> None:
         # Only advice: a ruleset fjord cannot read must not stop fjord's own table.
@@ -276,15 +292,13 @@ class Firewall(Resource):
         for block in foreign_blocks(data, self.ruleset):
             ctx.warn(block.message())
 
-    def _stale(self, recorded: Mapping[str, Any], live: str) -> tuple[str, str | None] | None:
+    def _stale(self, recorded: Mapping[str, Any], live: str) -> str | None:
         if recorded.get("sha256") is None:
-            return "not loaded by fjord", None
+            return "not loaded by fjord"
         if recorded["sha256"] != self.ruleset.digest():
-            return "the declared ruleset changed", None
+            return "the declared ruleset changed"
         if recorded.get("listing") != live:
-            where = Path(f"/{FAMILY}/{NAME}")
-            diff = unified_diff(where, str(recorded.get("listing", "")).encode(), live.encode())
-            return "changed outside fjord since it was loaded", diff
+            return "changed outside fjord since it was loaded"
         return None
 
     def unchanged_reason(self, ctx: Context) -> str:

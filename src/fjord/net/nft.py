@@ -248,8 +248,10 @@ class Nft:
     prefix: Sequence[str] = ()
 
     def _run(self, args: Sequence[str], *, input: str | None = None,
-             check: bool = True, hint: str | None = None) -> runner.Result:
-        return runner.run([*self.prefix, NFT, *args], input=input, check=check,
+             check: bool = True, hint: str | None = None,
+             unshared: bool = False) -> runner.Result:
+        program = ["unshare", "--net"] if unshared else [NFT]
+        return runner.run([*self.prefix, *program, *args], input=input, check=check,
                           timeout=TIMEOUT, hint=hint)
 
     def _read(self, args: Sequence[str]) -> runner.Result:
@@ -284,6 +286,16 @@ class Nft:
         if "No such file or directory" in result.stderr:
             return None
         raise _unreadable(result)
+
+    def declared_listing(self, text: str, fam: str, name: str) -> str:
+        """Table ``fam name`` of the ruleset ``text`` as ``list_table`` would list it once
+        loaded, without loading it here: nft loads and lists it in a network namespace
+        of its own, thrown away after (fjord.net.nft_listing; needs root)."""
+        import sys
+
+        result = self._run(["--", sys.executable, "-m", "fjord.net.nft_listing", fam, name],
+                           input=text, unshared=True)
+        return result.stdout
 
     def ruleset(self) -> dict[str, Any]:
         """``nft -j list ruleset``, parsed."""
