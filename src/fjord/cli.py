@@ -437,7 +437,9 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 show_warnings(p.warnings, out, shown)
             save_allocations(desired)
             try:
-                done = run_apply(resources, ctx, ProgressReporter(out))
+                reporter = ProgressReporter(out)
+                ctx.progress = reporter.progress
+                done = run_apply(resources, ctx, reporter)
             finally:
                 # what the resources said while apply read them again
                 show_warnings(ctx.warnings, out, shown)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fjord import records
 from fjord.containers import hook, rootfs
 from fjord.containers.image import Image
 from fjord.errors import FjordError
@@ -145,8 +146,8 @@ def test_a_record_keeps_the_addresses_for_the_allocations(tmp_path):
     assert not rootfs.save_addresses(lay, addrs)
     record = rootfs.read_record(lay)
     assert record is not None and record.addresses == addrs and record.image == img.key
-    assert rootfs.recorded_addresses(base=base) == {"web": addrs}
-    assert rootfs.recorded_addresses(skip={"web"}, base=base) == {}
+    assert records.recorded_addresses(base=base) == {"web": addrs}
+    assert records.recorded_addresses(skip={"web"}, base=base) == {}
 
 
 @pytest.fixture
@@ -307,7 +308,7 @@ def test_destroy_frees_the_name_at_once_and_deletes_in_the_background(tmp_path):
     (base / rootfs.TRASH / "old.1" / "f").mkdir(parents=True)
     assert rootfs.destroy("web", base)
     assert not lay.base.exists() and rootfs.all_records(base) == []
-    assert rootfs.recorded_addresses(base=base) == {}
+    assert records.recorded_addresses(base=base) == {}
     deadline = time.monotonic() + 20
     while any((base / rootfs.TRASH).iterdir()):
         assert time.monotonic() < deadline, list((base / rootfs.TRASH).iterdir())

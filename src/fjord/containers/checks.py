@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 
-from fjord.check import (
+from fjord.config.desired import Container, Desired
+from fjord.containers.libvirt import Libvirt, init_pid
+from fjord.containers.lifecycle import container_env
+from fjord.errors import FjordError
+from fjord.probes import (
     PING_TIMEOUT,
     PROBE_TIMEOUT,
     CheckResult,
@@ -22,10 +26,6 @@ from fjord.check import (
     ping,
     probe,
 )
-from fjord.config.desired import Container, Desired
-from fjord.containers.libvirt import Libvirt, init_pid
-from fjord.containers.lifecycle import container_env
-from fjord.errors import FjordError
 from fjord.state import state_dir
 
 SYSTEMD_TIMEOUT = 60.0  # a container that has just started may still be booting
@@ -33,7 +33,7 @@ SSH_TIMEOUT = 20.0
 FORWARD_TIMEOUT = 3.0
 
 
-def _targets(desired: Desired) -> tuple[str | None, str | None, str]:
+def targets(desired: Desired) -> tuple[str | None, str | None, str]:
     chk = desired.host.check
     v4 = chk.ipv4 or next((a for a in desired.host.dns if isinstance(a, IPv4Address)), None)
     v6 = chk.ipv6 or next((a for a in desired.host.dns if isinstance(a, IPv6Address)), None)
@@ -76,7 +76,7 @@ def ssh_argv(c: Container, *extra: str) -> list[str]:
 
 
 def container_checks(desired: Desired) -> Iterator[CheckResult]:
-    v4, v6, name = _targets(desired)
+    v4, v6, name = targets(desired)
     lv = Libvirt()
     try:
         for c in desired.containers:

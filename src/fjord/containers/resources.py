@@ -22,6 +22,7 @@ from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
+from fjord.records import RECORD
 
 # What libvirt can change in a running LXC container; anything else needs a restart.
 LIVE = {"memory", "CPU shares"}
@@ -47,10 +48,9 @@ class ImageResource(Resource):
         what = f"{self.spec.inputs().get('suite')} with mmdebstrap ({len(extra)} packages)"
 
         def build(c: Context) -> None:
-            from fjord.containers.cli import build_with_bar
-            from fjord.ui import console
-
-            build_with_bar(_cache(c), self.spec, console(stderr=True))
+            # how far it is goes to the apply's reporter (the command owns the console)
+            _cache(c).build(self.spec, lambda state: c.progress(self.id, state.fraction,
+                                                                state.stage))
 
         return [Change(self.id, "create", f"build image {what} for "
                        f"{', '.join(self.users)} (cached afterwards)", build)]
@@ -137,7 +137,7 @@ class RootResource(Resource):
         else:
             pending = customize.pending(layout.rootfs, self.c, desired, record.idmap)
         if record.addresses != addresses(self.c):
-            pending.append(f"{rootfs.RECORD} (addresses)")
+            pending.append(f"{RECORD} (addresses)")
         if not pending:
             return []
         # A running container read its network file when it booted: a new address or

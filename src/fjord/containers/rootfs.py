@@ -29,7 +29,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,18 +37,14 @@ from typing import Any, Literal
 from fjord.containers.image import Image
 from fjord.containers.tree import remove_tree, tree_size
 from fjord.errors import FjordError
+from fjord.records import RECORD, containers_dir
 from fjord.runner import run
-from fjord.state import atomic_write, state_dir
+from fjord.state import atomic_write
 
 Mode = Literal["overlay", "copy"]
-RECORD = "container.json"
 # Characters overlayfs' option parser treats specially; fjord's own paths never have them.
 _UNSAFE_OPTION = re.compile(r"[,:\\\s=]")
 log = logging.getLogger(__name__)
-
-
-def containers_dir() -> Path:
-    return state_dir() / "containers"
 
 
 @dataclass(frozen=True)
@@ -237,30 +233,6 @@ def all_records(base: Path | None = None) -> list[Record]:
             if record is not None:
                 records.append(record)
     return records
-
-
-def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
-                       ) -> dict[str, dict[str, str]]:
-    """The addresses the records of existing containers hold (those not in ``skip``):
-    what rebuilds a lost or damaged allocations.json."""
-    root = base if base is not None else containers_dir()
-    skip = set(skip)
-    out: dict[str, dict[str, str]] = {}
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return out
-    for name in entries:
-        if name in skip:
-            continue
-        try:
-            data = json.loads((root / name / RECORD).read_bytes())
-            addresses = data.get("addresses") if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            continue
-        if isinstance(addresses, dict):
-            out[name] = {k: v for k, v in addresses.items() if isinstance(v, str)}
-    return out
 
 
 def overlay_options(layout: Layout, lower: Path) -> str:
