@@ -16,9 +16,9 @@ DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
 
 # Sub-groups living in their own modules, imported only when used.
 LAZY_GROUPS = {
-    "container": ("fjord.containers.manage_cli", "container",
+    "container": ("fjord.containers.container_cli", "container",
                   "Containers one by one: list, start, stop, restart, destroy, exec, console."),
-    "image": ("fjord.containers.cli", "image",
+    "image": ("fjord.containers.image_cli", "image",
               "Debian root filesystem images: build, list, prune."),
     "lab": ("fjord.lab.cli", "lab",
             "Simulate a whole server in namespaces (tests, demo, dry runs)."),

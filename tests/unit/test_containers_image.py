@@ -19,8 +19,8 @@ from fjord.config.desired import load
 from fjord.containers import image as im
 from fjord.containers.image import ImageCache, make_spec, prune, spec_for
 from fjord.containers.progress import STAGES, BuildProgress
-from fjord.containers.stream import Terminated, sigterm_raises, stream
 from fjord.errors import CommandError, FjordError
+from fjord.runner import Terminated, sigterm_raises, stream
 
 GOLDEN = Path(__file__).parent / "golden" / "containers"
 MIRROR = "http://deb.debian.org/debian"
