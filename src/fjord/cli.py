@@ -16,9 +16,9 @@ DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
 
 # Sub-groups living in their own modules, imported only when used.
 LAZY_GROUPS = {
-    "container": ("fjord.containers.manage_cli", "container",
+    "container": ("fjord.containers.container_cli", "container",
                   "Containers one by one: list, start, stop, restart, destroy, exec, console."),
-    "image": ("fjord.containers.cli", "image",
+    "image": ("fjord.containers.image_cli", "image",
               "Debian root filesystem images: build, list, prune."),
     "lab": ("fjord.lab.cli", "lab",
             "Simulate a whole server in namespaces (tests, demo, dry runs)."),
@@ -439,7 +439,9 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
             save_allocations(desired)
             journal = Journal()
             try:
-                done = run_apply(resources, ctx, ProgressReporter(out), journal)
+                reporter = ProgressReporter(out)
+                ctx.progress = reporter.progress
+                done = run_apply(resources, ctx, reporter, journal)
             except (ApplyError, NotConverged) as exc:
                 if as_json:  # what ran, and how it ended; the error itself on stderr
                     print_json(apply_json(p, journal, ctx.warnings, exc.message))

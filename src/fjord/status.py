@@ -7,20 +7,20 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from fjord.config.desired import Desired
+from fjord.config.desired import Desired, with_kept
+from fjord.containers import libvirt, limits
+from fjord.engine.plan import StateUnreadable, make_plan
+from fjord.engine.resource import Context
+from fjord.host import cgroups
+from fjord.resources import all_resources
 
 
 def collect(desired: Desired) -> dict[str, Any]:
-    from fjord.engine.plan import make_plan
-    from fjord.engine.resource import Context
-    from fjord.resources import all_resources
-
     ctx = Context(desired)
     try:
         plan = make_plan(all_resources(desired), ctx)
     finally:
         ctx.close()
-    from fjord.host import cgroups
 
     host = desired.host
     return {
@@ -57,12 +57,8 @@ def _with_problems(containers: list[dict[str, Any]], unreadable: list[Any]
 def _containers(desired: Desired) -> list[dict[str, Any]]:
     """Each container of the file, and each one fjord made that the file no longer names,
     as libvirt sees it (or why it cannot be read)."""
-    from fjord.config.desired import with_kept
-    from fjord.containers.libvirt import Libvirt
-    from fjord.engine.plan import StateUnreadable
-
     declared = {c.name for c in desired.containers}
-    lv = Libvirt()
+    lv = libvirt.Libvirt()
     out = []
     try:
         for c in with_kept(desired).containers:
@@ -78,9 +74,7 @@ def _containers(desired: Desired) -> list[dict[str, Any]]:
                 item["memory_limit"] = c.memory if c.name in declared else None
                 if state is not None and state.running:
                     # the same lines as `fjord check`'s, from the same readings
-                    from fjord.containers.limits import verdicts
-
-                    lines = verdicts(c.name, expected=item["memory_limit"])
+                    lines = limits.verdicts(c.name, expected=item["memory_limit"])
                     item["cgroups"] = [{"check": what, "ok": ok, "detail": why}
                                        for what, ok, why in lines]
                     ok, why = lines[0][1], lines[0][2]

@@ -158,6 +158,12 @@ class ProgressReporter:
                                        spinner="dots")
         self._status.start()
 
+    def progress(self, what: str, fraction: float, stage: str) -> None:
+        """How far a long change is (an image build: its stage and share done), on the
+        line of the spinner."""
+        if self._status is not None:
+            self._status.update(Text(f"{what}: {stage} ({fraction:.0%})"))
+
     def _stop(self) -> None:
         if self._status is not None:
             self._status.stop()

@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from fjord import check as chk
+from fjord import probes
 from fjord.check import CheckResult, Probe, collect, guard, probe
 from fjord.config.desired import Desired, load
 from fjord.containers import checks as cchecks
@@ -207,6 +208,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         yield CheckResult("host: network as declared", True, "as in the file")
 
     monkeypatch.setattr(chk, "probe", host_probe)
+    monkeypatch.setattr(probes, "probe", host_probe)  # ping's
     monkeypatch.setattr(cchecks, "probe", host_probe)
     monkeypatch.setattr(chk, "_declared", declared)
     monkeypatch.setattr(chk, "_forwarding", lambda d: (True, "on"))
@@ -277,7 +279,7 @@ def test_an_error_in_a_check_group_does_not_end_the_others(desired, fake, monkey
         raise RuntimeError("no config for containers")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(cchecks, "container_checks", broken)
+    monkeypatch.setattr(chk, "container_checks", broken)
     results = chk.run_checks(desired)
     names = [r.name for r in results]
     assert names[:5] == NAMES[:5] and names[5] == "containers: remaining checks"

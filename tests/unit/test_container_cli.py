@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+import fjord.containers.container_cli as manage
 import fjord.containers.lifecycle as lifecycle
-import fjord.containers.manage_cli as manage
 from fjord.containers import rootfs
+from fjord.containers.container_cli import container
 from fjord.containers.libvirt import DomainState
-from fjord.containers.manage_cli import container
 from fjord.engine.plan import StateUnreadable
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -62,7 +62,7 @@ def test_a_changed_or_foreign_idmap_is_a_difference() -> None:
 
 
 def test_the_record_keeps_the_range(tmp_path: Path) -> None:
-    layout = rootfs.Layout.of("web", tmp_path)
+    layout = rootfs.RootfsLayout.of("web", tmp_path)
     layout.base.mkdir()
     rec = rootfs.Record(name="web", mode="overlay", image="k", lower="/x", created=1.0,
                         idmap=1_000_000_000)
@@ -82,7 +82,7 @@ def test_the_record_keeps_the_range(tmp_path: Path) -> None:
 
 def test_allocation_skips_the_ranges_of_existing_containers(tmp_path: Path) -> None:
     for name, n in (("a", idmap.BASE), ("b", None), ("c", idmap.BASE + 65536)):
-        layout = rootfs.Layout.of(name, tmp_path)
+        layout = rootfs.RootfsLayout.of(name, tmp_path)
         layout.base.mkdir()
         rootfs.write_record(layout, rootfs.Record(name, "overlay", "k", "/x", 1.0, idmap=n))
     got = rootfs.allocate_idmap(base=tmp_path)

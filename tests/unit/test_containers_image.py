@@ -19,8 +19,8 @@ from fjord.config.desired import load
 from fjord.containers import image as im
 from fjord.containers.image import ImageCache, make_spec, prune, spec_for
 from fjord.containers.progress import STAGES, BuildProgress
-from fjord.containers.stream import Terminated, sigterm_raises, stream
 from fjord.errors import CommandError, FjordError
+from fjord.runner import Terminated, sigterm_raises, stream
 
 GOLDEN = Path(__file__).parent / "golden" / "containers"
 MIRROR = "http://deb.debian.org/debian"
@@ -359,3 +359,26 @@ def test_documentation_is_pruned_like_dpkg_would(tmp_path):
     rules = (root / "etc/dpkg/dpkg.cfg.d/fjord-excludes").read_text()
     assert "path-exclude=/usr/share/doc/*\n" in rules
     assert "path-include=/usr/share/doc/*/copyright\n" in rules
+
+
+def test_an_image_built_by_apply_reports_its_progress_to_the_apply_not_a_console():
+    """The image resource opens no console of its own: how far the build is goes to
+    ctx.progress, which the command's reporter shows (fjord apply's spinner line)."""
+    from fjord.containers.resources import ImageResource
+    from fjord.engine.resource import Context
+
+    seen: list[tuple[str, float, str]] = []
+
+    class Cache:
+        def get(self, key):
+            return None
+
+        def build(self, s, progress=None, **kw):
+            progress(BuildProgress(stage="downloading", fraction=0.5))
+
+    ctx = Context(desired=None, drivers={"images": Cache()})  # type: ignore[arg-type]
+    ctx.progress = lambda what, fraction, stage: seen.append((what, fraction, stage))
+    resource = ImageResource(spec(), ["web"])
+    (change,) = resource.changes(ctx)
+    change.run(ctx)
+    assert seen == [(resource.id, 0.5, "downloading")]

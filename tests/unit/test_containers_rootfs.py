@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fjord import records
 from fjord.containers import hook, rootfs
 from fjord.containers.image import Image
 from fjord.errors import FjordError
@@ -30,20 +31,20 @@ def fake_image(tmp_path: Path, key: str = "bookworm-amd64-0123456789abcdef") -> 
 
 
 def test_layout():
-    lay = rootfs.Layout.of("web", Path("/s/containers"))
+    lay = rootfs.RootfsLayout.of("web", Path("/s/containers"))
     assert (lay.upper, lay.work, lay.rootfs, lay.record) == (
         Path("/s/containers/web/upper"), Path("/s/containers/web/work"),
         Path("/s/containers/web/rootfs"), Path("/s/containers/web/container.json"))
 
 
 def test_overlay_options():
-    lay = rootfs.Layout.of("web", Path("/var/lib/fjord/containers"))
+    lay = rootfs.RootfsLayout.of("web", Path("/var/lib/fjord/containers"))
     assert rootfs.overlay_options(lay, Path("/var/lib/fjord/images/k/rootfs")) == (
         "lowerdir=/var/lib/fjord/images/k/rootfs,upperdir=/var/lib/fjord/containers/web/upper,"
         "workdir=/var/lib/fjord/containers/web/work")
     for bad in ("/tmp/a,b", "/tmp/a:b", "/tmp/a b"):
         with pytest.raises(FjordError):
-            rootfs.overlay_options(rootfs.Layout.of("web", Path(bad)), Path("/x"))
+            rootfs.overlay_options(rootfs.RootfsLayout.of("web", Path(bad)), Path("/x"))
 
 
 def test_mounted_reads_this_namespace():
@@ -82,14 +83,14 @@ def test_a_container_keeps_its_image_and_mode(tmp_path):
 def test_an_interrupted_copy_is_redone(tmp_path):
     img = fake_image(tmp_path)
     base = tmp_path / "containers"
-    lay = rootfs.Layout.of("web", base)
+    lay = rootfs.RootfsLayout.of("web", base)
     (lay.rootfs / "etc").mkdir(parents=True)  # a copy that never got its record
     rootfs.prepare("web", img, "copy", base)
     assert (lay.rootfs / "etc/hostname").exists()
 
 
 def test_a_corrupt_record_with_no_root_behind_it_is_reported(tmp_path):
-    lay = rootfs.Layout.of("web", tmp_path)
+    lay = rootfs.RootfsLayout.of("web", tmp_path)
     lay.base.mkdir()
     lay.record.write_text("{")
     with pytest.raises(FjordError, match="container.json is corrupt.*holds no root"):
@@ -100,7 +101,7 @@ def test_a_corrupt_record_with_no_root_behind_it_is_reported(tmp_path):
                                      b"\x00\xff"])
 def test_a_corrupt_overlay_record_is_rebuilt_and_its_data_kept(tmp_path, garbage):
     base = tmp_path / "containers"
-    lay = rootfs.Layout.of("web", base)
+    lay = rootfs.RootfsLayout.of("web", base)
     for d in (lay.upper / "root", lay.work, lay.rootfs):
         d.mkdir(parents=True)
     (lay.upper / "root/data").write_text("precious")
@@ -145,8 +146,8 @@ def test_a_record_keeps_the_addresses_for_the_allocations(tmp_path):
     assert not rootfs.save_addresses(lay, addrs)
     record = rootfs.read_record(lay)
     assert record is not None and record.addresses == addrs and record.image == img.key
-    assert rootfs.recorded_addresses(base=base) == {"web": addrs}
-    assert rootfs.recorded_addresses(skip={"web"}, base=base) == {}
+    assert records.recorded_addresses(base=base) == {"web": addrs}
+    assert records.recorded_addresses(skip={"web"}, base=base) == {}
 
 
 @pytest.fixture
@@ -307,7 +308,7 @@ def test_destroy_frees_the_name_at_once_and_deletes_in_the_background(tmp_path):
     (base / rootfs.TRASH / "old.1" / "f").mkdir(parents=True)
     assert rootfs.destroy("web", base)
     assert not lay.base.exists() and rootfs.all_records(base) == []
-    assert rootfs.recorded_addresses(base=base) == {}
+    assert records.recorded_addresses(base=base) == {}
     deadline = time.monotonic() + 20
     while any((base / rootfs.TRASH).iterdir()):
         assert time.monotonic() < deadline, list((base / rootfs.TRASH).iterdir())

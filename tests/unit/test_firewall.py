@@ -22,7 +22,7 @@ from fjord.engine.resource import Context
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net import firewall, nft
-from fjord.net.firewall import Firewall, PortForward, Ruleset
+from fjord.net.firewall import Firewall, ResolvedForward, Ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "firewall"
@@ -136,7 +136,7 @@ def test_ports_are_checked(bad: object) -> None:
 
 def test_a_forged_protocol_cannot_reach_the_ruleset() -> None:
     rs = Ruleset(IPv4Address("192.0.2.5"), IPv4Network("10.1.0.0/16"), "br-ex", "br-int",
-                 (PortForward("tcp; flush ruleset", 1, "x", IPv4Address("10.1.0.2"), 1),))
+                 (ResolvedForward("tcp; flush ruleset", 1, "x", IPv4Address("10.1.0.2"), 1),))
     with pytest.raises(ValueError):
         rs.render()
 
@@ -256,7 +256,7 @@ def test_a_changed_declaration_reloads(state: Path) -> None:
     ctx = context(d, fake)
     rs = Ruleset.from_desired(d)
     Firewall(rs).changes(ctx)[0].run(ctx)
-    more = replace(rs, forwards=(*rs.forwards, PortForward(
+    more = replace(rs, forwards=(*rs.forwards, ResolvedForward(
         "udp", 5353, "test", IPv4Address("10.1.0.2"), 53)))
     [change] = Firewall(more).changes(ctx)
     assert change.action == "update"

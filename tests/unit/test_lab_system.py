@@ -10,7 +10,7 @@ import pytest
 
 from fjord.errors import FjordError
 from fjord.lab.cgroups import hierarchies
-from fjord.lab.mounts import Layout, copy_small_tree, parse_mountinfo
+from fjord.lab.mounts import LabLayout, copy_small_tree, parse_mountinfo
 from fjord.lab.procs import Proc, start_time
 
 # /proc/self/mountinfo of this machine (Debian 12, cgroup v1 hybrid), abridged
@@ -78,7 +78,7 @@ def test_copy_small_tree_keeps_links_and_leaves_big_files(tmp_path: Path) -> Non
 
 
 def test_layout_paths(tmp_path: Path) -> None:
-    layout = Layout(tmp_path / "lab")
+    layout = LabLayout(tmp_path / "lab")
     assert layout.upper("/etc") == tmp_path / "lab/etc.upper"
     assert layout.work("/root") == tmp_path / "lab/root.work"
     assert layout.private("/run") == tmp_path / "lab/run"

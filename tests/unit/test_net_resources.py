@@ -168,7 +168,7 @@ def test_uplink_plan_lists_the_whole_switchover_as_one_risky_change(lab_ctx):
     (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
     from unittest import mock
 
-    with mock.patch("fjord.net.uplink_guard.loaded", return_value=False):
+    with mock.patch("fjord.net.uplink_filter.loaded", return_value=False):
         (c,) = uplink.changes(lab_ctx)
     assert c.risky and c.action == "update"
     for part in ("eth0 into br-ex", "192.0.2.5/27", "no address on eth0",
@@ -186,7 +186,7 @@ def test_uplink_converged(lab_ctx):
     (uplink,) = by_kind(resources.resources(lab_ctx.desired), "uplink")
     from unittest import mock
 
-    with mock.patch("fjord.net.uplink_guard.loaded", return_value=True):
+    with mock.patch("fjord.net.uplink_filter.loaded", return_value=True):
         assert uplink.changes(lab_ctx) == []
 
 

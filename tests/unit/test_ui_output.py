@@ -28,7 +28,7 @@ from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net import nft
-from fjord.net.firewall import Firewall, PortForward, Ruleset
+from fjord.net.firewall import Firewall, ResolvedForward, Ruleset
 
 ROOT = Path(__file__).resolve().parents[2]
 ADDRESS = "2001:db8:1:100::2/64"          # ":100:" is rich's emoji code for 💯
@@ -177,7 +177,7 @@ def test_plan_v_shows_the_nft_table_diff_and_a_plain_plan_does_not_compute_it(st
     rs = Ruleset.from_desired(desired)
     for change in Firewall(rs).changes(ctx):
         change.run(ctx)
-    more = replace(rs, forwards=(*rs.forwards, PortForward(
+    more = replace(rs, forwards=(*rs.forwards, ResolvedForward(
         "udp", 5353, "test", IPv4Address("10.1.0.2"), 53)))
     plan = make_plan([Firewall(more)], ctx)
     (change,) = plan.changes

@@ -69,7 +69,7 @@ def test_a_root_without_a_domain_is_kept_as_a_root(tmp_path, state_dir):
     from fjord.containers import rootfs
 
     desired = _desired(tmp_path, "  test: {}\n")
-    rootfs.Layout.of("old").base.mkdir(parents=True)
+    rootfs.RootfsLayout.of("old").base.mkdir(parents=True)
     ctx = Context(desired)
     ctx.drivers["libvirt"] = Domains()
     assert Orphan("old").changes(ctx) == []

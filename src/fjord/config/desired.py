@@ -20,6 +20,7 @@ from fjord.config.models import BUILT_IN, Config, ContainerSpec, Host, Puppet
 from fjord.config.problems import ConfigError
 from fjord.config.types import check_mac
 from fjord.config.validate import check
+from fjord.records import recorded_addresses
 from fjord.state import read_json, state_dir, write_json
 
 ALLOCATIONS = "allocations.json"
@@ -297,8 +298,6 @@ def read_allocations() -> dict[str, dict[str, str]]:
     """The remembered allocations: allocations.json, completed from the records of the
     containers that exist (each keeps its own addresses), so that a lost or corrupt file
     is rebuilt from what exists and no existing container's addresses are handed out."""
-    from fjord.containers.rootfs import recorded_addresses
-
     data = read_json(allocations_path()) or {}
     containers = data.get("containers", {})
     known = dict(containers) if isinstance(containers, dict) else {}

@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
 
-from fjord.check import (
+from fjord.config.desired import Container, Desired
+from fjord.containers import customize, limits, rootfs
+from fjord.containers.libvirt import Libvirt, init_pid
+from fjord.containers.lifecycle import container_env
+from fjord.containers.nsexec import helper_argv
+from fjord.containers.tree import Refused
+from fjord.errors import FjordError
+from fjord.probes import (
     PING_TIMEOUT,
     PROBE_TIMEOUT,
     CheckResult,
@@ -22,10 +29,6 @@ from fjord.check import (
     ping,
     probe,
 )
-from fjord.config.desired import Container, Desired
-from fjord.containers.libvirt import Libvirt, init_pid
-from fjord.containers.lifecycle import container_env
-from fjord.errors import FjordError
 from fjord.state import state_dir
 
 SYSTEMD_TIMEOUT = 60.0  # a container that has just started may still be booting
@@ -33,7 +36,7 @@ SSH_TIMEOUT = 20.0
 FORWARD_TIMEOUT = 3.0
 
 
-def _targets(desired: Desired) -> tuple[str | None, str | None, str]:
+def targets(desired: Desired) -> tuple[str | None, str | None, str]:
     chk = desired.host.check
     v4 = chk.ipv4 or next((a for a in desired.host.dns if isinstance(a, IPv4Address)), None)
     v6 = chk.ipv6 or next((a for a in desired.host.dns if isinstance(a, IPv6Address)), None)
@@ -51,14 +54,11 @@ class Inside:
         if self.pid is None:
             raise FjordError(f"container {name} is not running",
                              hint=f"start it: fjord container start {name}")
-        from fjord.containers.limits import cgroup_procs
-
-        self.cgroups = cgroup_procs(self.pid)
+        self.cgroups = limits.cgroup_procs(self.pid)
 
     def argv(self, argv: list[str]) -> list[str]:
         # the container's programs run with no more than its init's capabilities, like
         # `fjord container exec`: a tenant's /usr/bin/systemctl is not run as host root
-        from fjord.containers.nsexec import helper_argv
 
         assert self.pid is not None
         return helper_argv(self.pid, argv)
@@ -76,7 +76,7 @@ def ssh_argv(c: Container, *extra: str) -> list[str]:
 
 
 def container_checks(desired: Desired) -> Iterator[CheckResult]:
-    v4, v6, name = _targets(desired)
+    v4, v6, name = targets(desired)
     lv = Libvirt()
     try:
         for c in desired.containers:
@@ -126,9 +126,7 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
                           f"libvirt says it runs, but it cannot be entered: {one_line(exc)}")
         return
     yield guard(f"{label}: systemd running", lambda: _systemd(inside))
-    from fjord.containers.limits import verdicts
-
-    for what, ok, detail in verdicts(c.name, expected=c.memory):
+    for what, ok, detail in limits.verdicts(c.name, expected=c.memory):
         yield CheckResult(f"{label}: {what}", ok, detail)
     yield guard(f"{label}: its root's files can be read", lambda: _root_files(desired, c))
 
@@ -153,10 +151,7 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
 def _root_files(desired: Desired, c: Container) -> tuple[bool, str]:
     """What fjord reads in the container's root (see fjord.containers.tree): refused
     when its root user put a FIFO, a device or a huge file where fjord reads one."""
-    from fjord.containers import customize, rootfs
-    from fjord.containers.tree import Refused
-
-    layout = rootfs.Layout.of(c.name)
+    layout = rootfs.RootfsLayout.of(c.name)
     record = rootfs.read_record(layout)
     if record is None or (record.mode == "overlay" and not rootfs.mounted(layout.rootfs)):
         return True, "not looked at: its root is not mounted here (`fjord plan` says more)"

@@ -45,6 +45,7 @@ from ipaddress import IPv6Address, ip_address
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from fjord.config.desired import with_kept
 from fjord.containers.limits import INIT_PATH, init_script
 from fjord.containers.sandbox import FILTER_PATH, LOADER_PATH, bpf_program, loader_script
 from fjord.containers.tree import Tree
@@ -151,8 +152,6 @@ def hosts(container: Container, desired: Desired | None = None) -> str:
     if container.ipv6 is not None:
         lines.append(f"{container.ipv6}\t{container.fqdn} {short}")
     if desired is not None:
-        from fjord.config.desired import with_kept
-
         host = desired.host
         lines += ["", "# the host, on the internal bridge",
                   f"{host.private.address.ip}\t{host.fqdn} {host.hostname}",

@@ -30,10 +30,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fjord.containers.progress import BuildProgress
-from fjord.containers.stream import sigterm_raises, stream
 from fjord.containers.tree import remove_tree, tree_size
 from fjord.errors import CommandError, FjordError
-from fjord.runner import run
+from fjord.runner import alive, run, sigterm_raises, stream
 from fjord.state import state_dir
 
 if TYPE_CHECKING:
@@ -327,7 +326,7 @@ class ImageCache:
         removed = []
         for work in self.in_progress():
             pid = _building_pid(work.name)
-            if pid is not None and _alive(pid):
+            if pid is not None and alive(pid):
                 continue
             log.info("removing %s, left by an interrupted build", work)
             remove_tree(work)
@@ -345,16 +344,6 @@ class ImageCache:
 def _building_pid(name: str) -> int | None:
     tail = name.rsplit("-", 1)[-1]
     return int(tail) if tail.isdigit() else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def mmdebstrap_argv(spec: ImageSpec, target: Path) -> list[str]:

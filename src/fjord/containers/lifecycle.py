@@ -153,7 +153,7 @@ def destroy(lv: Libvirt, name: str) -> None:
 
 
 @contextlib.contextmanager
-def overlay_view(layout: rootfs.Layout, lower: Path) -> Iterator[Path]:
+def overlay_view(layout: rootfs.RootfsLayout, lower: Path) -> Iterator[Path]:
     """A read-only view of an overlay root that is not mounted (a stopped container's):
     its upper layer over its image, both as lower layers, so that nothing is written to
     either (no work directory, no copy-up). Unmounted and removed on leaving."""

@@ -74,7 +74,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fjord.containers.sandbox import FILTER_PATH, INIT_MARKER, LOADER_PATH, environ_value
+from fjord.containers.sandbox import (
+    FILTER_PATH,
+    INIT_MARKER,
+    LOADER_PATH,
+    SANDBOX_DOC,
+    environ_value,
+    privileges_dropped,
+)
 from fjord.errors import FjordError
 from fjord.host.cgroups import Mount, parse_mountinfo
 
@@ -296,7 +303,7 @@ def _link(path: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class Container:
+class RunningContainer:
     """A running container as the host sees it."""
 
     name: str
@@ -305,7 +312,7 @@ class Container:
     groups: dict[str, str]   # the controller's cgroups: libvirt's
 
 
-def running(name: str, root: Path = Path("/")) -> Container | None:
+def running(name: str, root: Path = Path("/")) -> RunningContainer | None:
     proc = root / "proc"
     try:
         controller = int((root / LXC_RUN / f"{name}.pid").read_text().split()[0])
@@ -315,10 +322,10 @@ def running(name: str, root: Path = Path("/")) -> Container | None:
     groups = _read(proc / str(controller) / "cgroup")
     if not children or not children.split() or groups is None:
         return None
-    return Container(name, controller, int(children.split()[0]), parse_proc_cgroup(groups))
+    return RunningContainer(name, controller, int(children.split()[0]), parse_proc_cgroup(groups))
 
 
-def _members(c: Container, proc: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
+def _members(c: RunningContainer, proc: Path) -> Iterator[tuple[int, str, dict[str, str]]]:
     """(PID, command name, cgroups) of every process in the container's PID namespace."""
     pidns = _link(proc / str(c.init) / "ns" / "pid")
     if pidns is None:
@@ -504,8 +511,6 @@ def verdicts(name: str, *, expected: int | None = None,
     """(what, ok, detail) for a running container's cgroups, the same lines for `fjord
     check` and `fjord status`: its memory limit holds for all its processes, and it
     sees only its own cgroups. Never raises: what cannot be read is a failed line."""
-    from fjord.containers.sandbox import SANDBOX_DOC, privileges_dropped
-
     def sandbox() -> tuple[bool, str]:
         c = running(name, root)
         if c is None:

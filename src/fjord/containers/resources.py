@@ -15,13 +15,18 @@ from typing import Any
 from fjord.config.desired import Container, Desired
 from fjord.containers import customize, lifecycle, rootfs
 from fjord.containers.domain import Domain, differences, domain_for, xml_diff
+from fjord.containers.hook import HOOK_PATH, hook_script
 from fjord.containers.image import ImageCache, ImageSpec, spec_for
 from fjord.containers.libvirt import driver as libvirt
+from fjord.containers.limits import memory_limit, same_limit
 from fjord.containers.tree import Refused
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
+from fjord.host.files import File
+from fjord.net.switch import driver as switch
+from fjord.records import RECORD
 
 # What libvirt can change in a running LXC container; anything else needs a restart.
 LIVE = {"memory", "CPU shares"}
@@ -47,10 +52,9 @@ class ImageResource(Resource):
         what = f"{self.spec.inputs().get('suite')} with mmdebstrap ({len(extra)} packages)"
 
         def build(c: Context) -> None:
-            from fjord.containers.cli import build_with_bar
-            from fjord.ui import console
-
-            build_with_bar(_cache(c), self.spec, console(stderr=True))
+            # how far it is goes to the apply's reporter (the command owns the console)
+            _cache(c).build(self.spec, lambda state: c.progress(self.id, state.fraction,
+                                                                state.stage))
 
         return [Change(self.id, "create", f"build image {what} for "
                        f"{', '.join(self.users)} (cached afterwards)", build)]
@@ -82,7 +86,7 @@ class RootResource(Resource):
                                   hint=exc.hint) from exc
 
     def _changes(self, ctx: Context) -> list[Change]:
-        layout = rootfs.Layout.of(self.c.name)
+        layout = rootfs.RootfsLayout.of(self.c.name)
         record = rootfs.read_record(layout)
         if self.c.privileged_explicit:
             ctx.warn(f"container {self.c.name} is privileged (`privileged: true`): root in "
@@ -137,7 +141,7 @@ class RootResource(Resource):
         else:
             pending = customize.pending(layout.rootfs, self.c, desired, record.idmap)
         if record.addresses != addresses(self.c):
-            pending.append(f"{rootfs.RECORD} (addresses)")
+            pending.append(f"{RECORD} (addresses)")
         if not pending:
             return []
         # A running container read its network file when it booted: a new address or
@@ -166,7 +170,7 @@ class RootResource(Resource):
         state = lv.domain(self.c.name)
         if state is not None and state.running:
             lifecycle.stop(lv, self.c.name)
-        layout = rootfs.Layout.of(self.c.name)
+        layout = rootfs.RootfsLayout.of(self.c.name)
         rootfs.make_unprivileged(layout)
         self._make(ctx)
         if state is not None:
@@ -228,7 +232,7 @@ class DomainResource(Resource):
                       "file /etc/libvirt/hooks/lxc.d/50-fjord", "port-guard-state")
 
     def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
-        layout = rootfs.Layout.of(self.c.name)
+        layout = rootfs.RootfsLayout.of(self.c.name)
         idmap = None
         try:
             record = rootfs.read_record(layout)
@@ -275,8 +279,6 @@ class DomainResource(Resource):
         """The running container's memory limit as its cgroup has it now: the
         container's root user can raise it (its cgroup is its own, writable from inside),
         and libvirt's domain XML would still say the declared value."""
-        from fjord.containers.limits import memory_limit, same_limit
-
         known, live = memory_limit(self.c.name)
         if not known or same_limit(live, wanted.memory):
             return []
@@ -335,8 +337,6 @@ class RunningResource(Resource):
         if state is not None and state.running:
             return []
         if ctx.desired.host.switch.kind == "ovs":
-            from fjord.net.switch import driver as switch
-
             switch(ctx)  # opened here, not by the threads that start containers
         v6 = f", {self.c.ipv6}" if self.c.ipv6 else ""
         return [Change(self.id, "update", f"start {self.c.name} ({self.c.ipv4}{v6})",
@@ -345,8 +345,6 @@ class RunningResource(Resource):
     def _start(self, ctx: Context) -> None:
         ovs = None
         if ctx.desired.host.switch.kind == "ovs":
-            from fjord.net.switch import driver as switch
-
             ovs = switch(ctx)
         lifecycle.start(libvirt(ctx), ctx.desired, self.c, ovs)
 
@@ -365,7 +363,7 @@ class Orphan(Resource):
         super().__init__(name)
 
     def changes(self, ctx: Context) -> list[Change]:
-        layout = rootfs.Layout.of(self.name)
+        layout = rootfs.RootfsLayout.of(self.name)
         domain = libvirt(ctx).domain(self.name)
         if not layout.base.exists() and domain is None:
             return []
@@ -414,9 +412,6 @@ def resources(desired: Desired) -> list[Resource]:
 def hook_file(desired: Desired, root: Path = Path("/")) -> Any:
     """libvirt's LXC hook that mounts overlay roots before every start, boot included
     (and, on the userspace datapath, turns checksum offload off after every start)."""
-    from fjord.containers.hook import HOOK_PATH, hook_script
-    from fjord.host.files import File
-
     sw = desired.host.switch
     netdev = sw.kind == "ovs" and sw.datapath == "netdev"
     return File(root / HOOK_PATH.relative_to("/"), hook_script(offload_off=netdev), mode=0o755,

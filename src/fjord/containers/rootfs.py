@@ -29,26 +29,23 @@ import os
 import re
 import stat
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from fjord.containers.idmap import allocate, mount_idmapped
 from fjord.containers.image import Image
 from fjord.containers.tree import remove_tree, tree_size
 from fjord.errors import FjordError
+from fjord.records import RECORD, containers_dir
 from fjord.runner import run
-from fjord.state import atomic_write, state_dir
+from fjord.state import atomic_write
 
 Mode = Literal["overlay", "copy"]
-RECORD = "container.json"
 # Characters overlayfs' option parser treats specially; fjord's own paths never have them.
 _UNSAFE_OPTION = re.compile(r"[,:\\\s=]")
 log = logging.getLogger(__name__)
-
-
-def containers_dir() -> Path:
-    return state_dir() / "containers"
 
 
 @dataclass(frozen=True)
@@ -79,12 +76,12 @@ class Record:
 
 
 @dataclass(frozen=True)
-class Layout:
+class RootfsLayout:
     name: str
     base: Path
 
     @classmethod
-    def of(cls, name: str, base: Path | None = None) -> Layout:
+    def of(cls, name: str, base: Path | None = None) -> RootfsLayout:
         return cls(name, (base if base is not None else containers_dir()) / name)
 
     @property
@@ -109,7 +106,7 @@ class Layout:
         return self.base / "lower"
 
 
-def read_record(layout: Layout) -> Record | None:
+def read_record(layout: RootfsLayout) -> Record | None:
     """The container's record; None when the container has no root at all.
 
     A corrupt record (or one lost while the root is still there) is rebuilt in memory
@@ -150,7 +147,7 @@ def _has_root(path: Path) -> bool:
     return (path / "sbin").exists() or (path / "usr/sbin").exists()
 
 
-def _rebuild(layout: Layout, why: str) -> Record:
+def _rebuild(layout: RootfsLayout, why: str) -> Record:
     """A record from what is on disk: ``upper/`` makes an overlay (its image from the
     mounted overlay's lower layer when mounted, else unknown), a root without it a copy."""
     idmap = _owner_base(layout.upper if layout.upper.is_dir() else layout.rootfs)
@@ -200,7 +197,7 @@ def mounted_lower(path: Path) -> str | None:
     return None
 
 
-def write_record(layout: Layout, record: Record) -> None:
+def write_record(layout: RootfsLayout, record: Record) -> None:
     """Write the record atomically; a corrupt one is kept as ``container.json.corrupt``."""
     try:
         _parse(layout.record.read_bytes())
@@ -212,7 +209,7 @@ def write_record(layout: Layout, record: Record) -> None:
                                  + "\n").encode(), 0o644)
 
 
-def save_addresses(layout: Layout, addresses: Mapping[str, str]) -> bool:
+def save_addresses(layout: RootfsLayout, addresses: Mapping[str, str]) -> bool:
     """Keep the container's addresses in its record; True when it changed."""
     record = read_record(layout)
     if record is None or (record.addresses == dict(addresses) and record.rebuilt is None):
@@ -229,7 +226,7 @@ def all_records(base: Path | None = None) -> list[Record]:
             if entry.name == TRASH:
                 continue
             try:
-                record = read_record(Layout(entry.name, entry))
+                record = read_record(RootfsLayout(entry.name, entry))
             except PermissionError:
                 # not root (`fjord plan` of a file): a container's directory is 0700;
                 # what cannot be read is left out, as the plan's other unreadable state
@@ -239,31 +236,7 @@ def all_records(base: Path | None = None) -> list[Record]:
     return records
 
 
-def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
-                       ) -> dict[str, dict[str, str]]:
-    """The addresses the records of existing containers hold (those not in ``skip``):
-    what rebuilds a lost or damaged allocations.json."""
-    root = base if base is not None else containers_dir()
-    skip = set(skip)
-    out: dict[str, dict[str, str]] = {}
-    try:
-        entries = sorted(os.listdir(root))
-    except OSError:
-        return out
-    for name in entries:
-        if name in skip:
-            continue
-        try:
-            data = json.loads((root / name / RECORD).read_bytes())
-            addresses = data.get("addresses") if isinstance(data, dict) else None
-        except (OSError, ValueError):
-            continue
-        if isinstance(addresses, dict):
-            out[name] = {k: v for k, v in addresses.items() if isinstance(v, str)}
-    return out
-
-
-def overlay_options(layout: Layout, lower: Path) -> str:
+def overlay_options(layout: RootfsLayout, lower: Path) -> str:
     for path in (lower, layout.upper, layout.work):
         if _UNSAFE_OPTION.search(str(path)):
             raise FjordError(f"{path}: overlayfs cannot take this path (',', ':', '=', '\\' "
@@ -286,14 +259,14 @@ def _unescape(field: str) -> str:
 
 
 def prepare(name: str, image: Image, mode: Mode, base: Path | None = None,
-            privileged: bool = True) -> Layout:
+            privileged: bool = True) -> RootfsLayout:
     """Make the container's root from ``image`` (idempotent); mount it for overlays.
     Unprivileged (``privileged`` False): a range of ids of its own, allocated here and
     kept in its record, owns the root (see :mod:`fjord.containers.idmap`).
 
     Refuses to put a container on another image or mode than it was made with.
     """
-    layout = Layout.of(name, base)
+    layout = RootfsLayout.of(name, base)
     record = read_record(layout)
     if record is not None and record.rebuilt is not None:
         record = adopt(layout, record, image)
@@ -324,7 +297,7 @@ def prepare(name: str, image: Image, mode: Mode, base: Path | None = None,
     return layout
 
 
-def make_unprivileged(layout: Layout) -> int:
+def make_unprivileged(layout: RootfsLayout) -> int:
     """Give a privileged container's files to a range of its own (it must be stopped):
     an overlay's upper layer (its image is mounted idmapped from now on) or a copy's
     whole root; its record then holds the range. Returns the range's first id."""
@@ -347,13 +320,11 @@ def make_unprivileged(layout: Layout) -> int:
 def allocate_idmap(skip: str = "", base: Path | None = None) -> int:
     """A range no existing container holds (their records: a destroyed container's range
     is free once its directory is gone)."""
-    from fjord.containers.idmap import allocate
-
     taken = [r.idmap for r in all_records(base) if r.idmap is not None and r.name != skip]
     return allocate(taken)
 
 
-def adopt(layout: Layout, record: Record, image: Image) -> Record:
+def adopt(layout: RootfsLayout, record: Record, image: Image) -> Record:
     """Write back a rebuilt record; where it could not tell the image, the one the file
     asks for (which must exist: an overlay's upper layer is only whole on its image)."""
     if not record.image:
@@ -363,7 +334,7 @@ def adopt(layout: Layout, record: Record, image: Image) -> Record:
     return record
 
 
-def _prepare_overlay(layout: Layout, image: Image, idmap: int | None = None) -> None:
+def _prepare_overlay(layout: RootfsLayout, image: Image, idmap: int | None = None) -> None:
     for d in (layout.upper, layout.work, layout.rootfs):
         d.mkdir(exist_ok=True)
     # The merged root's top directory takes the upper's owner and mode: the image's.
@@ -395,7 +366,7 @@ def shift_tree(path: Path, base: int) -> None:
             shift(p, os.lstat(p))
 
 
-def _prepare_copy(layout: Layout, image: Image, idmap: int | None = None) -> None:
+def _prepare_copy(layout: RootfsLayout, image: Image, idmap: int | None = None) -> None:
     if layout.rootfs.exists():
         # A copy interrupted before its record was written: not to be trusted.
         remove_tree(layout.rootfs)
@@ -412,7 +383,7 @@ def _prepare_copy(layout: Layout, image: Image, idmap: int | None = None) -> Non
         raise
 
 
-def mount(layout: Layout, lower: Path, idmap: int | None = None) -> bool:
+def mount(layout: RootfsLayout, lower: Path, idmap: int | None = None) -> bool:
     """Mount the overlay at ``rootfs/`` unless it is; True when mounted now. Unprivileged
     (``idmap``): its lower layer is the image mounted idmapped at ``lower/``."""
     if mounted(layout.rootfs):
@@ -424,8 +395,6 @@ def mount(layout: Layout, lower: Path, idmap: int | None = None) -> bool:
         overlay_options(layout, lower)  # refuses paths overlayfs cannot take
         layout.lower.mkdir(exist_ok=True)
         if not mounted(layout.lower):
-            from fjord.containers.idmap import mount_idmapped
-
             mount_idmapped(lower, layout.lower, idmap)
         lower = layout.lower
     run(["mount", "-t", "overlay", f"fjord-{layout.name}", "-o",
@@ -433,7 +402,7 @@ def mount(layout: Layout, lower: Path, idmap: int | None = None) -> bool:
     return True
 
 
-def unmount(layout: Layout) -> bool:
+def unmount(layout: RootfsLayout) -> bool:
     """Unmount the overlay (the container must be stopped); True when it was mounted."""
     done = False
     if mounted(layout.rootfs):
@@ -447,7 +416,7 @@ def unmount(layout: Layout) -> bool:
 
 def ensure_mounted(name: str, base: Path | None = None) -> bool:
     """Mount a recorded overlay container's root if it is not (the libvirt hook's job)."""
-    layout = Layout.of(name, base)
+    layout = RootfsLayout.of(name, base)
     record = read_record(layout)
     if record is None or record.mode != "overlay":
         return False
@@ -469,7 +438,7 @@ def destroy(name: str, base: Path | None = None, *, background: bool = True) -> 
     (``rm -rf --one-file-system``, in a new session: a full copy is thousands of files
     and takes seconds to delete on a busy disk). What an interrupted deletion leaves in
     the trash is deleted by the next destroy. ``background=False`` waits instead."""
-    layout = Layout.of(name, base)
+    layout = RootfsLayout.of(name, base)
     if not layout.base.exists():
         return False
     unmount(layout)
@@ -493,7 +462,7 @@ def destroy(name: str, base: Path | None = None, *, background: bool = True) -> 
     return True
 
 
-def disk_usage(layout: Layout) -> int:
+def disk_usage(layout: RootfsLayout) -> int:
     """Bytes this container's root costs beyond its image (the whole copy for copies)."""
     record = read_record(layout)
     if record is not None and record.mode == "copy":

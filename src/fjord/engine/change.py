@@ -6,10 +6,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from fjord.engine.resource import Context
+from fjord.engine.context import Context
 
 Action = Literal["create", "update", "delete"]
 

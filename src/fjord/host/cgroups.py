@@ -99,7 +99,7 @@ def parse_proc_cgroups(text: str) -> dict[str, bool]:
 
 
 @dataclass(frozen=True)
-class Layout:
+class CgroupLayout:
     mode: Mode
     v1_controllers: tuple[str, ...]  # mounted v1 controllers
     v2_mount: str | None  # where cgroup2 is mounted
@@ -113,7 +113,8 @@ class Layout:
 
 def classify(mounts: list[Mount], proc_cgroups: dict[str, bool], *,
              v2_controllers: tuple[str, ...] = (), unified_dir: bool = False,
-             kernel_cgroupns: bool = False, cmdline: str = "", init: str = "unknown") -> Layout:
+             kernel_cgroupns: bool = False, cmdline: str = "", init: str = "unknown"
+             ) -> CgroupLayout:
     ours = [m for m in mounts if m.point == CGROUP_DIR or m.point.startswith(CGROUP_DIR + "/")]
     v1 = sorted({opt for m in ours if m.fstype == "cgroup" for opt in m.options
                  if opt in KNOWN_CONTROLLERS})
@@ -129,9 +130,9 @@ def classify(mounts: list[Mount], proc_cgroups: dict[str, bool], *,
     else:
         mode = "none"
     args = tuple(a for a in cmdline.split() if a.partition("=")[0] in CMDLINE_KEYS)
-    return Layout(mode, tuple(v1), v2_mount, v2_controllers if v2_mount else (), unified_dir,
-                  kernel_cgroupns, tuple(sorted(c for c, on in proc_cgroups.items() if not on)),
-                  args, init)
+    return CgroupLayout(mode, tuple(v1), v2_mount, v2_controllers if v2_mount else (),
+                        unified_dir, kernel_cgroupns,
+                        tuple(sorted(c for c, on in proc_cgroups.items() if not on)), args, init)
 
 
 def _read(path: Path) -> str:
@@ -141,7 +142,7 @@ def _read(path: Path) -> str:
         return ""
 
 
-def detect(root: Path = ROOT) -> Layout:
+def detect(root: Path = ROOT) -> CgroupLayout:
     """The layout this process sees (in the lab: the lab's own mounts)."""
     mounts = parse_mountinfo(_read(root / "proc/self/mountinfo"))
     v2 = [m.point for m in mounts if m.fstype == "cgroup2" and m.point.startswith(CGROUP_DIR)]
@@ -175,7 +176,7 @@ FIX_UNIFIED = (
 )
 
 
-def _fix_unified(layout: Layout) -> str:
+def _fix_unified(layout: CgroupLayout) -> str:
     fix = FIX_UNIFIED
     if "systemd.unified_cgroup_hierarchy=0" in layout.cmdline:
         fix += "; and remove systemd.unified_cgroup_hierarchy=0, which the kernel command line " \
@@ -186,7 +187,7 @@ def _fix_unified(layout: Layout) -> str:
     return fix
 
 
-def assess(layout: Layout) -> Assessment:
+def assess(layout: CgroupLayout) -> Assessment:
     if layout.mode == "none":
         return Assessment(False, f"no cgroup hierarchy is mounted under {CGROUP_DIR}: libvirt "
                           "has no cgroup backend", "unavailable", False,
@@ -223,7 +224,7 @@ def assess(layout: Layout) -> Assessment:
                       "`fjord check` verifies it per container", "enforced", True, None, False)
 
 
-def can_run_lxc(layout: Layout) -> tuple[bool, str]:
+def can_run_lxc(layout: CgroupLayout) -> tuple[bool, str]:
     a = assess(layout)
     return a.can_run_lxc, a.reason
 

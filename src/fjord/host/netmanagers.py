@@ -31,6 +31,7 @@ from typing import Any
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
+from fjord.net import links
 
 ROOT = Path("/")
 
@@ -333,8 +334,6 @@ class OtherNetworkManagers(Resource):
         self.root = root
 
     def changes(self, ctx: Context) -> list[Change]:
-        from fjord.net import links
-
         link = links.driver(ctx).link(self.uplink)
         found = detect(self.root, self.uplink, link.mac if link is not None else None,
                        self.bridges)

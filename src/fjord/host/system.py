@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from fjord.config.desired import Desired
+from fjord.containers.resources import hook_file
 from fjord.engine.resource import Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
+from fjord.host.boot_order import BootOrder
 from fjord.host.services import Service
 from fjord.runner import run
 
@@ -45,13 +47,11 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
                               after=(update.id,) if update is not None else ())
 
     client, daemon, defaults = libvirt_conf.files(root, after=(PACKAGES_ID,))
-    from fjord.containers.resources import hook_file
 
     hook = hook_file(desired, root)
     hook.after = (PACKAGES_ID,)
     out += [client, daemon, defaults, hook]
 
-    from fjord.host.boot_order import BootOrder
 
     out.append(BootOrder(root, after=(PACKAGES_ID,)))
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",

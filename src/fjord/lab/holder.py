@@ -25,7 +25,7 @@ from fjord.lab.names import Names, labs_dir, netns_path
 
 def hold(lab: str, hostname: str) -> int:
     names = Names(lab)
-    layout = mounts.Layout(names.dir)
+    layout = mounts.LabLayout(names.dir)
     if any(c in str(layout.dir) for c in ",:\\"):  # they would break overlay's options
         raise ValueError(f"{layout.dir}: a lab directory's path cannot contain , : or \\")
     cgroup = LabCgroup(names.cgroup)

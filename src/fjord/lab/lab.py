@@ -29,7 +29,7 @@ from fjord.lab.boot import Boot, BootReport
 from fjord.lab.cgroups import LabCgroup
 from fjord.lab.daemons import ServerDaemons
 from fjord.lab.enter import enter_argv, nsenter_argv
-from fjord.lab.mounts import Layout, reset_run
+from fjord.lab.mounts import LabLayout, reset_run
 from fjord.lab.names import Names, labs_dir
 from fjord.lab.procs import Proc, namespace_inode, read_json, write_json
 from fjord.lab.spec import FAR_IPV4, FAR_IPV6, FAR_NAME, LabSpec, from_host
@@ -57,7 +57,7 @@ class Lab:
 
     def __init__(self, name: str = "lab") -> None:
         self.names = Names(name)
-        self.layout = Layout(self.names.dir)
+        self.layout = LabLayout(self.names.dir)
         self.daemons = ServerDaemons(
             self.layout.run, self._execute,
             libvirt_uri=f"lxc:///system?socket={self.layout.run}/libvirt/libvirt-sock",

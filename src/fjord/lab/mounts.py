@@ -76,7 +76,7 @@ RUN_MARKER = "fjord-lab"
 
 
 @dataclass(frozen=True)
-class Layout:
+class LabLayout:
     """Where the parts of a lab's filesystem live in its directory."""
 
     dir: Path
@@ -110,7 +110,7 @@ class Layout:
 # --- creation (in the machine's namespace; touches only the lab directory) -------------
 
 
-def create_tree(layout: Layout) -> None:
+def create_tree(layout: LabLayout) -> None:
     """The lab's directories as a freshly installed server has them."""
     for top in OVERLAYS:
         layout.upper(top).mkdir(parents=True, exist_ok=True)
@@ -129,7 +129,7 @@ def create_tree(layout: Layout) -> None:
     (layout.dir / "var/cache/fjord").mkdir(exist_ok=True)
 
 
-def reset_run(layout: Layout, lab: str) -> None:
+def reset_run(layout: LabLayout, lab: str) -> None:
     """An empty /run, as after a boot."""
     if layout.run.exists():
         shutil.rmtree(layout.run)
@@ -209,7 +209,7 @@ def _under(path: str, top: str) -> bool:
     return path == top or path.startswith(top.rstrip("/") + "/")
 
 
-def build(layout: Layout, hierarchies: dict[str, str], labs_dir: Path) -> None:
+def build(layout: LabLayout, hierarchies: dict[str, str], labs_dir: Path) -> None:
     """Set up the mount namespace the calling process has just unshared."""
     sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
     keep_rw: set[str] = set()

@@ -23,7 +23,7 @@ OPAQUE_DIRS = ("network/interfaces.d", "cloud", "netplan", "systemd/network")
 def create_files(names: Names, spec: LabSpec) -> None:
     """The lab directory and the server's files (/etc/network/interfaces, hosts,
     hostname, resolv.conf, an empty Open vSwitch database)."""
-    layout = mounts.Layout(names.dir)
+    layout = mounts.LabLayout(names.dir)
     mounts.create_tree(layout)
     for rel, content in files.server_files(spec).items():
         path = layout.etc_upper / rel

@@ -61,7 +61,7 @@ ICMPV6_TO_CONTAINERS = (
 
 
 @dataclass(frozen=True)
-class PortForward:
+class ResolvedForward:
     """A port forward resolved to its container's address."""
 
     protocol: str
@@ -99,7 +99,7 @@ class Ruleset:
     private: IPv4Network
     external: str
     internal: str
-    forwards: tuple[PortForward, ...] = ()
+    forwards: tuple[ResolvedForward, ...] = ()
     containers6: tuple[IPv6Address, ...] = ()
     # (MAC of the container's eth0, public IPv6): the only pairs that may leave through
     # the internal bridge; OVS ties each MAC to the container's port (fjord.net.portguard)
@@ -110,7 +110,7 @@ class Ruleset:
         host = desired.host
         by_name = {c.name: c for c in desired.containers}
         forwards = tuple(
-            PortForward(f.protocol, f.port, f.container, by_name[f.container].ipv4,
+            ResolvedForward(f.protocol, f.port, f.container, by_name[f.container].ipv4,
                         f.target_port)
             for f in host.forwards
         )

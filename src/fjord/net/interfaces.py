@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fjord.config.desired import Desired
-from fjord.net import uplink_guard
+from fjord.net import uplink_filter
 from fjord.state import atomic_write
 
 HEADER = """\
@@ -136,7 +136,7 @@ def render(desired: Desired, *, mac: str | None = None, keep: Sequence[str] = ()
     if ovs:
         opts = [("ovs_bridge", ext), ("ovs_type", "OVSPort")]
         if sw.datapath == "netdev":
-            opts.append(("pre-up", f"nft -f {uplink_guard.PERSISTED}"))
+            opts.append(("pre-up", f"nft -f {uplink_filter.PERSISTED}"))
         lines += [f"allow-{ext} {uplink}"]
         lines += _stanza(f"iface {uplink} inet manual", opts)
     else:

@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
 from fjord.errors import FjordError
+from fjord.runner import run
 
 IPInterface = Any  # IPv4Interface | IPv6Interface
 NTF_PROXY = 0x08
@@ -128,7 +129,6 @@ class Netlink:
             return set()
         import json
 
-        from fjord.runner import run
 
         out = run(["ip", "-j", "-6", "neigh", "show", "proxy", "dev", name], timeout=10)
         return {IPv6Address(entry["dst"]) for entry in json.loads(out.stdout or "[]")}

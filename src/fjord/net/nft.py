@@ -16,6 +16,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from fjord import runner
+from fjord.engine.plan import StateUnreadable
 from fjord.errors import FjordError
 
 NFT = "nft"
@@ -257,8 +258,6 @@ class Nft:
     def _read(self, args: Sequence[str]) -> runner.Result:
         """Run a read-only command; a missing nft makes the state unreadable, not an error
         (plan on a host where the nftables package is not installed yet)."""
-        from fjord.engine.plan import StateUnreadable
-
         try:
             return self._run(args, check=False)
         except FjordError as exc:
@@ -319,8 +318,6 @@ class Nft:
 
 
 def _unreadable(result: runner.Result) -> FjordError:
-    from fjord.engine.plan import StateUnreadable
-
     stderr = result.stderr.strip()
     if "Operation not permitted" in stderr or "Permission denied" in stderr:
         return StateUnreadable("nft cannot read the ruleset (needs root)",

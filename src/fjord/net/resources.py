@@ -12,7 +12,7 @@ from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
-from fjord.net import interfaces, links, portguard, switch, switchover, uplink_guard
+from fjord.net import interfaces, links, portguard, switch, switchover, uplink_filter
 from fjord.state import state_dir
 
 INTERFACES = "/etc/network/interfaces"
@@ -98,8 +98,6 @@ class Uplink(Resource):
         nl = links.driver(ctx)
         sw = switch.driver(ctx)
         if nl.link(t.uplink) is None:
-            from fjord.errors import FjordError
-
             raise FjordError(f"the uplink {t.uplink} does not exist",
                              hint="set host.uplink to the server's physical NIC")
         todo = []
@@ -121,7 +119,7 @@ class Uplink(Resource):
             r = nl.default_route(fam)
             if r is None or r.dev != t.bridge or ip_address(r.gateway or "::") != ip_address(gw):
                 todo.append(f"default route via {gw} dev {t.bridge}")
-        if t.netdev and not uplink_guard.loaded():
+        if t.netdev and not uplink_filter.loaded():
             todo.append(f"ingress guard on {t.uplink} (userspace datapath)")
         return todo
 
@@ -414,7 +412,7 @@ def resources(desired: Desired) -> list[Resource]:
         StaleAddresses(sw.internal, {ip_interface(str(host.private.address))}),
     ]
     if sw.kind == "ovs" and sw.datapath == "netdev":
-        out.append(File(uplink_guard.PERSISTED, uplink_guard.render(host.uplink),
+        out.append(File(uplink_filter.PERSISTED, uplink_filter.render(host.uplink),
                         reason="uplink ingress guard, loaded at boot by ifupdown"))
     out.append(Uplink(desired))
     routed: set[IPv6Address] = set()

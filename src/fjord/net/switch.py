@@ -8,7 +8,7 @@ from fjord.net.links import Netlink
 from fjord.net.ovs import BridgeState, Ovs
 
 
-class Switch(Protocol):
+class SwitchDriver(Protocol):
     kind: str
 
     def bridges(self) -> dict[str, BridgeState]: ...
@@ -72,7 +72,7 @@ class LinuxBridgeSwitch:
             self.nl.ipr.link("set", index=self.nl.index(port), master=0)
 
 
-def driver(ctx: Any) -> Switch:
+def driver(ctx: Any) -> SwitchDriver:
     kind = ctx.desired.host.switch.kind
     if kind == "ovs":
         return ctx.driver("switch", OvsSwitch)

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from fjord.errors import FjordError
-from fjord.net import interfaces, uplink_guard
+from fjord.net import interfaces, uplink_filter
 from fjord.net.links import Netlink
-from fjord.runner import run
+from fjord.net.switch import LinuxBridgeSwitch, OvsSwitch
+from fjord.runner import alive, run
 from fjord.state import atomic_write, state_dir
 
 log = logging.getLogger("fjord.switchover")
@@ -105,8 +106,6 @@ class Target:
 
 
 def _switch(kind: str, ovsdb: str | None = None) -> Any:
-    from fjord.net.switch import LinuxBridgeSwitch, OvsSwitch
-
     return OvsSwitch(ovsdb) if kind == "ovs" else LinuxBridgeSwitch()
 
 
@@ -121,7 +120,7 @@ def snapshot(nl: Netlink, sw: Any, t: Target) -> Snapshot:
         bridge_addresses=sorted(str(a) for a in nl.addresses(t.bridge)),
         routes=routes,
         uplink_was_port=sw.port_bridge(t.uplink) == t.bridge,
-        guard_was_loaded=uplink_guard.loaded() if t.netdev else False,
+        guard_was_loaded=uplink_filter.loaded() if t.netdev else False,
         ovsdb=getattr(sw, "socket", None),
         ifstate=interfaces.read_ifstate([*t.ifup, t.uplink]) if t.ifup else None,
         onlink_gateway4=t.gateway4 if t.onlink4 else None,
@@ -140,12 +139,12 @@ def move(nl: Netlink, sw: Any, t: Target, before: Snapshot) -> None:
     for addr in sorted(wanted, key=str):
         nl.add_address(t.bridge, addr)
     if t.netdev:
-        uplink_guard.check(t.uplink)
+        uplink_filter.check(t.uplink)
     sw.add_port(t.bridge, t.uplink)
     if t.netdev:
         # Right after the port is added, not before: a few duplicate replies instead of
         # a few lost frames.
-        uplink_guard.load(t.uplink, checked=True)
+        uplink_filter.load(t.uplink, checked=True)
     nl.set_up(t.uplink)
     if t.onlink4:
         # the gateway is outside the bridge's network: a host route to it on the bridge
@@ -196,7 +195,7 @@ def restore(before: Snapshot) -> None:
             if ip_interface(addr) not in have:  # a point-to-point one may still be there
                 nl.add_address(before.uplink, ip_interface(addr))
         if before.netdev and not before.guard_was_loaded:
-            uplink_guard.unload()
+            uplink_filter.unload()
         for key, fam in (("4", socket.AF_INET), ("6", socket.AF_INET6)):
             r = before.routes.get(key)
             if r and r.get("gateway") and r.get("dev"):
@@ -259,7 +258,7 @@ def start_guard(deadline: float, lock_fd: int | None = None) -> int:
     """A process in its own session that outlives fjord and rolls back at the deadline.
     ``lock_fd``: the switchover lock, which the guard then holds for its whole life."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fjord.net.guard", str(state_path()), str(deadline)],
+        [sys.executable, "-m", "fjord.net.switchover_guard", str(state_path()), str(deadline)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         stderr=open(state_dir() / "guard.log", "ab"),
         start_new_session=True, close_fds=True,
@@ -333,7 +332,7 @@ def execute(t: Target, *, confirm_timeout: float | None, prompt: Any = None) -> 
 
 def _execute(t: Target, lock: int, *, confirm_timeout: float | None, prompt: Any) -> None:
     old = pending()
-    if old is not None and old.guard_pid and _alive(old.guard_pid):
+    if old is not None and old.guard_pid and alive(old.guard_pid):
         raise FjordError("a switchover is already pending confirmation",
                          hint="run `fjord confirm`, or wait for its guard to roll back")
     finish()
@@ -373,16 +372,6 @@ def _execute(t: Target, lock: int, *, confirm_timeout: float | None, prompt: Any
     finally:
         nl.close()
         sw.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 def _stop_guard(pid: int | None) -> None:

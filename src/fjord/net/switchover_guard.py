@@ -1,4 +1,4 @@
-"""The switchover guard: `python -m fjord.net.guard STATE DEADLINE`.
+"""The switchover guard: `python -m fjord.net.switchover_guard STATE DEADLINE`.
 
 Started in its own session before the uplink moves, it outlives fjord. At the deadline,
 unless the switchover was confirmed, it restores the snapshot in STATE. SIGTERM from

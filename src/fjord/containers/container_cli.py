@@ -47,7 +47,8 @@ def _exists(lv: Any, name: str, desired: Any) -> bool:
         return True
     if "/" in name or name in ("", ".", ".."):
         return False
-    return rootfs.read_record(rootfs.Layout.of(name)) is not None or lv.domain(name) is not None
+    return (rootfs.read_record(rootfs.RootfsLayout.of(name)) is not None
+            or lv.domain(name) is not None)
 
 
 def _known(lv: Any, names: tuple[str, ...], desired: Any) -> None:
@@ -126,7 +127,7 @@ def list_(config_path: str | None, as_json: bool) -> None:
             domains = set()
         names = sorted(declared.keys() | {r.name for r in rootfs.all_records()} | domains)
         for name in names:
-            record = rootfs.read_record(rootfs.Layout.of(name))
+            record = rootfs.read_record(rootfs.RootfsLayout.of(name))
             c = declared.get(name)
             kept = dict(record.addresses or {}) if record else {}
             row: dict[str, Any] = {

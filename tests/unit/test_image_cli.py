@@ -9,7 +9,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from fjord.containers import image as im
-from fjord.containers.cli import image
+from fjord.containers.image_cli import image
 
 CONFIG = """\
 version: 1

@@ -1,0 +1,43 @@
+"""Where the containers' records are, and what of them the configuration layer reads:
+the addresses each container was given (a second copy of allocations.json, which
+rebuilds a lost one). Below both :mod:`fjord.config.desired` and
+:mod:`fjord.containers.rootfs`, which writes the records."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from fjord.state import state_dir
+
+RECORD = "container.json"
+
+
+def containers_dir() -> Path:
+    return state_dir() / "containers"
+
+
+def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
+                       ) -> dict[str, dict[str, str]]:
+    """The addresses the records of existing containers hold (those not in ``skip``):
+    what rebuilds a lost or damaged allocations.json."""
+    root = base if base is not None else containers_dir()
+    skip = set(skip)
+    out: dict[str, dict[str, str]] = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in entries:
+        if name in skip:
+            continue
+        try:
+            data = json.loads((root / name / RECORD).read_bytes())
+            addresses = data.get("addresses") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(addresses, dict):
+            out[name] = {k: v for k, v in addresses.items() if isinstance(v, str)}
+    return out
