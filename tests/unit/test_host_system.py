@@ -53,6 +53,7 @@ class FakeServices:
         # listeners disabled.
         self.units = {"openvswitch-switch": ["enabled", "active"],
                       "libvirtd": ["enabled", "active"],
+                      "lxcfs": ["enabled", "active"],
                       "libvirtd.socket": ["enabled", "active"],
                       "libvirtd-tcp.socket": ["disabled", "inactive"],
                       "libvirtd-tls.socket": ["enabled", "active"]}
@@ -136,7 +137,7 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
 
     done = apply(system.resources(desired, root), ctx, Quiet())
     assert pm.log == ["update", "install libvirt-daemon-system libvirt-daemon-driver-lxc "
-                      "libvirt-clients mmdebstrap nftables ifupdown emacs-nox"]
+                      "libvirt-clients mmdebstrap lxcfs nftables ifupdown emacs-nox"]
     assert sm.log == ["disable libvirtd-tls.socket", "stop libvirtd-tls.socket",
                       "restart libvirtd"]
     assert len(done) == len(plan.changes)

@@ -1,8 +1,8 @@
 """The host system layer, in the order the work is done:
 
     APT sources, keys, pins → apt-get update → packages → libvirt configuration
-    → services (Open vSwitch; libvirtd without TCP/TLS listeners, restarted when its
-    configuration changed) → the cgroup layout check
+    → services (Open vSwitch; lxcfs, before libvirtd at boot; libvirtd without TCP/TLS
+    listeners, restarted when its configuration changed) → the cgroup layout check
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from fjord.config.desired import Desired
 from fjord.engine.resource import Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
+from fjord.host.files import File
 from fjord.host.services import Service
 from fjord.runner import run
 
@@ -20,6 +21,11 @@ PACKAGES_ID = "packages host"
 
 # The TCP and TLS listeners of a socket-activated libvirtd (Debian 12).
 LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
+# libvirtd starts the autostart containers at boot; each mounts lxcfs's files when it
+# starts (fjord.containers.limits), so lxcfs first. Debian's units do not order them.
+LXCFS_DROP_IN = Path("etc/systemd/system/libvirtd.service.d/fjord-lxcfs.conf")
+LXCFS_ORDER = ("# Managed by fjord: the containers libvirtd starts at boot mount lxcfs's "
+               "files.\n[Unit]\nWants=lxcfs.service\nAfter=lxcfs.service\n")
 
 
 def vswitchd_follows() -> None:
@@ -56,6 +62,11 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     out.append(BootOrder(root, after=(PACKAGES_ID,)))
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
                        after=(PACKAGES_ID,), ready=vswitchd_follows))
+    order = File(root / LXCFS_DROP_IN, LXCFS_ORDER, after=(PACKAGES_ID,),
+                 reason="start lxcfs before libvirtd's containers at boot")
+    out.append(order)
+    out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
+                       after=(PACKAGES_ID,)))
     for unit in LIBVIRT_LISTENERS:
         out.append(Service(unit, enabled=False, running=False,
                            reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
@@ -63,7 +74,8 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         # libvirtd looks for hooks when it starts: a new hook means a restart too.
         "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
-        after=(PACKAGES_ID, daemon.id, defaults.id, *(f"service {u}" for u in LIBVIRT_LISTENERS)),
+        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, "service lxcfs",
+               *(f"service {u}" for u in LIBVIRT_LISTENERS)),
     ))
     out += cgroups.resources(unified=_wants_unified_cgroups(desired), root=root,
                              after=(PACKAGES_ID,))
