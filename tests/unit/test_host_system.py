@@ -160,3 +160,15 @@ def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
     assert [c.resource for c in done] == [f"file {root}/etc/default/libvirtd", "service libvirtd"]
     assert sm.log == ["restart libvirtd"]
     assert pm.log == ["update"]  # only the first apply's, never again
+
+
+def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
+    """Every domain mounts /var/lib/lxcfs; libvirt refuses a missing mount source."""
+    desired = load("examples/lab.yaml", allocations={})
+    point = next(r for r in system.resources(desired, root)
+                 if isinstance(r, system.MountPoint))
+    ctx = Context(desired)
+    (change,) = point.changes(ctx)
+    assert change.detail.startswith(f"mkdir {root}/var/lib/lxcfs")
+    change.run(ctx)
+    assert (root / "var/lib/lxcfs").is_dir() and point.changes(ctx) == []

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fjord.config.desired import Desired
-from fjord.engine.resource import Resource
+from fjord.engine.change import Change
+from fjord.engine.resource import Context, Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
 from fjord.host.files import File
 from fjord.host.services import Service
@@ -26,6 +27,30 @@ LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
 LXCFS_DROP_IN = Path("etc/systemd/system/libvirtd.service.d/fjord-lxcfs.conf")
 LXCFS_ORDER = ("# Managed by fjord: the containers libvirtd starts at boot mount lxcfs's "
                "files.\n[Unit]\nWants=lxcfs.service\nAfter=lxcfs.service\n")
+
+
+class MountPoint(Resource):
+    """lxcfs's mount point. Every domain mounts it (fjord.containers.domain), and libvirt
+    refuses to start a container whose mount source is missing: lxcfs makes it when it
+    first starts, and this makes it where lxcfs never ran (it cannot start, or was
+    removed), so that containers still boot without lxcfs."""
+
+    kind = "directory"
+
+    def __init__(self, path: Path, after: tuple[str, ...] = ()) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.after = after
+
+    def changes(self, ctx: Context) -> list[Change]:
+        if self.path.is_dir():
+            return []
+        return [Change(self.id, "create", f"mkdir {self.path} (lxcfs's mount point, which "
+                       "every container mounts)",
+                       lambda c: self.path.mkdir(mode=0o755, parents=True, exist_ok=True))]
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{self.path} exists"
 
 
 def vswitchd_follows() -> None:
@@ -65,6 +90,10 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     order = File(root / LXCFS_DROP_IN, LXCFS_ORDER, after=(PACKAGES_ID,),
                  reason="start lxcfs before libvirtd's containers at boot")
     out.append(order)
+    from fjord.containers.limits import LXCFS_DIR
+
+    mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(PACKAGES_ID,))
+    out.append(mount_point)
     out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
                        after=(PACKAGES_ID,)))
     for unit in LIBVIRT_LISTENERS:
@@ -74,7 +103,7 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         # libvirtd looks for hooks when it starts: a new hook means a restart too.
         "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
-        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, "service lxcfs",
+        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, mount_point.id, "service lxcfs",
                *(f"service {u}" for u in LIBVIRT_LISTENERS)),
     ))
     out += cgroups.resources(unified=_wants_unified_cgroups(desired), root=root,
