@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from fjord.config.desired import Desired
@@ -43,11 +45,22 @@ class MountPoint(Resource):
         self.after = after
 
     def changes(self, ctx: Context) -> list[Change]:
-        if self.path.is_dir():
-            return []
-        return [Change(self.id, "create", f"mkdir {self.path} (lxcfs's mount point, which "
-                       "every container mounts)",
-                       lambda c: self.path.mkdir(mode=0o755, parents=True, exist_ok=True))]
+        try:
+            os.stat(self.path)
+        except FileNotFoundError:
+            return [Change(self.id, "create", f"mkdir {self.path} (lxcfs's mount point, "
+                           "which every container mounts)",
+                           lambda c: self.path.mkdir(mode=0o755, parents=True, exist_ok=True))]
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            # lxcfs died without unmounting (SIGKILL; Debian's ExecStopPost calls a
+            # fusermount that lxcfs's dependencies do not bring): lxcfs cannot mount
+            # there again, and containers read nothing from it
+            return [Change(self.id, "update", f"unmount the dead FUSE mount at {self.path} "
+                           "(lxcfs died without unmounting it)",
+                           lambda c: run(["umount", "-l", str(self.path)], timeout=30))]
+        return []
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"{self.path} exists"
@@ -95,7 +108,7 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(PACKAGES_ID,))
     out.append(mount_point)
     out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
-                       after=(PACKAGES_ID,)))
+                       after=(PACKAGES_ID, mount_point.id)))
     for unit in LIBVIRT_LISTENERS:
         out.append(Service(unit, enabled=False, running=False,
                            reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
