@@ -145,7 +145,7 @@ def test_status_says_what_check_says_about_cgroups(lab: Lab) -> None:
     (item,) = [c for c in status["containers"] if c["name"] == "test"]
     lines = {c["check"]: (c["ok"], c["detail"]) for c in item["cgroups"]}
     assert set(lines) == {"memory limit enforced", "sees only its own cgroups",
-                          "syscall filter and capabilities"}
+                          "syscall filter and capabilities", "limit-aware /proc (lxcfs)"}
     for what, (ok, detail) in lines.items():
         assert ok, (what, detail)
         assert from_check[what][0] == ok

@@ -3,6 +3,7 @@ with injected UUIDs and MACs, reading back what libvirt returns, readable differ
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -146,6 +147,11 @@ DUMPXML = """<domain type='lxc' id='4242'>
       <source dir='/var/lib/fjord/containers/test/rootfs'/>
       <target dir='/'/>
     </filesystem>
+    <filesystem type='mount' accessmode='passthrough'>
+      <source dir='/var/lib/lxcfs'/>
+      <target dir='/var/lib/lxcfs'/>
+      <readonly/>
+    </filesystem>
     <interface type='bridge'>
       <mac address='52:54:00:00:00:02'/>
       <source bridge='br-int'/>
@@ -225,3 +231,12 @@ def test_not_an_lxc_domain_is_refused():
         Domain.parse("<domain type='kvm'><name>x</name></domain>")
     with pytest.raises(FjordError):
         Domain.parse("<domain")
+
+
+def test_a_domain_from_before_lxcfs_gets_its_mount(tmp_path):
+    d = desired(tmp_path, "ovs", "bridged")
+    wanted = domain_for(d.container("test"), d, ROOT, uuid_=UUID)
+    old = Domain.parse(re.sub(r"<filesystem[^>]*>\s*<source dir='/var/lib/lxcfs'/>.*?"
+                              r"</filesystem>", "", DUMPXML, flags=re.S))
+    assert old.lxcfs is None and Domain.parse(DUMPXML).lxcfs == "/var/lib/lxcfs"
+    assert differences(old, wanted) == ["lxcfs (limit-aware /proc): none -> /var/lib/lxcfs"]

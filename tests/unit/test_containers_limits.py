@@ -209,7 +209,7 @@ class FakeV2Host(FakeHost):
             (self.memory / f"memory.{name}").write_text(f"{value}\n")
 
     def v2_container(self, *, namespace: bool, outcome: str | None, mounts: str = FRESH,
-                     extra: dict[str, str] | None = None) -> None:
+                     extra: dict[str, str] | None = None, lxcfs: str | None = None) -> None:
         """libvirt_lxc 560 and the container's init 561 plus two services; with
         ``namespace`` the init is in a cgroup namespace of its own. ``outcome`` is what
         fjord-init left in PID 1's environment (None: no fjord-init)."""
@@ -229,6 +229,8 @@ class FakeV2Host(FakeHost):
         env = [b"container=lxc-libvirt", b"PATH=/bin:/sbin", b"TERM=linux"]
         if outcome is not None:
             env.append(b"FJORD_INIT=" + outcome.encode())
+        if lxcfs is not None:
+            env.append(b"FJORD_LXCFS=" + lxcfs.encode())
         (init / "environ").write_bytes(b"\0".join(env) + b"\0")
 
 
@@ -250,7 +252,7 @@ def test_v2_own_namespace_and_memory_max_both_pass(v2):
 def test_v2_without_namespace_says_fjord_init_did_not_run_and_how_to_fix(v2):
     """What the real Debian 13 host showed with the old fjord-init (it left v2 alone)."""
     v2.v2_container(namespace=False, outcome=None, mounts=LIBVIRT_BIND)
-    (limit, private, _) = limits.verdicts("test", root=v2.root)
+    (limit, private, _, _) = limits.verdicts("test", root=v2.root)
     assert limit[1]  # the limit itself holds: every process is under memory.max
     assert not private[1]
     assert private[2].startswith("no cgroup namespace: it sees the host's whole cgroup tree; "
@@ -333,7 +335,7 @@ def test_verdicts_never_raise(v2, monkeypatch):
         raise ValueError("odd /proc")
 
     monkeypatch.setattr(limits, "limits_enforced", broken)
-    (limit, private, _) = limits.verdicts("test", root=v2.root)
+    (limit, private, _, _) = limits.verdicts("test", root=v2.root)
     assert limit[:2] == ("memory limit enforced", False)
     assert limit[2].startswith("cannot tell: ValueError: odd /proc") and private[1]
 
@@ -356,11 +358,16 @@ exit 0
 """
 INIT = """#!/bin/sh
 echo "init $* FJORD_INIT=${FJORD_INIT-unset}" >> "$LOG"
+echo "${FJORD_LXCFS-unset}" > "$LOG.lxcfs"
 """
 
 
-def run_init(tmp_path: Path, cgroup: str, *, fail: str = "") -> tuple[list[str], str]:
-    """Run fjord-init with /proc/self/cgroup = ``cgroup``; returns what it ran and said."""
+def run_init(tmp_path: Path, cgroup: str, *, fail: str = "", lxcfs: bool = True,
+             mounts: str = "") -> tuple[list[str], str]:
+    """Run fjord-init with /proc/self/cgroup = ``cgroup``; returns what it ran and said.
+    ``lxcfs``: whether the host's lxcfs answers (its meminfo and stat; the container's
+    /proc has meminfo only, so only that one is bound); ``mounts``: more lines of
+    /proc/self/mounts."""
     bin_ = tmp_path / "bin"
     bin_.mkdir()
     for name in ("unshare", "mount", "umount"):
@@ -372,7 +379,13 @@ def run_init(tmp_path: Path, cgroup: str, *, fail: str = "") -> tuple[list[str],
     (proc / "self").mkdir(parents=True)
     cg.mkdir()
     (proc / "self/cgroup").write_text(cgroup)
-    (proc / "self/mounts").write_text("cgroup2 /elsewhere cgroup2 rw 0 0\n")
+    (proc / "self/mounts").write_text("cgroup2 /elsewhere cgroup2 rw 0 0\n"
+                                      + mounts.replace("T/", f"{tmp_path}/"))
+    (proc / "meminfo").write_text("MemTotal: 1 kB\n")
+    if lxcfs:
+        (tmp_path / "lxcfs/proc").mkdir(parents=True)
+        for name in ("meminfo", "stat"):
+            (tmp_path / "lxcfs/proc" / name).write_text(f"{name} of the container\n")
     script = tmp_path / "fjord-init"
     # the loader (fjord.containers.sandbox) as a stand-in that only becomes the init
     loader = tmp_path / "loader"
@@ -380,7 +393,8 @@ def run_init(tmp_path: Path, cgroup: str, *, fail: str = "") -> tuple[list[str],
     (tmp_path / "filter").write_bytes(b"")
     script.write_text(init_script(str(bin_ / "init"), str(script), cgroup=str(cg),
                                   proc=str(proc), loader=str(loader),
-                                  bpf=str(tmp_path / "filter")))
+                                  bpf=str(tmp_path / "filter"),
+                                  lxcfs=str(tmp_path / "lxcfs")))
     log = tmp_path / "log"
     log.write_text("")
     env = {"PATH": f"{bin_}:/usr/bin:/bin", "LOG": str(log), "FAIL": fail,
@@ -403,6 +417,8 @@ def test_fjord_init_on_v2_unshares_remounts_and_boots(tmp_path):
         "umount -l T/cgroup",
         "umount -l T/cgroup",
         "mount -t cgroup2 -o nosuid,nodev,noexec cgroup2 T/cgroup",
+        "mount --bind T/lxcfs/proc/meminfo T/proc/meminfo",
+        "umount -l T/lxcfs",
         "init --log-level=info FJORD_INIT=cgroupns",
     ]
     assert said == ""
@@ -426,7 +442,8 @@ def test_fjord_init_on_v2_says_what_failed_and_still_boots(tmp_path, fail, last,
 @pytest.mark.parametrize("cgroup", ["0::/\n", ""])
 def test_fjord_init_on_v2_in_a_namespace_already_changes_nothing(tmp_path, cgroup):
     steps, said = run_init(tmp_path, cgroup)
-    assert steps == ["init --log-level=info FJORD_INIT=kept"] and said == ""
+    assert steps == ["mount --bind T/lxcfs/proc/meminfo T/proc/meminfo", "umount -l T/lxcfs",
+                     "init --log-level=info FJORD_INIT=kept"] and said == ""
 
 
 @pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
@@ -443,3 +460,46 @@ def test_fjord_init_on_v1_still_joins_and_mounts_each_hierarchy(tmp_path):
     assert "unshare --cgroup /bin/sh T/fjord-init --fjord-mount --log-level=info" in steps
     assert "mount -t cgroup -o nosuid,nodev,noexec,memory cgroup T/cgroup/memory" in steps
     assert steps[-1] == "init --log-level=info FJORD_INIT=cgroupns" and said == ""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_fjord_init_binds_lxcfs_files_over_proc_and_says_so(tmp_path):
+    steps, said = run_init(tmp_path, "0::/\n")
+    assert [s for s in steps if s.startswith("mount")] == [
+        "mount --bind T/lxcfs/proc/meminfo T/proc/meminfo"]
+    assert (tmp_path / "log.lxcfs").read_text() == "mounted\n" and said == ""
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_fjord_init_without_lxcfs_still_boots_without_libvirts_meminfo(tmp_path):
+    # lxcfs down on the host: libvirt's FUSE meminfo (unreadable by procps) goes, and the
+    # container boots with the host's /proc
+    steps, said = run_init(tmp_path, "0::/\n", lxcfs=False,
+                           mounts="libvirt T/proc/meminfo fuse rw,allow_other 0 0\n")
+    assert steps == ["umount T/proc/meminfo", "umount -l T/lxcfs",
+                     "init --log-level=info FJORD_INIT=kept"]
+    assert (tmp_path / "log.lxcfs").read_text().startswith("missing: nothing answers at ")
+    assert said.startswith("fjord-init: missing: nothing answers at T/lxcfs".replace(
+        "T/", f"{tmp_path}/"))
+
+
+@pytest.mark.skipif(shutil.which("sh") is None, reason="no sh")
+def test_fjord_init_says_when_a_bind_fails_and_still_boots(tmp_path):
+    steps, said = run_init(tmp_path, "0::/\n", fail="mount")
+    assert steps[-1] == "init --log-level=info FJORD_INIT=kept"
+    assert (tmp_path / "log.lxcfs").read_text().startswith("failed: cannot bind ")
+    assert "fjord-init: failed: cannot bind" in said
+
+
+@pytest.mark.parametrize(("lxcfs", "ok", "said"), [
+    ("mounted", True, "lxcfs's meminfo, cpuinfo, stat, uptime... over its /proc"),
+    ("missing: nothing answers at /var/lib/lxcfs", False,
+     "lxcfs did not answer when it started: free and top show the host's memory; start "
+     "lxcfs (`fjord apply`), then fjord container restart test"),
+    (None, False, "started before fjord bound lxcfs's files"),
+])
+def test_the_check_says_whether_the_container_reads_lxcfs_files(v2, lxcfs, ok, said):
+    v2.v2_container(namespace=True, outcome="cgroupns", lxcfs=lxcfs)
+    (*_, line) = limits.verdicts("test", root=v2.root)
+    assert line[0] == "limit-aware /proc (lxcfs)" and line[1] is ok
+    assert line[2].startswith(said)

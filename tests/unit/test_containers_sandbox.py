@@ -115,7 +115,9 @@ LIBVIRT_XML = """<domain type='lxc' id='4'>
   <os><type arch='x86_64'>exe</type><init>/usr/local/sbin/fjord-init</init></os>
   {features}
   <devices><filesystem type='mount' accessmode='passthrough'><source dir='/r'/>
-  <target dir='/'/></filesystem><console type='pty'><target type='lxc' port='0'/>
+  <target dir='/'/></filesystem><filesystem type='mount' accessmode='passthrough'>
+  <source dir='/var/lib/lxcfs'/><target dir='/var/lib/lxcfs'/><readonly/></filesystem>
+  <console type='pty'><target type='lxc' port='0'/>
   </console></devices>
 </domain>"""
 

@@ -53,6 +53,7 @@ class FakeServices:
         # listeners disabled.
         self.units = {"openvswitch-switch": ["enabled", "active"],
                       "libvirtd": ["enabled", "active"],
+                      "lxcfs": ["enabled", "active"],
                       "libvirtd.socket": ["enabled", "active"],
                       "libvirtd-tcp.socket": ["disabled", "inactive"],
                       "libvirtd-tls.socket": ["enabled", "active"]}
@@ -136,7 +137,7 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
 
     done = apply(system.resources(desired, root), ctx, Quiet())
     assert pm.log == ["update", "install libvirt-daemon-system libvirt-daemon-driver-lxc "
-                      "libvirt-clients mmdebstrap nftables ifupdown emacs-nox"]
+                      "libvirt-clients mmdebstrap lxcfs nftables ifupdown emacs-nox"]
     assert sm.log == ["disable libvirtd-tls.socket", "stop libvirtd-tls.socket",
                       "restart libvirtd"]
     assert len(done) == len(plan.changes)
@@ -159,3 +160,15 @@ def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
     assert [c.resource for c in done] == [f"file {root}/etc/default/libvirtd", "service libvirtd"]
     assert sm.log == ["restart libvirtd"]
     assert pm.log == ["update"]  # only the first apply's, never again
+
+
+def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
+    """Every domain mounts /var/lib/lxcfs; libvirt refuses a missing mount source."""
+    desired = load("examples/lab.yaml", allocations={})
+    point = next(r for r in system.resources(desired, root)
+                 if isinstance(r, system.MountPoint))
+    ctx = Context(desired)
+    (change,) = point.changes(ctx)
+    assert change.detail.startswith(f"mkdir {root}/var/lib/lxcfs")
+    change.run(ctx)
+    assert (root / "var/lib/lxcfs").is_dir() and point.changes(ctx) == []

@@ -71,7 +71,9 @@ SERVER_PACKAGES = INSTALLER_PACKAGES + PREINSTALLED
 # What the scenario installs from the provider's mirror, for real, on the server: the
 # install script's python3-venv, and what fjord's apply installs (host.packages of
 # tests/vm/server.yaml, and any fjord host package not preinstalled).
-MIRROR_PACKAGES = ("python3-venv", "libvirt0", "tree")
+# lxcfs is small (with fuse3 and libfuse3-3): apply installs it for real, and its unit
+# starts under the VM's systemd.
+MIRROR_PACKAGES = ("python3-venv", "libvirt0", "tree", "lxcfs")
 BUILDER_PACKAGES = (
     "python3", "python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev",
     "ca-certificates", "git",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fjord.containers.limits import INIT_PATH
+from fjord.containers.limits import INIT_PATH, LXCFS_DIR, LXCFS_TARGET
 from fjord.containers.sandbox import LIBVIRT_OFF
 from fjord.errors import FjordError
 
@@ -68,6 +68,9 @@ class Domain:
     # Unprivileged: the container's ids 0..65535 are the host's idmap..idmap+65535 (a user
     # namespace of its own); None: privileged (no user namespace).
     idmap: int | None = None
+    # The host's lxcfs mount, mounted read-only at LXCFS_TARGET in the container, where
+    # fjord-init binds its files over /proc (limit-aware free, top, uptime); None: none.
+    lxcfs: str | None = LXCFS_DIR
 
     # --- XML ------------------------------------------------------------------------
 
@@ -96,6 +99,11 @@ class Domain:
         fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
         ET.SubElement(fs, "source", dir=self.root)
         ET.SubElement(fs, "target", dir="/")
+        if self.lxcfs is not None:
+            fs = ET.SubElement(devices, "filesystem", type="mount", accessmode="passthrough")
+            ET.SubElement(fs, "source", dir=self.lxcfs)
+            ET.SubElement(fs, "target", dir=LXCFS_TARGET)
+            ET.SubElement(fs, "readonly")
         for iface in self.interfaces:
             el = ET.SubElement(devices, "interface", type="bridge")
             ET.SubElement(el, "mac", address=iface.mac)
@@ -123,9 +131,13 @@ class Domain:
         if dom.tag != "domain" or dom.get("type") != "lxc":
             raise FjordError(f"not an LXC domain: <{dom.tag} type={dom.get('type')!r}>")
         root = ""
+        lxcfs = None
         for fs in dom.iterfind("devices/filesystem"):
             if fs.get("type", "mount") == "mount" and _attr(fs, "target", "dir") == "/":
                 root = _attr(fs, "source", "dir")
+            if (fs.get("type", "mount") == "mount"
+                    and _attr(fs, "target", "dir") == LXCFS_TARGET):
+                lxcfs = _attr(fs, "source", "dir")
         interfaces = []
         for n, el in enumerate(dom.iterfind("devices/interface")):
             virtualport = el.find("virtualport")
@@ -151,6 +163,7 @@ class Domain:
             console=dom.find("devices/console") is not None,
             caps_off=_caps_off(dom),
             idmap=_idmap(dom),
+            lxcfs=lxcfs,
         )
 
 
@@ -240,9 +253,12 @@ def differences(actual: Domain, wanted: Domain) -> list[str]:
                 old, new = human_bytes(old), human_bytes(new)
             if f.name == "idmap":
                 old, new = (_ids(old), _ids(new))
+            if f.name == "lxcfs":
+                old, new = old or "none", new or "none"
             label = {"cpu_shares": "CPU shares", "root": "root filesystem",
                      "vcpus": "vCPUs", "uuid": "UUID",
-                     "idmap": "user namespace"}.get(f.name, f.name)
+                     "idmap": "user namespace",
+                     "lxcfs": "lxcfs (limit-aware /proc)"}.get(f.name, f.name)
             out.append(f"{label}: {old} -> {new}")
     have = {i.guest: i for i in actual.interfaces}
     want = {i.guest: i for i in wanted.interfaces}

@@ -86,6 +86,13 @@ from fjord.errors import FjordError
 from fjord.host.cgroups import Mount, parse_mountinfo
 
 INIT_PATH = "/usr/local/sbin/fjord-init"
+# lxcfs (the host's daemon, fjord.host.system) mounts at LXCFS_DIR on the host; the
+# domain mounts that directory at LXCFS_TARGET in the container, where fjord-init binds
+# these files over /proc and leaves FJORD_LXCFS=mounted (or "missing: ...", "failed: ...").
+LXCFS_DIR = "/var/lib/lxcfs"
+LXCFS_TARGET = "/var/lib/lxcfs"
+LXCFS_FILES = ("meminfo", "cpuinfo", "stat", "uptime", "loadavg", "diskstats", "swaps")
+LXCFS_MARKER = "FJORD_LXCFS"
 SYSTEM_INIT = "/sbin/init"
 # Where libvirt's LXC driver keeps the controller's PID of a running container (as
 # fjord.containers.libvirt.LXC_RUN, relative to ``root`` here for the tests).
@@ -99,11 +106,14 @@ _HEADER = "# Written by fjord; changes here are overwritten by `fjord apply`.\n"
 
 def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH, *,
                 cgroup: str = "/sys/fs/cgroup", proc: str = "/proc",
-                loader: str = LOADER_PATH, bpf: str = FILTER_PATH) -> str:
+                loader: str = LOADER_PATH, bpf: str = FILTER_PATH,
+                lxcfs: str = LXCFS_TARGET) -> str:
     """The content of fjord-init (see the module's documentation). ``cgroup``, ``proc``,
-    ``loader`` and ``bpf`` move what it reads and mounts, for the tests only; the
+    ``loader``, ``bpf`` and ``lxcfs`` move what it reads and mounts, for the tests only;
+    before the last step it binds lxcfs's files over /proc (:data:`LXCFS_FILES`); the
     last step runs the loader (fjord.containers.sandbox) that drops capabilities and
     installs the syscall filter, and becomes ``system_init``."""
+    files = " ".join(LXCFS_FILES)
     return f"""#!/bin/sh
 {_HEADER.rstrip()}
 # PID 1 of this container for a moment, before systemd (fjord/containers/limits.py).
@@ -127,9 +137,36 @@ fail() {{  # the first failure is the one the host reports
     say "$*"
     case ${{FJORD_INIT-}} in failed:*) ;; *) FJORD_INIT="failed: $*"; export FJORD_INIT ;; esac
 }}
+proc_files() {{
+    # lxcfs's files over {proc}: free, ps, top and uptime see the container's memory
+    # limit and its own uptime, not the host's (libvirt's own {proc}/meminfo cannot be
+    # read by procps: "Illegal seek"). The host's lxcfs mount is at {lxcfs} (the domain's
+    # second filesystem); it goes once its files are bound.
+    lx={lxcfs}/proc
+    if ! (read -r _ < "$lx/meminfo") 2>/dev/null; then
+        FJORD_LXCFS="missing: nothing answers at {lxcfs} (lxcfs not running on the host?)"
+        say "$FJORD_LXCFS: /proc shows the host's memory and uptime"
+        # libvirt's meminfo breaks free and ps: the host's numbers are better than none
+        if grep -q " {proc}/meminfo fuse" {proc}/self/mounts 2>/dev/null; then
+            umount {proc}/meminfo 2>/dev/null
+        fi
+    else
+        FJORD_LXCFS=mounted
+        for f in {files}; do
+            [ -e "$lx/$f" ] && [ -e "{proc}/$f" ] || continue
+            if ! mount --bind "$lx/$f" "{proc}/$f"; then
+                FJORD_LXCFS="failed: cannot bind $lx/$f over {proc}/$f"
+                say "$FJORD_LXCFS"
+            fi
+        done
+    fi
+    umount -l {lxcfs} 2>/dev/null
+    export FJORD_LXCFS
+}}
 boot() {{  # boot "$@": become the system init, with this script's arguments
     FJORD_INIT=${{FJORD_INIT:-cgroupns}}
     export FJORD_INIT
+    proc_files
     # through the loader: fewer capabilities and the syscall filter (sandbox.py)
     if [ -x /usr/bin/perl ] && [ -r {loader} ] && [ -r {bpf} ]; then
         exec /usr/bin/perl {loader} {bpf} "$init" "$@"
@@ -182,7 +219,7 @@ if [ "${{1-}}" = --fjord-mount ]; then
     boot "$@"
 fi
 
-unset FJORD_INIT
+unset FJORD_INIT FJORD_LXCFS
 own=
 v1=
 v2=
@@ -504,13 +541,34 @@ def cgroups_private(name: str, root: Path = Path("/")) -> tuple[bool, str]:
 
 
 LIMITS_DOC = "see docs/containers.md: limits and cgroups"
+LXCFS_DOC = "see docs/containers.md: what free and top show"
+
+
+def proc_files(name: str, root: Path = Path("/")) -> tuple[bool, str]:
+    """Whether container ``name`` reads lxcfs's /proc files (its own memory limit and
+    uptime in free, top, ps), from what fjord-init left in PID 1's environment."""
+    c = running(name, root)
+    if c is None:
+        return False, f"container {name} is not running"
+    outcome = environ_value(c.init, LXCFS_MARKER, root)
+    restart = f"fjord container restart {name}"
+    if outcome == "mounted":
+        return True, "lxcfs's meminfo, cpuinfo, stat, uptime... over its /proc"
+    if outcome is None:
+        return False, (f"started before fjord bound lxcfs's files (an older fjord-init, or "
+                       f"another init): restart it ({restart})")
+    if outcome.startswith("missing:"):
+        return False, (f"lxcfs did not answer when it started: free and top show the host's "
+                       f"memory; start lxcfs (`fjord apply`), then {restart}")
+    return False, f"fjord-init {outcome}; restart it ({restart})"
 
 
 def verdicts(name: str, *, expected: int | None = None,
              root: Path = Path("/")) -> list[tuple[str, bool, str]]:
     """(what, ok, detail) for a running container's cgroups, the same lines for `fjord
-    check` and `fjord status`: its memory limit holds for all its processes, and it
-    sees only its own cgroups. Never raises: what cannot be read is a failed line."""
+    check` and `fjord status`: its memory limit holds for all its processes, it sees only
+    its own cgroups, its syscall filter holds, it reads lxcfs's /proc files. Never
+    raises: what cannot be read is a failed line."""
     def sandbox() -> tuple[bool, str]:
         c = running(name, root)
         if c is None:
@@ -523,7 +581,8 @@ def verdicts(name: str, *, expected: int | None = None,
              lambda: limits_enforced(name, expected=expected, root=root), LIMITS_DOC),
             ("sees only its own cgroups", lambda: cgroups_private(name, root=root),
              LIMITS_DOC),
-            ("syscall filter and capabilities", sandbox, SANDBOX_DOC)):
+            ("syscall filter and capabilities", sandbox, SANDBOX_DOC),
+            ("limit-aware /proc (lxcfs)", lambda: proc_files(name, root), LXCFS_DOC)):
         try:
             ok, detail = verdict()
         except Exception as exc:  # a process that went away mid-read, an odd file

@@ -47,6 +47,8 @@ REQUIRED: tuple[tuple[str, str], ...] = (
     ("libvirt-daemon-driver-lxc", "libvirt's LXC driver"),
     ("libvirt-clients", "virsh, for the operator"),
     ("mmdebstrap", "builds the containers' root filesystems"),
+    ("lxcfs", "the containers' /proc/meminfo, cpuinfo, stat, uptime: free, top, ps see "
+              "their own limits"),
     ("nftables", "the firewall and NAT"),
     ("ifupdown", "brings the network up at boot from /etc/network/interfaces"),
     ("iproute2", "ip, for the operator and ifupdown"),

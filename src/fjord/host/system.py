@@ -1,19 +1,23 @@
 """The host system layer, in the order the work is done:
 
     APT sources, keys, pins → apt-get update → packages → libvirt configuration
-    → services (Open vSwitch; libvirtd without TCP/TLS listeners, restarted when its
-    configuration changed) → the cgroup layout check
+    → services (Open vSwitch; lxcfs, before libvirtd at boot; libvirtd without TCP/TLS
+    listeners, restarted when its configuration changed) → the cgroup layout check
 """
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from fjord.config.desired import Desired
 from fjord.containers.resources import hook_file
-from fjord.engine.resource import Resource
+from fjord.engine.change import Change
+from fjord.engine.resource import Context, Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
 from fjord.host.boot_order import BootOrder
+from fjord.host.files import File
 from fjord.host.services import Service
 from fjord.runner import run
 
@@ -22,6 +26,46 @@ PACKAGES_ID = "packages host"
 
 # The TCP and TLS listeners of a socket-activated libvirtd (Debian 12).
 LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
+# libvirtd starts the autostart containers at boot; each mounts lxcfs's files when it
+# starts (fjord.containers.limits), so lxcfs first. Debian's units do not order them.
+LXCFS_DROP_IN = Path("etc/systemd/system/libvirtd.service.d/fjord-lxcfs.conf")
+LXCFS_ORDER = ("# Managed by fjord: the containers libvirtd starts at boot mount lxcfs's "
+               "files.\n[Unit]\nWants=lxcfs.service\nAfter=lxcfs.service\n")
+
+
+class MountPoint(Resource):
+    """lxcfs's mount point. Every domain mounts it (fjord.containers.domain), and libvirt
+    refuses to start a container whose mount source is missing: lxcfs makes it when it
+    first starts, and this makes it where lxcfs never ran (it cannot start, or was
+    removed), so that containers still boot without lxcfs."""
+
+    kind = "directory"
+
+    def __init__(self, path: Path, after: tuple[str, ...] = ()) -> None:
+        super().__init__(str(path))
+        self.path = path
+        self.after = after
+
+    def changes(self, ctx: Context) -> list[Change]:
+        try:
+            os.stat(self.path)
+        except FileNotFoundError:
+            return [Change(self.id, "create", f"mkdir {self.path} (lxcfs's mount point, "
+                           "which every container mounts)",
+                           lambda c: self.path.mkdir(mode=0o755, parents=True, exist_ok=True))]
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise
+            # lxcfs died without unmounting (SIGKILL; Debian's ExecStopPost calls a
+            # fusermount that lxcfs's dependencies do not bring): lxcfs cannot mount
+            # there again, and containers read nothing from it
+            return [Change(self.id, "update", f"unmount the dead FUSE mount at {self.path} "
+                           "(lxcfs died without unmounting it)",
+                           lambda c: run(["umount", "-l", str(self.path)], timeout=30))]
+        return []
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        return f"{self.path} exists"
 
 
 def vswitchd_follows() -> None:
@@ -56,6 +100,15 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     out.append(BootOrder(root, after=(PACKAGES_ID,)))
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
                        after=(PACKAGES_ID,), ready=vswitchd_follows))
+    order = File(root / LXCFS_DROP_IN, LXCFS_ORDER, after=(PACKAGES_ID,),
+                 reason="start lxcfs before libvirtd's containers at boot")
+    out.append(order)
+    from fjord.containers.limits import LXCFS_DIR
+
+    mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(PACKAGES_ID,))
+    out.append(mount_point)
+    out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
+                       after=(PACKAGES_ID, mount_point.id)))
     for unit in LIBVIRT_LISTENERS:
         out.append(Service(unit, enabled=False, running=False,
                            reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
@@ -63,7 +116,8 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         # libvirtd looks for hooks when it starts: a new hook means a restart too.
         "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
-        after=(PACKAGES_ID, daemon.id, defaults.id, *(f"service {u}" for u in LIBVIRT_LISTENERS)),
+        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, mount_point.id, "service lxcfs",
+               *(f"service {u}" for u in LIBVIRT_LISTENERS)),
     ))
     out += cgroups.resources(unified=_wants_unified_cgroups(desired), root=root,
                              after=(PACKAGES_ID,))

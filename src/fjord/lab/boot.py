@@ -17,7 +17,8 @@ Then the boot, from the persisted files only (Debian 12/13's order):
              openvswitch-switch.service (/bin/true on Debian 12/13: nothing), when enabled
 4. networking    the ExecStart of networking.service (`ifup -a --read-environment`: only
              `auto` stanzas, with the if-*.d hooks), with its EnvironmentFile
-5. libvirtd  started when enabled; it starts the autostart domains
+5. lxcfs     started when enabled (before libvirtd: the containers bind its files)
+6. libvirtd  started when enabled; it starts the autostart domains
 
 Commands come from the unit files installed in the server's root (/etc/systemd/system,
 /run/systemd/system, /lib/systemd/system, ... and their drop-ins, as systemd merges
@@ -365,6 +366,12 @@ class Boot:
         self.step("shutdown", self.networking_stop)
         return self.report
 
+    def lxcfs(self) -> str:
+        if not self.root.enabled("lxcfs.service"):
+            return "lxcfs.service not enabled"
+        self.daemons.start_lxcfs()
+        return "lxcfs (limit-aware /proc for the containers)"
+
     def libvirtd(self) -> str:
         if not self.root.enabled("libvirtd.service", "libvirtd.socket"):
             return "libvirtd not enabled"
@@ -376,5 +383,6 @@ class Boot:
         self.step("nftables", self.nftables)
         self.step("openvswitch", self.openvswitch)
         self.step("networking", self.networking)
+        self.step("lxcfs", self.lxcfs)
         self.step("libvirtd", self.libvirtd)
         return self.report

@@ -1,4 +1,5 @@
-"""The simulated server's daemons: Open vSwitch (ovsdb-server, ovs-vswitchd) and libvirtd.
+"""The simulated server's daemons: Open vSwitch (ovsdb-server, ovs-vswitchd), lxcfs and
+libvirtd.
 
 They run inside the lab (its mount, network, UTS and cgroup namespaces and its
 ``server`` cgroup), started the way Debian's units start them, with their files in
@@ -49,10 +50,23 @@ OVS_VSWITCHD = [
 LIBVIRTD = ["libvirtd", "--daemon"]
 LIBVIRT_ENV = {"LIBVIRT_LOG_OUTPUTS": "3:file:/var/log/libvirt/libvirtd.log"}
 
+# Debian's lxcfs.service runs `lxcfs /var/lib/lxcfs` in the foreground (PID file
+# /run/lxcfs.pid); here start-stop-daemon puts it in the background.
+LXCFS_DIR = "/var/lib/lxcfs"
+LXCFS = ["start-stop-daemon", "--start", "--background", "--quiet",
+         "--pidfile", "/run/lxcfs.pid", "--exec", "/usr/bin/lxcfs", "--", LXCFS_DIR]
+# until its FUSE mount is there (5 s at most)
+LXCFS_MOUNTED = ["sh", "-c", f"i=0; until grep -qs ' {LXCFS_DIR} fuse.lxcfs ' /proc/self/mounts;"
+                 " do i=$((i + 1)); [ $i -le 100 ] || exit 1; sleep 0.05; done"]
+# What lxcfs.service's ExecStopPost does (fusermount -u): a killed lxcfs leaves its mount
+# point unusable (ENOTCONN) until then.
+LXCFS_UNMOUNT = ["sh", "-c", f"umount -l {LXCFS_DIR} 2>/dev/null; true"]
+
 # name -> PID file, relative to the server's /run
 PIDFILES = {
     "ovsdb-server": "openvswitch/ovsdb-server.pid",
     "ovs-vswitchd": "openvswitch/ovs-vswitchd.pid",
+    "lxcfs": "lxcfs.pid",
     "libvirtd": "libvirtd.pid",
 }
 
@@ -97,6 +111,14 @@ class ServerDaemons:
     def start_vswitchd(self) -> None:
         if self.pid("ovs-vswitchd") is None:
             self.execute(OVS_VSWITCHD, None)
+
+    # --- lxcfs ----------------------------------------------------------------------------
+
+    def start_lxcfs(self) -> None:
+        if self.pid("lxcfs") is None:
+            self.execute(LXCFS_UNMOUNT, None)
+            self.execute(LXCFS, None)
+        self.execute(LXCFS_MOUNTED, None)
 
     # --- libvirt --------------------------------------------------------------------------
 
@@ -144,6 +166,8 @@ class ServerDaemons:
                 os.kill(pid, signal.SIGKILL)
                 deadline += timeout
             time.sleep(0.01)
+        if daemon == "lxcfs":
+            self.execute(LXCFS_UNMOUNT, None)
 
 
 def _boot_time() -> float:

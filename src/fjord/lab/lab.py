@@ -232,8 +232,10 @@ class Lab:
             raise
 
     def _start_daemons(self, spec: LabSpec) -> None:
-        """DNS, Open vSwitch and libvirtd in parallel (they do not depend on each other)."""
-        jobs: list[Callable[[], None]] = [self.daemons.start_libvirtd, self.daemons.start_ovs]
+        """DNS, Open vSwitch, lxcfs and libvirtd in parallel (they do not depend on each
+        other; a fresh server runs lxcfs when its package is installed, as the machine's is)."""
+        jobs: list[Callable[[], None]] = [self.daemons.start_libvirtd, self.daemons.start_ovs,
+                                          self.daemons.start_lxcfs]
         if spec.upstream_dns:
             jobs.append(Upstream(self.names, spec).start_dns)
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:

@@ -9,7 +9,7 @@ Inside the lab's mount namespace (never in the machine's):
                    rename lands in the lab)
 /run               the lab's ``run`` (emptied at every `lab reboot`)
 /var/lib           the lab's ``var/lib``: its own ``fjord``, ``libvirt``,
-                   ``openvswitch``, ``lxc``; every other entry is the machine's,
+                   ``openvswitch``, ``lxc``, ``lxcfs``; every other entry is the machine's,
                    bound read-only
 /var/cache         the same, with its own ``libvirt`` and ``fjord`` (shared by
                    all labs: images are built once)
@@ -42,7 +42,7 @@ from fjord.lab import syscalls as sc
 
 # Entries of the shadowed directories that the lab owns (the rest is the machine's).
 PRIVATE_ENTRIES = {
-    "/var/lib": ("fjord", "libvirt", "openvswitch", "lxc"),
+    "/var/lib": ("fjord", "libvirt", "openvswitch", "lxc", "lxcfs"),
     "/var/cache": ("fjord", "libvirt"),
 }
 # Directories entirely the lab's: machine path -> path in the lab directory.
@@ -58,6 +58,7 @@ OVERLAYS = ("/etc", "/root")
 COPIED = ("/var/lib/libvirt", "/var/lib/openvswitch", "/var/lib/lxc", "/var/cache/libvirt")
 CREATED = {  # empty directories a fresh server has, with their modes
     "var/lib/fjord": 0o755,
+    "var/lib/lxcfs": 0o755,  # lxcfs's mount point (the lab's lxcfs mounts there)
     "var/log/libvirt/lxc": 0o700,
     "var/log/libvirt/qemu": 0o750,
     "var/log/openvswitch": 0o750,

@@ -23,6 +23,8 @@ PROGRAMS = {
     "ovs-vswitchd": "openvswitch-switch",
     "ovs-vsctl": "openvswitch-switch",
     "libvirtd": "libvirt-daemon-system",
+    "lxcfs": "lxcfs",
+    "start-stop-daemon": "dpkg",
     "ifup": "ifupdown",
     "ifquery": "ifupdown",
 }

@@ -2,7 +2,7 @@
 (FJORD_SERVICE_MANAGER=lab, set by `fjord lab exec`).
 
 It runs inside the lab and supervises the daemons the lab runs: ovsdb-server,
-ovs-vswitchd (openvswitch-switch) and libvirtd (with its sockets, which "listen"
+ovs-vswitchd (openvswitch-switch), lxcfs and libvirtd (with its sockets, which "listen"
 while libvirtd runs: socket activation is not simulated). Whether a unit starts at
 boot is systemd's own business even here: `systemctl enable|disable|is-enabled` work
 on the server's /etc/systemd/system without a running systemd, and `lab reboot`
@@ -28,6 +28,7 @@ UNITS: dict[str, tuple[str, ...]] = {
     "openvswitch-switch.service": ("ovsdb-server", "ovs-vswitchd"),
     "ovsdb-server.service": ("ovsdb-server",),
     "ovs-vswitchd.service": ("ovs-vswitchd",),
+    "lxcfs.service": ("lxcfs",),
     "libvirtd.service": ("libvirtd",),
     "libvirtd.socket": ("libvirtd",),
     "libvirtd-ro.socket": ("libvirtd",),
@@ -95,6 +96,8 @@ class LabServiceManager:
             self.daemons.start_ovsdb()
         if "ovs-vswitchd" in daemons:
             self.daemons.start_vswitchd()
+        if "lxcfs" in daemons:
+            self.daemons.start_lxcfs()
         if "libvirtd" in daemons:
             self.daemons.start_libvirtd()
 
