@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from fjord.config.models import BUILT_IN
 from fjord.containers.image import Image, ImageCache, ImageSpec, make_spec
 from fjord.errors import FjordError
 
@@ -36,6 +37,7 @@ pytestmark = [
 ]
 
 MIRROR = "http://deb.debian.org/debian"
+SUITE = BUILT_IN["suite"]  # what a new container gets
 # Targets from issue 6 (the cold build has slack for a slow network in CI).
 COLD_BUILD_LIMIT = 120.0
 WARM_HIT_LIMIT = 0.2
@@ -72,7 +74,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     """The session's one cold build."""
     state = tmp_path_factory.mktemp("fjord-state")
     cache = ImageCache(state / "images")
-    spec = make_spec(suite="bookworm", mirror=MIRROR)
+    spec = make_spec(suite=SUITE, mirror=MIRROR)
     start = time.monotonic()
     image = cache.build(spec)
     yield Built(cache, spec, image, time.monotonic() - start, state)
@@ -109,7 +111,7 @@ def test_warm_hit_is_fast(built: Built, record_property: Any) -> None:
     for _ in range(5):
         start = time.perf_counter()
         image, fresh = ImageCache(built.cache.root).ensure(
-            make_spec(suite="bookworm", mirror=MIRROR))
+            make_spec(suite=SUITE, mirror=MIRROR))
         times.append(time.perf_counter() - start)
         assert image.key == built.image.key and not fresh
     record_property("warm_hit_seconds", max(times))
@@ -117,7 +119,7 @@ def test_warm_hit_is_fast(built: Built, record_property: Any) -> None:
 
 
 def test_interrupted_build_leaves_no_half_image(built: Built) -> None:
-    spec = make_spec(suite="bookworm", mirror=MIRROR, packages=["less"])
+    spec = make_spec(suite=SUITE, mirror=MIRROR, packages=["less"])
     procs: list[subprocess.Popen[bytes]] = []
 
     def kill_mid_way(progress: Any) -> None:
@@ -135,7 +137,7 @@ def test_interrupted_build_leaves_no_half_image(built: Built) -> None:
 
 def test_unreachable_mirror_says_so_and_caches_nothing(built: Built) -> None:
     # 127.0.0.1:1 refuses at once; no -updates/-security, so nothing leaves the machine.
-    spec = make_spec(suite="bookworm", mirror="http://127.0.0.1:1/debian",
+    spec = make_spec(suite=SUITE, mirror="http://127.0.0.1:1/debian",
                      updates=False, security=False)
     with pytest.raises(FjordError) as exc:
         built.cache.build(spec)

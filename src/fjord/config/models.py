@@ -197,9 +197,10 @@ class Apt(Model):
         "http://deb.debian.org/debian", description="Debian mirror for the host and images.",
         examples=["http://deb.debian.org/debian"],
     )
-    suite: Release = Field("bookworm", description="The host's Debian suite (and the "
-                           "containers' default): `bookworm`, `trixie`, or `sid` (also "
-                           "called `unstable`).", examples=["bookworm"])
+    suite: Release = Field("bookworm", description="The host's Debian suite, for its APT "
+                           "sources: `bookworm`, `trixie`, or `sid` (also called `unstable`). "
+                           "Name the release the host runs: containers do not follow it "
+                           "(see `defaults.suite`).", examples=["trixie"])
     components: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]] = Field(
         default_factory=lambda: ["main"], description="Archive components.",
         examples=[["main", "contrib"]],
@@ -316,7 +317,10 @@ class ContainerSettings(Model):
     )
     suite: Release | None = Field(
         None, description="Debian suite: `bookworm`, `trixie`, or `sid` (also called "
-        "`unstable`) (default: the host's, `host.apt.suite`).", examples=["bookworm"])
+        "`unstable`), whatever the host runs. When neither the container nor `defaults` "
+        "names one, an existing container keeps the suite it was built from (its record): "
+        "a built-in default that moves on never rebuilds it; a new one gets the current "
+        "stable release (default: trixie).", examples=["trixie"])
     packages: list[Package] | None = Field(
         None, description="Packages added to the image (replaces the default's list).",
         examples=[["nginx", "curl"]],
@@ -362,9 +366,11 @@ class ContainerSettings(Model):
     )
 
 
-# What a container gets for a setting that neither it nor `defaults` sets. (`domain` and
-# `suite` come from the host: its domain, and host.apt.suite.)
+# What a container gets for a setting that neither it nor `defaults` sets. (`domain`
+# comes from the host: its domain. `suite` is this one for a new container only: an
+# existing container keeps the suite it was built from, see desired.py.)
 BUILT_IN: dict[str, Any] = {
+    "suite": "trixie",
     "packages": [],
     "memory": 512 << 20,
     "vcpus": 1,

@@ -263,6 +263,27 @@ def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
     return out
 
 
+def recorded_suites(base: Path | None = None) -> dict[str, str]:
+    """The suite each existing container was built from, as its record's image key says
+    (``SUITE-ARCH-DIGEST``). A record that cannot tell (unreadable, corrupt, rebuilt with
+    its image unknown) is left out: that container takes the file's suite."""
+    root = base if base is not None else containers_dir()
+    out: dict[str, str] = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in entries:
+        try:
+            data = json.loads((root / name / RECORD).read_bytes())
+            image = data.get("image") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(image, str) and image.count("-") >= 2:
+            out[name] = image.partition("-")[0]
+    return out
+
+
 def overlay_options(layout: Layout, lower: Path) -> str:
     for path in (lower, layout.upper, layout.work):
         if _UNSAFE_OPTION.search(str(path)):
