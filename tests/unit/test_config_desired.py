@@ -378,3 +378,25 @@ def test_load_reads_checks_and_resolves(tmp_path, state_dir):
     assert d.filename == str(f)
     assert d.container("web").fqdn == "web.example.net"
     assert not state_dir.exists()     # loading never writes
+
+
+def test_moving_the_default_builds_no_image_for_an_existing_container(state_dir):
+    """examples/lab.yaml names no suite: its container `test`, made from a bookworm image,
+    still asks for that image (no build, no replacement); the plan's note says why."""
+    from fjord.containers.image import spec_for
+    from fjord.containers.resources import ImageResource, RootResource, resources
+
+    (state_dir / "containers" / "test").mkdir(parents=True)
+    (state_dir / "containers" / "test" / "container.json").write_text(json.dumps(
+        {"name": "test", "mode": "overlay", "image": "bookworm-amd64-0123456789abcdef",
+         "lower": "", "created": 0}))
+    d = load("examples/lab.yaml", allocations={})
+    assert spec_for(d.container("test"), d).suite == "bookworm"
+    found = resources(d)
+    assert [r.spec.suite for r in found if isinstance(r, ImageResource)] == ["bookworm"]
+    (root,) = [r for r in found if isinstance(r, RootResource)]
+    note = root.unchanged_reason(None)  # type: ignore[arg-type]
+    assert "stays on bookworm" in note and "`suite: trixie`" in note
+    # without the record (a new server), the same file asks for trixie
+    fresh = load("examples/lab.yaml", allocations={}, built={})
+    assert spec_for(fresh.container("test"), fresh).suite == "trixie"

@@ -190,7 +190,7 @@ class AptPin(Model):
 
 
 class Apt(Model):
-    """APT on the host: sources, pinning; the mirror and suite also build the images."""
+    """APT on the host: sources, pinning; the mirror also builds the images."""
 
     manage: bool = Field(True, description="Write APT sources and pinning.", examples=[True])
     mirror: Annotated[str, Field(pattern=rf"^https?://{URL_CHARS}$")] = Field(
@@ -199,8 +199,11 @@ class Apt(Model):
     )
     suite: Release = Field("bookworm", description="The host's Debian suite, for its APT "
                            "sources: `bookworm`, `trixie`, or `sid` (also called `unstable`). "
-                           "Name the release the host runs: containers do not follow it "
-                           "(see `defaults.suite`).", examples=["trixie"])
+                           "Name the release the host runs (a trixie host must: the default "
+                           "stays `bookworm`, so that no bookworm host that leaves it out "
+                           "gets trixie sources, a release upgrade at its next `apt "
+                           "upgrade`). Containers do not follow it (see `defaults.suite`).",
+                           examples=["trixie"])
     components: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]] = Field(
         default_factory=lambda: ["main"], description="Archive components.",
         examples=[["main", "contrib"]],
