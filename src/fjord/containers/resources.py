@@ -161,8 +161,9 @@ class RootResource(Resource):
         if kept is not None and kept != new:
             return (f"root of {self.c.name} exists and is customised; it stays on {kept}, "
                     f"the suite it was built from (new containers get {new}): to move it, "
-                    f"name `suite: {new}` for it, then `fjord container destroy "
-                    f"{self.c.name}` and `fjord apply` re-create it (its data is not kept)")
+                    f"`fjord container destroy {self.c.name}` then `fjord apply` re-create "
+                    f"it on {new} (its data is not kept); `suite: {kept}` keeps it there "
+                    "for good")
         return f"root of {self.c.name} exists and is customised"
 
     def _unprivileged(self, ctx: Context) -> None:
