@@ -1,6 +1,6 @@
 """Where the containers' records are, and what of them the configuration layer reads:
 the addresses each container was given (a second copy of allocations.json, which
-rebuilds a lost one). Below both :mod:`fjord.config.desired` and
+rebuilds a lost one) and the suite each was built from. Below both :mod:`fjord.config.desired` and
 :mod:`fjord.containers.rootfs`, which writes the records."""
 
 from __future__ import annotations
@@ -40,4 +40,25 @@ def recorded_addresses(skip: Iterable[str] = (), base: Path | None = None
             continue
         if isinstance(addresses, dict):
             out[name] = {k: v for k, v in addresses.items() if isinstance(v, str)}
+    return out
+
+
+def recorded_suites(base: Path | None = None) -> dict[str, str]:
+    """The suite each existing container was built from, as its record's image key says
+    (``SUITE-ARCH-DIGEST``). A record that cannot tell (unreadable, corrupt, rebuilt with
+    its image unknown) is left out: that container takes the file's suite."""
+    root = base if base is not None else containers_dir()
+    out: dict[str, str] = {}
+    try:
+        entries = sorted(os.listdir(root))
+    except OSError:
+        return out
+    for name in entries:
+        try:
+            data = json.loads((root / name / RECORD).read_bytes())
+            image = data.get("image") if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(image, str) and image.count("-") >= 2:
+            out[name] = image.partition("-")[0]
     return out

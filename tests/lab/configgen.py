@@ -242,7 +242,8 @@ def _container(rng: random.Random, net: IPv4Network, host: dict[str, Any],
     spec: dict[str, Any] = {}
     if rng.random() < 0.3:
         spec["suite"] = rng.choice(SUITES)
-    suite = spec.get("suite") or defaults.get("suite") or host["apt"]["suite"]
+    # the file's suite, else trixie: a new container does not follow host.apt.suite
+    suite = spec.get("suite") or defaults.get("suite") or "trixie"
     if rng.random() < 0.3:
         used = {c.get("ipv4") for c in taken.values()} | {host_ip(host)}
         spec["ipv4"] = rng.choice([a for a in _hosts(net, -40, 0) if a not in used])
@@ -256,8 +257,8 @@ def _container(rng: random.Random, net: IPv4Network, host: dict[str, Any],
         spec["vcpus"] = rng.choice((1, 2))
     if rng.random() < 0.3:
         spec["cpu_shares"] = rng.choice((256, 512, 2048))
-    if suite == "bookworm" and rng.random() < 0.2:
-        # the Puppet agent's image is cached for bookworm
+    if suite == "trixie" and rng.random() < 0.2:
+        # the Puppet agent's image is cached for trixie (examples/lab.yaml's)
         spec["puppet"] = {"server": "tromso.example.net"}
     return spec
 

@@ -11,12 +11,14 @@ import os
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from faults import inside
 
+from fjord.config.models import BUILT_IN
 from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -149,7 +151,20 @@ def test_without_fjord_init_systemd_escapes_and_the_check_says_so(lab: Lab) -> N
     lab.exec(["virsh", "-q", "-c", "lxc:///", "destroy", "web"])
     lab.exec(["sh", "-c", "cat > /run/web.xml && virsh -q -c lxc:/// define /run/web.xml"],
              input=plain)
-    lab.exec(["virsh", "-q", "-c", "lxc:///", "start", "web"])
+    started = lab.exec(["virsh", "-q", "-c", "lxc:///", "start", "web"], check=False)
+    if BUILT_IN["suite"] != "bookworm":
+        # trixie's systemd (257) refuses the lab's cgroup v1 hierarchies outright: as its
+        # own init, the container does not even boot (fjord-init is what lets it)
+        for _ in range(100):
+            state = lab.exec(["virsh", "-c", "lxc:///", "domstate", "web"]).stdout.strip()
+            if state != "running":
+                break
+            time.sleep(0.1)
+        assert not started.ok or state != "running", (started.stderr, state)
+        assert not lab.exec(["test", "-d", "/sys/fs/cgroup/memory/system.slice"],
+                            check=False).ok
+        return
+    assert started.ok, started.stderr
     inside(lab, "web", "for i in $(seq 50); do systemctl is-system-running --wait "
                        ">/dev/null 2>&1 && break; sleep 0.1; done", check=False)
     v = verdicts(lab, "web")

@@ -65,7 +65,7 @@ CHANGES = [
     ("autostart", variant(**{"  web: {}\n": "  web: {autostart: false}\n"})),
     ("domain", variant(**{"  domain: example.net\n": "  domain: example.org\n"})),
     ("packages (another image)", variant(**{"  web: {}\n": "  web: {packages: [curl]}\n"})),
-    ("suite (another image)", variant(**{"  web: {}\n": "  web: {suite: trixie}\n"})),
+    ("suite (another image)", variant(**{"  web: {}\n": "  web: {suite: bookworm}\n"})),
     ("rootfs mode", variant(**{"  web: {}\n": "  web: {rootfs: copy}\n"})),
     ("left out of the file", variant(**{"  web: {}\n": ""})),
     ("private network moved", variant(**{

@@ -37,10 +37,11 @@ MAC = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
 
 
 def make(containers: str, allocations: dict | None = None, host: str = HOST,
-         defaults: str = "") -> Desired:
+         defaults: str = "", built: dict | None = None) -> Desired:
     text = host + defaults + "containers:\n" + containers
     doc = parse(text)
-    return resolve(doc, check(doc), {} if allocations is None else allocations)
+    return resolve(doc, check(doc), {} if allocations is None else allocations,
+                   {} if built is None else built)
 
 
 def names(*items: str) -> str:
@@ -50,10 +51,48 @@ def names(*items: str) -> str:
 # --- defaults -----------------------------------------------------------------------------
 
 
+def test_a_new_container_is_trixie_whatever_the_hosts_suite():
+    host = HOST + "  apt: {suite: bookworm}\n"
+    assert make(names("web"), host=host).container("web").suite == "trixie"
+
+
+def test_an_existing_container_keeps_the_suite_it_was_built_from():
+    # its record says bookworm and the file names no suite: the moved default is no drift
+    d = make(names("old", "new"), built={"old": "bookworm"})
+    old, new = d.container("old"), d.container("new")
+    assert (old.suite, old.suite_kept) == ("bookworm", "bookworm")
+    assert (new.suite, new.suite_kept) == ("trixie", None)
+
+
+@pytest.mark.parametrize("where", ["container", "defaults"])
+def test_a_suite_named_in_the_file_wins_over_the_record(where: str):
+    if where == "container":
+        d = make("  old: {suite: trixie}\n", built={"old": "bookworm"})
+    else:
+        d = make(names("old"), built={"old": "bookworm"}, defaults="defaults: {suite: trixie}\n")
+    assert (d.container("old").suite, d.container("old").suite_kept) == ("trixie", None)
+
+
+def test_built_suites_come_from_the_records(state_dir):
+    for name, image in [("old", "bookworm-amd64-0123456789abcdef"),
+                        ("new", "trixie-amd64-0123456789abcdef"),
+                        ("lost", ""), ("odd", "gentoo-amd64-0123456789abcdef")]:
+        (state_dir / "containers" / name).mkdir(parents=True)
+        (state_dir / "containers" / name / "container.json").write_text(json.dumps(
+            {"name": name, "mode": "overlay", "image": image, "lower": "", "created": 0}))
+    (state_dir / "containers" / "corrupt").mkdir()
+    (state_dir / "containers" / "corrupt" / "container.json").write_text("{")
+    assert desired.built_suites() == {"old": "bookworm", "new": "trixie"}
+    doc = parse(HOST + "containers:\n" + names("old", "new", "lost", "fresh"))
+    d = resolve(doc, check(doc), {})
+    assert [c.suite for c in d.containers] == ["trixie", "trixie", "trixie", "bookworm"]
+
+
 def test_built_in_defaults():
     c = make(names("web")).container("web")
     assert c.fqdn == "web.example.net"          # the host's domain
-    assert c.suite == "bookworm"                # host.apt.suite
+    assert c.suite == "trixie"                  # a new container: the current stable
+    assert c.suite_kept is None
     assert (c.memory, c.vcpus, c.cpu_shares) == (512 << 20, 1, 1024)
     assert (c.packages, c.ssh_keys, c.puppet) == ((), (), None)
     assert (c.autostart, c.rootfs, c.locale) == (True, "overlay", "C.UTF-8")
@@ -339,3 +378,25 @@ def test_load_reads_checks_and_resolves(tmp_path, state_dir):
     assert d.filename == str(f)
     assert d.container("web").fqdn == "web.example.net"
     assert not state_dir.exists()     # loading never writes
+
+
+def test_moving_the_default_builds_no_image_for_an_existing_container(state_dir):
+    """examples/lab.yaml names no suite: its container `test`, made from a bookworm image,
+    still asks for that image (no build, no replacement); the plan's note says why."""
+    from fjord.containers.image import spec_for
+    from fjord.containers.resources import ImageResource, RootResource, resources
+
+    (state_dir / "containers" / "test").mkdir(parents=True)
+    (state_dir / "containers" / "test" / "container.json").write_text(json.dumps(
+        {"name": "test", "mode": "overlay", "image": "bookworm-amd64-0123456789abcdef",
+         "lower": "", "created": 0}))
+    d = load("examples/lab.yaml", allocations={})
+    assert spec_for(d.container("test"), d).suite == "bookworm"
+    found = resources(d)
+    assert [r.spec.suite for r in found if isinstance(r, ImageResource)] == ["bookworm"]
+    (root,) = [r for r in found if isinstance(r, RootResource)]
+    note = root.unchanged_reason(None)  # type: ignore[arg-type]
+    assert "stays on bookworm" in note and "fjord container destroy test" in note
+    # without the record (a new server), the same file asks for trixie
+    fresh = load("examples/lab.yaml", allocations={}, built={})
+    assert spec_for(fresh.container("test"), fresh).suite == "trixie"

@@ -18,9 +18,9 @@ from typing import Any
 from fjord.config.loader import Document, read
 from fjord.config.models import BUILT_IN, Config, ContainerSpec, Host, Puppet
 from fjord.config.problems import ConfigError
-from fjord.config.types import check_mac
+from fjord.config.types import RELEASES, check_mac
 from fjord.config.validate import check
-from fjord.records import recorded_addresses
+from fjord.records import recorded_addresses, recorded_suites
 from fjord.state import read_json, state_dir, write_json
 
 ALLOCATIONS = "allocations.json"
@@ -52,6 +52,9 @@ class Container:
     state: str = "running"  # declared run state: running or stopped
     privileged: bool = True  # no user namespace (root in it is root on the host)
     privileged_explicit: bool = False  # `privileged: true` written in the file
+    # the file names no suite and the container keeps the one it was built from (this
+    # one), not the built-in default of new containers; None otherwise
+    suite_kept: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,30 +75,40 @@ class Desired:
         raise KeyError(name)
 
 
-def load(path: str, *, allocations: Mapping[str, Mapping[str, str]] | None = None) -> Desired:
+def load(path: str, *, allocations: Mapping[str, Mapping[str, str]] | None = None,
+         built: Mapping[str, str] | None = None) -> Desired:
     """Read, check and resolve a configuration file (raises ConfigError, exit 2)."""
     doc = read(path)
-    return resolve(doc, check(doc), allocations)
+    return resolve(doc, check(doc), allocations, built)
 
 
 def resolve(doc: Document, config: Config,
-            allocations: Mapping[str, Mapping[str, str]] | None = None) -> Desired:
+            allocations: Mapping[str, Mapping[str, str]] | None = None,
+            built: Mapping[str, str] | None = None) -> Desired:
     """Apply defaults and allocate addresses. ``allocations`` are the remembered ones
-    (default: read from the state directory; pass ``{}`` for none)."""
+    (default: read from the state directory; pass ``{}`` for none); ``built`` the suite
+    each existing container was built from (default: read from their records)."""
     known = read_allocations() if allocations is None else allocations
+    suites = built_suites() if built is None else built
     alloc = Allocator(config, known)
     try:
         given = alloc.allocate()
     except _Exhausted as exc:
         raise ConfigError([doc.problem(("containers", exc.name), exc.reason)],
                           doc.filename) from None
-    containers = tuple(_container(config, name, config.containers[name], given[name])
+    containers = tuple(_container(config, name, config.containers[name], given[name],
+                                  suites.get(name))
                        for name in sorted(config.containers))
     return Desired(config, containers, alloc.result(), doc.filename)
 
 
+def built_suites() -> dict[str, str]:
+    """The suite each existing container was built from (its record's image key)."""
+    return {n: s for n, s in recorded_suites().items() if s in RELEASES}
+
+
 def _container(config: Config, name: str, spec: ContainerSpec,
-               given: Mapping[str, str]) -> Container:
+               given: Mapping[str, str], built: str | None = None) -> Container:
     d = config.defaults
 
     def pick(key: str, default: Any = None) -> Any:
@@ -108,6 +121,7 @@ def _container(config: Config, name: str, spec: ContainerSpec,
         return value
 
     domain = pick("domain", config.host.domain)
+    named = spec.suite or d.suite
     has_v6 = config.host.ipv6 is not None
     return Container(
         name=name,
@@ -116,7 +130,10 @@ def _container(config: Config, name: str, spec: ContainerSpec,
         ipv6=IPv6Address(given["ipv6"]) if has_v6 else None,
         mac_private=given["mac_private"],
         mac_public=given["mac_public"] if has_v6 else None,
-        suite=pick("suite", config.host.apt.suite),
+        # named in the file, else the suite it was built from: a built-in default that
+        # moves on (bookworm, then trixie) is no reason to rebuild an existing container
+        suite=named or built or BUILT_IN["suite"],
+        suite_kept=None if named else built,
         packages=tuple(pick("packages")),
         memory=pick("memory"),
         vcpus=pick("vcpus"),
@@ -345,7 +362,7 @@ def with_kept(desired: Desired) -> Desired:
         kept.append(Container(
             name=name, fqdn=f"{name}.{desired.host.domain}", ipv4=ipv4, ipv6=ipv6,
             mac_private=values.get("mac_private", ""), mac_public=values.get("mac_public"),
-            suite=desired.host.apt.suite, packages=(), memory=BUILT_IN["memory"], vcpus=1,
+            suite=BUILT_IN["suite"], packages=(), memory=BUILT_IN["memory"], vcpus=1,
             cpu_shares=1024, ssh_keys=(), puppet=None, autostart=False, rootfs="overlay",
             locale="C.UTF-8"))
     if not kept:

@@ -190,16 +190,20 @@ class AptPin(Model):
 
 
 class Apt(Model):
-    """APT on the host: sources, pinning; the mirror and suite also build the images."""
+    """APT on the host: sources, pinning; the mirror also builds the images."""
 
     manage: bool = Field(True, description="Write APT sources and pinning.", examples=[True])
     mirror: Annotated[str, Field(pattern=rf"^https?://{URL_CHARS}$")] = Field(
         "http://deb.debian.org/debian", description="Debian mirror for the host and images.",
         examples=["http://deb.debian.org/debian"],
     )
-    suite: Release = Field("bookworm", description="The host's Debian suite (and the "
-                           "containers' default): `bookworm`, `trixie`, or `sid` (also "
-                           "called `unstable`).", examples=["bookworm"])
+    suite: Release = Field("bookworm", description="The host's Debian suite, for its APT "
+                           "sources: `bookworm`, `trixie`, or `sid` (also called `unstable`). "
+                           "Name the release the host runs (a trixie host must: the default "
+                           "stays `bookworm`, so that no bookworm host that leaves it out "
+                           "gets trixie sources, a release upgrade at its next `apt "
+                           "upgrade`). Containers do not follow it (see `defaults.suite`).",
+                           examples=["trixie"])
     components: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]] = Field(
         default_factory=lambda: ["main"], description="Archive components.",
         examples=[["main", "contrib"]],
@@ -316,7 +320,10 @@ class ContainerSettings(Model):
     )
     suite: Release | None = Field(
         None, description="Debian suite: `bookworm`, `trixie`, or `sid` (also called "
-        "`unstable`) (default: the host's, `host.apt.suite`).", examples=["bookworm"])
+        "`unstable`), whatever the host runs. When neither the container nor `defaults` "
+        "names one, an existing container keeps the suite it was built from (its record): "
+        "a built-in default that moves on never rebuilds it; a new one gets the current "
+        "stable release (default: trixie).", examples=["trixie"])
     packages: list[Package] | None = Field(
         None, description="Packages added to the image (replaces the default's list).",
         examples=[["nginx", "curl"]],
@@ -362,9 +369,11 @@ class ContainerSettings(Model):
     )
 
 
-# What a container gets for a setting that neither it nor `defaults` sets. (`domain` and
-# `suite` come from the host: its domain, and host.apt.suite.)
+# What a container gets for a setting that neither it nor `defaults` sets. (`domain`
+# comes from the host: its domain. `suite` is this one for a new container only: an
+# existing container keeps the suite it was built from, see desired.py.)
 BUILT_IN: dict[str, Any] = {
+    "suite": "trixie",
     "packages": [],
     "memory": 512 << 20,
     "vcpus": 1,

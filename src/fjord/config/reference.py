@@ -64,7 +64,6 @@ host:
 
 defaults:                     # every container takes these unless it sets its own
   domain: example.net         # FQDNs are NAME.example.net
-  suite: bookworm
   memory: 512MiB
   vcpus: 1
 
@@ -355,7 +354,7 @@ def _yaml(name: str, value: Any) -> str:
 def _built_in_table() -> str:
     rows = ["| key | built-in default |", "| --- | --- |",
             "| `domain` | the host's domain: `host.fqdn` without its first label |",
-            "| `suite` | the host's suite, `host.apt.suite` |"]
+]
     for key in BUILT_IN:
         rows.append(f"| `{key}` | {_built_in(key)} |")
     return "\n".join(rows)
@@ -365,7 +364,8 @@ def _built_in(key: str) -> str:
     if key == "domain":
         return "the host's domain"
     if key == "suite":
-        return "`host.apt.suite`"
+        return ("`trixie` for a new container; an existing one keeps the suite it was "
+                "built from (its record, `container.json`)")
     value = BUILT_IN[key]
     if key == "memory":
         return f"`{format_size(value)}`"

@@ -24,11 +24,14 @@ def image() -> None:
     """
 
 
-def _wanted(path: str | None, names: tuple[str, ...]) -> dict[str, tuple[ImageSpec, list[str]]]:
+def _wanted(path: str | None, names: tuple[str, ...], *, fresh: bool = False
+            ) -> dict[str, tuple[ImageSpec, list[str]]]:
+    """The images the file's containers need; ``fresh``: as on a server with none yet
+    (a lab's), not as this machine's container records say they were built."""
     from fjord.config.desired import load
     from fjord.errors import FjordError
 
-    desired = load(config_path(path))
+    desired = load(config_path(path), built={} if fresh else None)
     known = {c.name for c in desired.containers}
     unknown = sorted(set(names) - known)
     if unknown:
@@ -65,7 +68,7 @@ def build(config_path: str | None, as_json: bool, for_labs: bool,
         os.environ["FJORD_IMAGES_DIR"] = str(shared_images_dir())
     cache = ImageCache()
     results = []
-    for key, (spec, names) in _wanted(config_path, containers).items():
+    for key, (spec, names) in _wanted(config_path, containers, fresh=for_labs).items():
         start = time.monotonic()
         found = cache.get(key)
         built = found is None

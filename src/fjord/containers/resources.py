@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord.config.desired import Container, Desired
+from fjord.config.models import BUILT_IN
 from fjord.containers import customize, lifecycle, rootfs
 from fjord.containers.domain import Domain, differences, domain_for, xml_diff
 from fjord.containers.hook import HOOK_PATH, hook_script
@@ -160,6 +161,13 @@ class RootResource(Resource):
             lifecycle.start(lv, ctx.desired, self.c)
 
     def unchanged_reason(self, ctx: Context) -> str:
+        kept, new = self.c.suite_kept, BUILT_IN["suite"]
+        if kept is not None and kept != new:
+            return (f"root of {self.c.name} exists and is customised; it stays on {kept}, "
+                    f"the suite it was built from (new containers get {new}): to move it, "
+                    f"`fjord container destroy {self.c.name}` then `fjord apply` re-create "
+                    f"it on {new} (its data is not kept); `suite: {kept}` keeps it there "
+                    "for good")
         return f"root of {self.c.name} exists and is customised"
 
     def _unprivileged(self, ctx: Context) -> None:
