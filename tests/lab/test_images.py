@@ -100,10 +100,14 @@ def test_cold_build_makes_a_complete_neutral_image(built: Built, record_property
     assert not list((root / "usr/share/man").glob("*/*"))
     assert "root:*:" in (root / "etc/shadow").read_text()
     # ping is not setuid: bookworm's keeps a file capability (an xattr), trixie's needs
-    # none (unprivileged ICMP sockets)
+    # none: users ping through ICMP sockets, which the ping_group_range of
+    # linux-sysctl-defaults opens to them at boot
     assert not (root / "usr/bin/ping").stat().st_mode & 0o4000
     if SUITE == "bookworm":
         assert os.getxattr(root / "usr/bin/ping", "security.capability")
+    else:
+        assert "net.ipv4.ping_group_range" in (root / "usr/lib/sysctl.d/50-default.conf"
+                                               ).read_text()
     meta = json.loads((built.image.path / "meta.json").read_text())
     assert meta["inputs"] == built.spec.inputs() and meta["size"] > 50e6
     assert built.cache.in_progress() == []

@@ -50,6 +50,16 @@ BASE_PACKAGES = (
     "ca-certificates", "ifupdown", "iproute2", "iputils-ping", "locales",
     "openssh-server", "procps", "systemd-sysv",
 )
+# From trixie on, the kernel defaults systemd used to ship (50-default.conf: among them
+# net.ipv4.ping_group_range, which lets users ping; trixie's ping has no file capability)
+# are a package of their own that systemd only recommends.
+SUITE_PACKAGES = {"trixie": ("linux-sysctl-defaults",), "sid": ("linux-sysctl-defaults",),
+                  "unstable": ("linux-sysctl-defaults",)}
+
+
+def base_packages(suite: str) -> tuple[str, ...]:
+    """What every image of ``suite`` holds, whatever the configuration adds."""
+    return BASE_PACKAGES + SUITE_PACKAGES.get(suite, ())
 
 # Documentation, manual pages and translations are a quarter of a minbase image and
 # nobody reads them in a container. They are deleted after the build, and dpkg is told
@@ -155,7 +165,7 @@ def make_spec(*, suite: str, mirror: str, packages: Iterable[str] = (),
         suite=suite,
         sources=tuple(sources),
         architecture=architecture or host_architecture(),
-        packages=tuple(sorted(set(BASE_PACKAGES) | set(packages))),
+        packages=tuple(sorted(set(base_packages(suite)) | set(packages))),
         locales=tuple(sorted(set(locales) - BUILTIN_LOCALES)),
     )
 

@@ -132,14 +132,15 @@ def list_images(as_json: bool) -> None:
 
 
 def _row(img: Image, users: list[str], now: float) -> dict[str, Any]:
-    from fjord.containers.image import BASE_PACKAGES
+    from fjord.containers.image import base_packages
 
     inputs = img.inputs
     return {
         "key": img.key,
         "suite": inputs.get("suite"),
         "architecture": inputs.get("architecture"),
-        "extra_packages": [p for p in inputs.get("packages", []) if p not in BASE_PACKAGES],
+        "extra_packages": [p for p in inputs.get("packages", [])
+                           if p not in base_packages(str(inputs.get("suite", "")))],
         "locales": inputs.get("locales", []),
         "size": img.size,
         "created": img.created,
