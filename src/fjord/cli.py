@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -103,8 +103,29 @@ EXIT_UNREADABLE = 3  # what fjord must read could not be read (not root, a daemo
 EXIT_CHANGES = 4     # plan --detailed-exitcode: changes are pending
 
 
+def system_environment(environ: Mapping[str, str]) -> Any:
+    """The command-line edge: the Environment (fjord.environment) the process's
+    variables describe, built once; everything below is handed it. On a simulated
+    server (FJORD_SERVICE_MANAGER=lab) the lab's builder adds the lab's managers."""
+    from fjord.environment import SERVICE_MANAGER, Environment
+
+    if environ.get(SERVICE_MANAGER) == "lab":
+        from fjord.lab.environment import lab_environment
+
+        return lab_environment(environ)
+    return Environment.from_system(environ)
+
+
+def install_environment() -> None:
+    from fjord import environment
+
+    environment.use(system_environment(os.environ))
+
+
 def config_path(value: str | None) -> str:
-    return value or os.environ.get("FJORD_CONFIG") or DEFAULT_CONFIG
+    from fjord.environment import current
+
+    return value or current().config or DEFAULT_CONFIG
 
 
 # A file with thousands of problems is not read line by line: the first ones, then a count.
@@ -209,6 +230,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool, host: str | None) -> None
         # reports the exception itself (resource, cause, hint): the traceback is noise.
         logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
     ctx.obj = {"verbose": verbose, "debug": debug}
+    install_environment()
 
 
 def _load(path: str | None) -> Any:
@@ -570,6 +592,7 @@ def main() -> None:
 
     debug = "--debug" in sys.argv
     try:
+        install_environment()  # shell completion reads the state before any command
         cli.main(prog_name="fjord", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted; nothing was changed.", err=True)

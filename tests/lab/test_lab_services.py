@@ -13,8 +13,8 @@ pytestmark = pytest.mark.lab
 
 PROBE = r"""
 import json, os, sys, time
-from fjord.host.services import service_manager
-mgr = service_manager()
+from fjord.cli import system_environment
+mgr = system_environment(os.environ).service_manager()
 out = {"name": mgr.name, "env": os.environ.get("FJORD_PACKAGE_MANAGER")}
 def st(unit):
     s = mgr.state(unit)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 from fjord.config.desired import load
 from fjord.engine.apply import apply
@@ -96,7 +97,7 @@ class Quiet:
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr("fjord.host.files.pwd.getpwnam", lambda name: me)
     root = tmp_path / "root"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fjord.engine.change import Change
+from fjord.environment import Environment, current
 
 if TYPE_CHECKING:
     from fjord.config.desired import Desired
@@ -25,6 +26,8 @@ class Context:
     drivers: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # where this run works and what it talks to (built at the command-line edge)
+    env: Environment = field(default_factory=current)
 
     def warn(self, message: str) -> None:
         """Something the operator should know (shown by plan, status and check)."""

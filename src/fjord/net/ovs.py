@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fjord.engine.plan import StateUnreadable
+from fjord.environment import DEFAULT_OVSDB, current
 from fjord.errors import FjordError
 
 log = logging.getLogger("fjord.ovs")
 
-DB_SOCKET = "/run/openvswitch/db.sock"
+DB_SOCKET = DEFAULT_OVSDB
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class Ovs:
     """A connection to the local ovsdb-server, opened on first use."""
 
     def __init__(self, socket: str | None = None, timeout: float = 10.0) -> None:
-        self.socket = socket or os.environ.get("FJORD_OVSDB", DB_SOCKET)
+        self.socket = socket or current().ovsdb_socket
         self.timeout = timeout
         self._api: Any = None
         self._conn: Any = None
