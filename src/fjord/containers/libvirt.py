@@ -7,6 +7,7 @@ from typing import Any
 
 from fjord.containers.offload import LXC_RUN, init_pid  # noqa: F401 (used here, re-exported)
 from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, DriverKey
 from fjord.environment import DEFAULT_LIBVIRT_URI, current
 from fjord.errors import FjordError
 
@@ -138,7 +139,10 @@ class Libvirt:
         return int(used) * 1024 if used else None
 
 
-def driver(ctx: Any) -> Libvirt:
-    return ctx.driver("libvirt", Libvirt)
+LIBVIRT: DriverKey[Libvirt] = DriverKey("libvirt", lambda env: Libvirt(env.libvirt_uri))
+
+
+def driver(ctx: Context) -> Libvirt:
+    return ctx.open(LIBVIRT)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fjord.config.desired import Container, Desired
 from fjord.containers import customize, lifecycle, rootfs
@@ -20,15 +20,31 @@ from fjord.containers.libvirt import driver as libvirt
 from fjord.containers.tree import Refused
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
+
+if TYPE_CHECKING:
+    from fjord.net.ovs import Ovs
 
 # What libvirt can change in a running LXC container; anything else needs a restart.
 LIVE = {"memory", "CPU shares"}
 
 
+IMAGES: DriverKey[ImageCache] = DriverKey("images", lambda env: ImageCache(env.images_dir))
+
+
+def _ovs(ctx: Context) -> Ovs | None:
+    """The run's OVSDB connection when the switch is Open vSwitch (one per run: starting
+    a container reuses it to remove stale ports)."""
+    if ctx.desired.host.switch.kind != "ovs":
+        return None
+    from fjord.net.ovs import driver as ovs
+
+    return ovs(ctx)
+
+
 def _cache(ctx: Context) -> ImageCache:
-    return ctx.driver("images", ImageCache)
+    return ctx.open(IMAGES)
 
 
 class ImageResource(Resource):
@@ -153,7 +169,7 @@ class RootResource(Resource):
         lv = libvirt(ctx)
         lifecycle.stop(lv, self.c.name)
         if self.c.state == "running":
-            lifecycle.start(lv, ctx.desired, self.c)
+            lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
     def unchanged_reason(self, ctx: Context) -> str:
         return f"root of {self.c.name} exists and is customised"
@@ -174,7 +190,7 @@ class RootResource(Resource):
             lv.define(domain_for(self.c, ctx.desired, layout.rootfs, state.uuid,
                                  record.idmap if record is not None else None).xml())
         if self.c.state == "running":
-            lifecycle.start(lv, ctx.desired, self.c)
+            lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
     def _make(self, ctx: Context) -> None:
         image = _cache(ctx).get(self.spec.key)
@@ -310,7 +326,7 @@ class DomainResource(Resource):
         else:
             lifecycle.stop(lv, self.c.name)
             if self.c.state == "running":
-                lifecycle.start(lv, ctx.desired, self.c)
+                lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
 
 class RunningResource(Resource):
@@ -343,12 +359,7 @@ class RunningResource(Resource):
                        self._start)]
 
     def _start(self, ctx: Context) -> None:
-        ovs = None
-        if ctx.desired.host.switch.kind == "ovs":
-            from fjord.net.switch import driver as switch
-
-            ovs = switch(ctx)
-        lifecycle.start(libvirt(ctx), ctx.desired, self.c, ovs)
+        lifecycle.start(libvirt(ctx), ctx.desired, self.c, _ovs(ctx))
 
     def unchanged_reason(self, ctx: Context) -> str:
         if self.c.state == "stopped":

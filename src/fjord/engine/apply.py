@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from fjord.engine.change import Change, Unreadable
 from fjord.engine.order import dependents, order
@@ -27,6 +27,14 @@ class Reporter(Protocol):
     def started(self, change: Change) -> None: ...
     def finished(self, change: Change, seconds: float) -> None: ...
     def failed(self, change: Change, error: BaseException) -> None: ...
+
+
+@runtime_checkable
+class GroupReporter(Reporter, Protocol):
+    """A reporter that shows changes running at the same time as one group (the
+    terminal's); others hear ``started`` for each as it is reported."""
+
+    def started_group(self, changes: list[Change]) -> None: ...
 
 
 class NotConverged(FjordError):
@@ -158,10 +166,10 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
             out.append((change, time.monotonic() - start, None))
         return out
 
-    group_start = getattr(reporter, "started_group", None)
+    grouped = isinstance(reporter, GroupReporter)
     changes = [c for _, cs in planned for c in cs]
-    if group_start is not None:
-        group_start(changes)
+    if isinstance(reporter, GroupReporter):
+        reporter.started_group(changes)
     failure: tuple[Change, BaseException] | None = None
     with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT, len(planned)),
                             thread_name_prefix="fjord-apply") as pool:
@@ -172,7 +180,7 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     for change, seconds, exc in future.result():
-                        if group_start is None:
+                        if not grouped:
                             reporter.started(change)
                         if exc is None:
                             reporter.finished(change, seconds)

@@ -3,15 +3,86 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from fjord.engine.change import Change
 from fjord.environment import Environment, current
 
 if TYPE_CHECKING:
     from fjord.config.desired import Desired
+
+
+@runtime_checkable
+class Forgets(Protocol):
+    """A driver that caches what it read: after a change, apply makes it forget."""
+
+    def forget(self) -> None: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A driver holding a connection or a socket, closed when the run ends."""
+
+    def close(self) -> None: ...
+
+
+D = TypeVar("D")
+
+
+@dataclass(frozen=True)
+class DriverKey(Generic[D]):
+    """How a layer names its driver and opens it from the run's environment: e.g.
+    ``NETLINK = DriverKey("netlink", lambda env: Netlink())`` in fjord.net.links.
+    ``ctx.drivers.get(NETLINK)`` is then a ``Netlink`` (typed), opened once per run."""
+
+    name: str
+    open: Callable[[Environment], D]
+
+
+class Drivers:
+    """The drivers of one plan or apply (OVSDB, netlink, libvirt, nft, the service and
+    package managers...), each opened on first use, from the environment, and shared by
+    every resource of the run. Tests hand in fakes by name (``drivers["netlink"] =``)."""
+
+    def __init__(self, opened: Mapping[str, Any] | None = None) -> None:
+        self._open: dict[str, Any] = dict(opened or {})
+
+    def get(self, key: DriverKey[D], env: Environment) -> D:
+        if key.name not in self._open:
+            self._open[key.name] = key.open(env)
+        driver: D = self._open[key.name]
+        return driver
+
+    def __getitem__(self, name: str) -> Any:
+        return self._open[name]
+
+    def __setitem__(self, name: str, driver: Any) -> None:
+        self._open[name] = driver
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._open
+
+    def update(self, drivers: Mapping[str, Any]) -> None:
+        self._open.update(drivers)
+
+    def values(self) -> list[Any]:
+        return list(self._open.values())
+
+    def forget(self) -> None:
+        for driver in self._open.values():
+            if isinstance(driver, Forgets):
+                driver.forget()
+
+    def close(self) -> None:
+        for driver in reversed(self.values()):
+            if isinstance(driver, Closes):
+                try:
+                    driver.close()
+                except Exception:
+                    pass
+        self._open.clear()
 
 
 @dataclass
@@ -23,7 +94,7 @@ class Context:
     """
 
     desired: Desired
-    drivers: dict[str, Any] = field(default_factory=dict)
+    drivers: Drivers = field(default_factory=Drivers)
     options: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     # where this run works and what it talks to (built at the command-line edge)
@@ -34,27 +105,20 @@ class Context:
         if message not in self.warnings:
             self.warnings.append(message)
 
-    def driver(self, name: str, factory: Any) -> Any:
-        if name not in self.drivers:
-            self.drivers[name] = factory()
-        return self.drivers[name]
+    def open(self, key: DriverKey[D]) -> D:
+        """The run's driver ``key`` (opened from ``env`` on first use)."""
+        return self.drivers.get(key, self.env)
+
+    def driver(self, name: str, factory: Callable[[], D]) -> D:
+        """A driver without a key of its own (tests): opened by ``factory()``."""
+        return self.drivers.get(DriverKey(name, lambda _env: factory()), self.env)
 
     def refresh(self) -> None:
         """Forget what drivers cached: after a change, the next read asks the host."""
-        for drv in self.drivers.values():
-            forget = getattr(drv, "forget", None)
-            if forget is not None:
-                forget()
+        self.drivers.forget()
 
     def close(self) -> None:
-        for drv in reversed(list(self.drivers.values())):
-            close = getattr(drv, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    pass
-        self.drivers.clear()
+        self.drivers.close()
 
 
 class Resource(ABC):

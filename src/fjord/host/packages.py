@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.environment import PACKAGE_MANAGER
 from fjord.errors import FjordError
 from fjord.state import read_json, state_dir, write_json
@@ -230,10 +230,12 @@ class SimulatedManager(AptManager):
         log.info("simulated: apt-get update skipped; the machine's package lists are read")
 
 
+PACKAGES: DriverKey[PackageManager] = DriverKey(DRIVER, lambda env: env.package_manager())
+
+
 def manager(ctx: Context) -> PackageManager:
     """The environment's package manager (one per plan or apply)."""
-    pm: PackageManager = ctx.driver(DRIVER, ctx.env.package_manager)
-    return pm
+    return ctx.open(PACKAGES)
 
 
 class ListsPending(Protocol):

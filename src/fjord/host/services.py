@@ -30,7 +30,7 @@ from typing import Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.environment import SERVICE_MANAGER
 from fjord.state import read_json, state_dir, write_json
 
@@ -258,10 +258,12 @@ class SystemdManager:
         self._systemctl("restart", unit)
 
 
+SERVICES: DriverKey[ServiceManager] = DriverKey(DRIVER, lambda env: env.service_manager())
+
+
 def manager(ctx: Context) -> ServiceManager:
     """The environment's service manager (one per plan or apply)."""
-    mgr: ServiceManager = ctx.driver(DRIVER, ctx.env.service_manager)
-    return mgr
+    return ctx.open(SERVICES)
 
 
 # -- the resource --------------------------------------------------------------------

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, DriverKey
 from fjord.environment import DEFAULT_OVSDB, current
 from fjord.errors import FjordError
 
@@ -27,6 +28,8 @@ class BridgeState:
 
 class Ovs:
     """A connection to the local ovsdb-server, opened on first use."""
+
+    kind = "ovs"  # as a fjord.net.switch.Switch
 
     def __init__(self, socket: str | None = None, timeout: float = 10.0) -> None:
         self.socket = socket or current().ovsdb_socket
@@ -113,5 +116,9 @@ class Ovs:
         self._commit(f"remove port {port}", [self.api.del_port(port, bridge, if_exists=True)])
 
 
-def driver(ctx: Any) -> Ovs:
-    return ctx.driver("ovs", Ovs)
+# One OVSDB connection per run: the Open vSwitch switch (fjord.net.switch) is this one.
+OVS: DriverKey[Ovs] = DriverKey("ovs", lambda env: Ovs(env.ovsdb_socket))
+
+
+def driver(ctx: Context) -> Ovs:
+    return ctx.open(OVS)
