@@ -592,7 +592,6 @@ def main() -> None:
 
     debug = "--debug" in sys.argv
     try:
-        install_environment()  # shell completion reads the state before any command
         cli.main(prog_name="fjord", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted; nothing was changed.", err=True)

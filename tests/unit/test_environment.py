@@ -5,6 +5,7 @@ not reach into the lab."""
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,22 @@ def test_drivers_and_state_follow_the_installed_environment(
     assert state_dir() == tmp_path and images_dir() == tmp_path / "images"
     assert Ovs().socket == "/run/o.sock" and Libvirt().uri == "lxc:///x"
     assert Context(None).env.state_dir == tmp_path  # type: ignore[arg-type]
+
+
+def test_the_process_is_told_by_its_variables(tmp_path: Path) -> None:
+    """The CLI contract stays: FJORD_* tell `fjord` its environment, for shell
+    completion too (which runs no command); a bad one is an error before anything."""
+    import subprocess
+    import sys
+
+    (tmp_path / "containers" / "web" / "upper").mkdir(parents=True)
+    env = {**os.environ, "FJORD_STATE_DIR": str(tmp_path), "_FJORD_COMPLETE": "bash_complete",
+           "COMP_WORDS": "fjord container start w", "COMP_CWORD": "3"}
+    out = subprocess.run([sys.executable, "-m", "fjord"], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["plain,web"], out
+    env = {**os.environ, "FJORD_SERVICE_MANAGER": "openrc"}
+    out = subprocess.run([sys.executable, "-m", "fjord", "validate", "-c", "/nonexistent"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode != 0 and "FJORD_SERVICE_MANAGER='openrc' is not a service manager" \
+        in out.stderr

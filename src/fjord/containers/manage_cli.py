@@ -74,11 +74,14 @@ def _libvirt() -> Any:
 def _complete_names(ctx: click.Context, param: click.Parameter,
                     incomplete: str) -> list[str]:
     """Shell completion of container names: the roots fjord made."""
+    from fjord.cli import install_environment
     from fjord.containers import rootfs
+    from fjord.errors import FjordError
 
     try:
+        install_environment()  # completion runs no group callback: this is its edge
         return [r.name for r in rootfs.all_records() if r.name.startswith(incomplete)]
-    except OSError:
+    except (OSError, FjordError):
         return []
 
 
