@@ -281,15 +281,13 @@ prune_option = click.option(
          "apply --prune would do.")
 
 
-def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _plan(desired: Any, options: Any) -> tuple[Any, Any, Any]:
     from fjord.engine.plan import make_plan
     from fjord.engine.resource import Context
     from fjord.resources import all_resources
 
     ctx = Context(desired, options=options)
-    only = options.get("only")
-    resources = all_resources(desired, frozenset(only) if only else None,
-                              prune=bool(options.get("prune")))
+    resources = all_resources(desired, options.only, prune=options.prune)
     return ctx, resources, make_plan(resources, ctx)
 
 
@@ -322,7 +320,9 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     from fjord.ui import console, print_json
 
     desired = _load(config_path)
-    ctx, _, p = _plan(desired, {"only": only, "prune": prune})
+    from fjord.engine.resource import Options
+
+    ctx, _, p = _plan(desired, Options(frozenset(only) if only else None, prune))
     try:
         if as_json:
             print_json(p.as_json())
@@ -428,9 +428,11 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 sys.stderr.write(f"{CONFIRM_MARKER} {seconds:.0f}\n")
                 sys.stderr.flush()
 
-        ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
-                                            "confirm_prompt": prompt, "only": only,
-                                            "prune": prune})
+        from fjord.engine.resource import Options
+
+        ctx, resources, p = _plan(desired, Options(
+            frozenset(only) if only else None, prune, confirm_timeout=confirm_timeout,
+            confirm_prompt=prompt))
         try:
             if p.empty:
                 if as_json:

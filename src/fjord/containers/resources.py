@@ -209,7 +209,7 @@ def after_prune(ctx: Context) -> Desired:
     """The desired state the containers are customised for: with `--prune`, what is left
     once the containers out of the file are destroyed (their names leave /etc/hosts in
     the same apply, not the next one)."""
-    return without_kept(ctx.desired) if ctx.options.get("prune") else ctx.desired
+    return without_kept(ctx.desired) if ctx.options.prune else ctx.desired
 
 
 def without_kept(desired: Desired) -> Desired:
@@ -380,7 +380,7 @@ class Orphan(Resource):
         domain = libvirt(ctx).domain(self.name)
         if not layout.base.exists() and domain is None:
             return []
-        if not ctx.options.get("prune"):
+        if not ctx.options.prune:
             ctx.warn(f"container {self.name} is not in the file: it is kept, "
                      f"{kept_as(domain)}; `fjord apply --prune` destroys it and its data")
             return []

@@ -85,6 +85,17 @@ class Drivers:
         self._open.clear()
 
 
+@dataclass(frozen=True)
+class Options:
+    """How the command asked for this plan or apply."""
+
+    only: frozenset[str] | None = None  # --only: these layers
+    prune: bool = False                 # --prune: containers gone from the file go
+    confirm_timeout: float | None = None  # --confirm-timeout of a switchover
+    # the terminal's "confirm within SECONDS" prompt of a switchover (apply), or None
+    confirm_prompt: Callable[[float], None] | None = None
+
+
 @dataclass
 class Context:
     """What resources share during one plan or apply: the desired state, drivers, options.
@@ -95,7 +106,7 @@ class Context:
 
     desired: Desired
     drivers: Drivers = field(default_factory=Drivers)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Options = field(default_factory=Options)
     warnings: list[str] = field(default_factory=list)
     # where this run works and what it talks to (built at the command-line edge)
     env: Environment = field(default_factory=current)
