@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import click
@@ -103,8 +103,29 @@ EXIT_UNREADABLE = 3  # what fjord must read could not be read (not root, a daemo
 EXIT_CHANGES = 4     # plan --detailed-exitcode: changes are pending
 
 
+def system_environment(environ: Mapping[str, str]) -> Any:
+    """The command-line edge: the Environment (fjord.environment) the process's
+    variables describe, built once; everything below is handed it. On a simulated
+    server (FJORD_SERVICE_MANAGER=lab) the lab's builder adds the lab's managers."""
+    from fjord.environment import SERVICE_MANAGER, Environment
+
+    if environ.get(SERVICE_MANAGER) == "lab":
+        from fjord.lab.environment import lab_environment
+
+        return lab_environment(environ)
+    return Environment.from_system(environ)
+
+
+def install_environment() -> None:
+    from fjord import environment
+
+    environment.use(system_environment(os.environ))
+
+
 def config_path(value: str | None) -> str:
-    return value or os.environ.get("FJORD_CONFIG") or DEFAULT_CONFIG
+    from fjord.environment import current
+
+    return value or current().config or DEFAULT_CONFIG
 
 
 # A file with thousands of problems is not read line by line: the first ones, then a count.
@@ -209,6 +230,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool, host: str | None) -> None
         # reports the exception itself (resource, cause, hint): the traceback is noise.
         logging.getLogger("ovsdbapp").setLevel(logging.CRITICAL)
     ctx.obj = {"verbose": verbose, "debug": debug}
+    install_environment()
 
 
 def _load(path: str | None) -> Any:
@@ -259,15 +281,13 @@ prune_option = click.option(
          "apply --prune would do.")
 
 
-def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
+def _plan(desired: Any, options: Any) -> tuple[Any, Any, Any]:
     from fjord.engine.plan import make_plan
     from fjord.engine.resource import Context
     from fjord.resources import all_resources
 
     ctx = Context(desired, options=options)
-    only = options.get("only")
-    resources = all_resources(desired, frozenset(only) if only else None,
-                              prune=bool(options.get("prune")))
+    resources = all_resources(desired, options.only, prune=options.prune)
     return ctx, resources, make_plan(resources, ctx)
 
 
@@ -300,8 +320,11 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     from fjord.ui import console, print_json
 
     desired = _load(config_path)
+    from fjord.engine.resource import Options
+
     verbose = click_ctx.obj["verbose"] > 0 and not as_json
-    ctx, _, p = _plan(desired, {"only": only, "prune": prune, "commands": verbose})
+    ctx, _, p = _plan(desired, Options(frozenset(only) if only else None, prune,
+                                       commands=verbose))
     try:
         if as_json:
             print_json(p.as_json())
@@ -407,9 +430,11 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 sys.stderr.write(f"{CONFIRM_MARKER} {seconds:.0f}\n")
                 sys.stderr.flush()
 
-        ctx, resources, p = _plan(desired, {"yes": yes, "confirm_timeout": confirm_timeout,
-                                            "confirm_prompt": prompt, "only": only,
-                                            "prune": prune})
+        from fjord.engine.resource import Options
+
+        ctx, resources, p = _plan(desired, Options(
+            frozenset(only) if only else None, prune, confirm_timeout=confirm_timeout,
+            confirm_prompt=prompt))
         try:
             if p.empty:
                 if as_json:

@@ -42,6 +42,7 @@ from typing import IO, Any
 
 import click
 
+from fjord.environment import current
 from fjord.errors import FjordError
 
 # Commands that act on a server; the others (schema, lab) run on this machine.
@@ -162,7 +163,7 @@ def parse_host(spec: str) -> Host:
 
 def ssh_command() -> list[str]:
     """The ssh client and options: $FJORD_SSH (split as a shell would), else ``ssh``."""
-    words = shlex.split(os.environ.get("FJORD_SSH", "") or "ssh")
+    words = shlex.split(current().ssh or "ssh")
     if not words:
         raise _error("FJORD_SSH is empty", exit_code=EXIT_INVALID)
     return words
@@ -496,7 +497,7 @@ def invocation(root: click.Group, ctx: click.Context, args: list[str],
     if command in ("status", "check"):
         inv.error_code = EXIT_UNREADABLE
     if "config_path" in params:
-        local = params["config_path"] or os.environ.get("FJORD_CONFIG")
+        local = params["config_path"] or current().config
         if local:
             stripped = _without_config(own)
             own = ["-c", CONFIG_PLACEHOLDER, *stripped]

@@ -49,14 +49,22 @@ class Result:
         return self.returncode == 0
 
 
-def prepare(argv: Sequence[str],
-            env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """The argument list as strings and the environment a command runs with (logged)."""
-    args = [os.fspath(a) for a in argv]
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a program fjord runs: fjord's own (children inherit it: PATH,
+    the locale, the FJORD_* variables the process was told), then ``env``. The one
+    place below the command line that reads ``os.environ``, to pass it on."""
     full_env = dict(os.environ)
     full_env.setdefault("LC_ALL", "C.UTF-8")
     if env:
         full_env.update(env)
+    return full_env
+
+
+def prepare(argv: Sequence[str],
+            env: Mapping[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argument list as strings and the environment a command runs with (logged)."""
+    args = [os.fspath(a) for a in argv]
+    full_env = child_env(env)
     log.debug("run: %s", format_argv(args))
     return args, full_env
 

@@ -9,13 +9,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from fjord import environment
+
 log = logging.getLogger("fjord.state")
 
-DEFAULT_STATE_DIR = "/var/lib/fjord"
+DEFAULT_STATE_DIR = str(environment.DEFAULT_STATE_DIR)
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("FJORD_STATE_DIR", DEFAULT_STATE_DIR))
+    """fjord's state directory in the environment the command line installed."""
+    return environment.current().state_dir
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

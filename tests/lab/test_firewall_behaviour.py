@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from fjord import environment
 from fjord.config.desired import Desired, load
 from fjord.engine.plan import make_plan
 from fjord.engine.resource import Context
@@ -229,7 +230,7 @@ def desired(tmp_path_factory: pytest.TempPathFactory) -> Desired:
 def ctx(topo: Topology, desired: Desired, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
     """A context whose nft runs in the host namespace, with an empty fjord state."""
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(environment, "_current", environment.Environment(state_dir=tmp_path))
     context = Context(desired=desired)
     context.drivers["nft"] = topo.nft()
     yield context

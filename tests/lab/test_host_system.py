@@ -47,6 +47,8 @@ class Quiet:
     def finished(self, change, seconds): pass
     def failed(self, change, error): pass
 
+from fjord.cli import install_environment
+install_environment()  # FJORD_PACKAGE_MANAGER=simulate..., read as fjord's command line does
 desired = load("examples/lab.yaml", allocations={})
 def layer():
     out = system.resources(desired)

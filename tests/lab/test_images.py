@@ -158,6 +158,8 @@ def test_unreachable_mirror_says_so_and_caches_nothing(built: Built) -> None:
 SCRIPT = textwrap.dedent("""
     import json, os, subprocess, sys, time
     from pathlib import Path
+    from fjord.cli import install_environment
+    install_environment()  # $FJORD_*, read as fjord's command line does
     from fjord.config.desired import load
     from fjord.containers import customize, hook, rootfs
     from fjord.containers.image import ImageCache
@@ -301,6 +303,8 @@ LAB_SCRIPT = textwrap.dedent("""
                 return None  # no answer
         return time.perf_counter() - start
 
+    from fjord.cli import install_environment
+    install_environment()  # $FJORD_*, read as fjord's command line does
     args = json.loads(sys.argv[1])
     # What fjord's network resources make on the server: the containers' gateway.
     sh("ovs-vsctl", "--may-exist", "add-br", "br-int", "--",
@@ -335,6 +339,8 @@ LAB_SCRIPT = textwrap.dedent("""
 """)
 
 INSTALL_HOOK = textwrap.dedent("""
+    from fjord.cli import install_environment
+    install_environment()  # $FJORD_*, read as fjord's command line does
     from fjord.containers import hook
     hook.HOOK_PATH.parent.mkdir(parents=True, exist_ok=True)
     hook.HOOK_PATH.write_text(hook.hook_script())

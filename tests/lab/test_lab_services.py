@@ -13,8 +13,9 @@ pytestmark = pytest.mark.lab
 
 PROBE = r"""
 import json, os, sys, time
-from fjord.host.services import service_manager
-mgr = service_manager()
+from fjord.cli import system_environment
+from fjord.host.services import open_manager
+mgr = open_manager(system_environment(os.environ))
 out = {"name": mgr.name, "env": os.environ.get("FJORD_PACKAGE_MANAGER")}
 def st(unit):
     s = mgr.state(unit)

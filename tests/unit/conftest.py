@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
+from told import tell
 
 FUZZ_EXAMPLES = int(os.environ.get("FJORD_FUZZ_EXAMPLES", "300"))
 
@@ -26,9 +27,18 @@ settings.register_profile(
 settings.load_profile("fjord")
 
 
+@pytest.fixture(autouse=True)
+def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a test installs as fjord's environment (a command's edge, the libvirt hook's
+    entry point) is undone after it."""
+    from fjord import environment
+
+    monkeypatch.setattr(environment, "_current", environment.current())
+
+
 @pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A private FJORD_STATE_DIR, so no test reads or writes /var/lib/fjord."""
     path = tmp_path / "state"
-    monkeypatch.setenv("FJORD_STATE_DIR", str(path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(path))
     return path

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from told import tell
 
 from fjord import check as chk
 from fjord import probes
@@ -310,7 +311,7 @@ def test_cli_json_prints_every_line_and_exits_non_zero(desired, fake, monkeypatc
     from fjord.cli import cli
 
     FakeInside.hang = {"getent"}
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     out = CliRunner().invoke(cli, ["check", "-c", str(EXAMPLE), "--json"])
     assert out.exit_code == 1, out.output
     checks = json.loads(out.stdout)["checks"]

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from told import tell
 
 from fjord.containers import nsexec
 from fjord.containers.lifecycle import container_env
@@ -58,7 +59,7 @@ def test_helper_command_line_and_usage():
 
 def test_the_environment_is_fjords_not_the_operators(monkeypatch):
     monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/agent")
-    monkeypatch.setenv("TERM", "screen")
+    tell(monkeypatch, TERM="screen")
     assert set(container_env()) == set(nsexec.ENVIRONMENT)
     assert container_env()["TERM"] == "dumb"
     assert container_env(tty=True)["TERM"] == "screen"

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from told import tell
 
 from fjord import records
 from fjord.containers import hook, rootfs
@@ -201,7 +202,7 @@ def test_hook_failure_stops_the_start(monkeypatch, capsys, ours):
 
 
 def test_hook_ignores_domains_fjord_did_not_make(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     assert not rootfs.ensure_mounted("not-ours")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from told import tell
 
 from fjord.config.desired import resolve
 from fjord.config.loader import parse
@@ -237,12 +238,14 @@ def test_apply_converges_the_rest_past_an_unreadable_resource_then_fails(ctx):
 
 
 def test_apply_lock_refuses_a_second_apply(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     with apply_lock():
         import subprocess
         import sys
 
-        code = ("from fjord.engine.apply import apply_lock\n"
+        code = ("from fjord.cli import install_environment\n"
+                "from fjord.engine.apply import apply_lock\n"
+                "install_environment()\n"
                 "try:\n    apply_lock().__enter__()\nexcept Exception as e:\n"
                 "    print(e); raise SystemExit(3)\n")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 import fjord.check
 import fjord.cli
@@ -52,7 +53,7 @@ def change(what: str = "file /etc/x") -> Change:
 @pytest.fixture
 def as_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     monkeypatch.setattr(fjord.config.desired, "save_allocations", lambda desired: None)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from goldens import check_golden
+from told import tell
 
 from fjord.config.desired import Desired, load
 from fjord.engine.resource import Context
@@ -227,7 +228,7 @@ class FakeNft:
 
 @pytest.fixture
 def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     return tmp_path
 
 

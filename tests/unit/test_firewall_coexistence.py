@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 from fjord.engine.resource import Context
 from fjord.net.firewall import Firewall, ForeignBlock, Ruleset, foreign_blocks
@@ -168,7 +169,7 @@ class _Nft:
 
 
 def test_the_plan_carries_the_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     ctx = Context(desired=None)  # type: ignore[arg-type]
     ctx.drivers["nft"] = _Nft(captured("docker"))
     Firewall(LAB).changes(ctx)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from goldens import check_golden
+from told import tell
 
 from fjord.config.desired import Desired, load
 from fjord.config.models import Apt, AptPin, AptRepository
@@ -167,7 +168,7 @@ def write(path: Path, text: str) -> Path:
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     # Files are written as the test's own user (fjord writes them as root).
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr("fjord.host.files.pwd.getpwnam", lambda name: me)

@@ -7,6 +7,7 @@ import pwd
 from pathlib import Path
 
 import pytest
+from told import tell
 
 from fjord.engine.resource import Context
 from fjord.host.boot_order import DROP_IN, BootOrder
@@ -17,7 +18,7 @@ WITHOUT = "[Unit]\nBefore=network.target\n"
 
 @pytest.fixture
 def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     me = pwd.getpwnam(getpass.getuser())
     monkeypatch.setattr("fjord.host.files.pwd.getpwnam", lambda name: me)
     return Context(desired=None)  # type: ignore[arg-type]

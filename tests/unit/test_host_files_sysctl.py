@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from told import tell
 
 from fjord.engine.resource import Context
 from fjord.host import sysctl
@@ -15,7 +16,7 @@ from fjord.host.files import File
 
 @pytest.fixture
 def ctx(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     return Context(desired=None)  # type: ignore[arg-type]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from goldens import check_golden
+from told import tell
 
 from fjord.engine.resource import Context
 from fjord.host import libvirt_conf
@@ -70,7 +71,7 @@ def test_unparsable_line_is_left_for_the_operator():
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr("fjord.host.files.pwd.getpwnam", lambda name: me)
     return Context(desired=None)  # type: ignore[arg-type]

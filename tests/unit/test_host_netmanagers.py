@@ -10,7 +10,7 @@ import pytest
 
 from fjord.config.desired import load
 from fjord.engine.plan import make_plan
-from fjord.engine.resource import Context
+from fjord.engine.resource import Context, Drivers
 from fjord.errors import FjordError
 from fjord.host import netmanagers
 from fjord.host.netmanagers import OtherNetworkManagers, detect
@@ -226,7 +226,7 @@ def test_plan_refuses_with_what_to_do(tmp_path: Path) -> None:
     put(tmp_path, "etc/cloud/cloud.cfg", "{}\n")
     put(tmp_path, "etc/network/interfaces.d/50-cloud-init", HETZNER_50)
     desired = load("examples/hetzner-cloud.yaml", allocations={})
-    ctx = Context(desired, drivers={"netlink": NoNetlink()})
+    ctx = Context(desired, drivers=Drivers({"netlink": NoNetlink()}))
     resource = OtherNetworkManagers("eth0", BRIDGES, root=tmp_path)
     with pytest.raises(FjordError) as raised:
         make_plan([resource], ctx)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context
@@ -262,17 +263,18 @@ def test_simulated_install_still_fails_like_apt(tmp_path: Path):
 
 
 def test_factory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    from fjord.environment import Environment
+
     monkeypatch.delenv(packages.ENV, raising=False)
-    assert packages.package_manager().name == "apt"
-    monkeypatch.setenv(packages.ENV, "simulate")
-    pm = packages.package_manager()
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
+    assert packages.manager(Context(None)).name == "apt"  # type: ignore[arg-type]
+    env = tell(monkeypatch, FJORD_PACKAGE_MANAGER="simulate")
+    pm = packages.manager(Context(None, env=env))  # type: ignore[arg-type]
     assert pm.name == "simulate"
     assert isinstance(pm, packages.SimulatedManager)
     assert pm.record == tmp_path / "simulated-packages.json"
-    monkeypatch.setenv(packages.ENV, "yum")
     with pytest.raises(FjordError, match="not a package manager"):
-        packages.package_manager()
+        Environment.from_system({packages.ENV: "yum"})
 
 
 # -- by switch kind --------------------------------------------------------------------

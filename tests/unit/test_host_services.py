@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context
@@ -104,9 +105,10 @@ def test_start_time_from_the_monotonic_clock():
     assert SystemdManager(CapturedSystemctl({})).started_at("never") is None
 
 
-def test_factory(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv(services.ENV, raising=False)
-    assert services.service_manager().name == "systemd"
+def test_the_command_line_chooses_the_service_manager(monkeypatch: pytest.MonkeyPatch):
+    from fjord.cli import system_environment
+
+    assert services.open_manager(system_environment({})).name == "systemd"
     fake = types.ModuleType("fjord.lab.services")
 
     class LabServiceManager:
@@ -114,11 +116,12 @@ def test_factory(monkeypatch: pytest.MonkeyPatch):
 
     fake.LabServiceManager = LabServiceManager  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fjord.lab.services", fake)
-    monkeypatch.setenv(services.ENV, "lab")
-    assert services.service_manager().name == "lab"
-    monkeypatch.setenv(services.ENV, "openrc")
+    env = system_environment({services.ENV: "lab"})
+    assert env.service_manager_name == "lab" and services.open_manager(env).name == "lab"
+    # a plan's context uses the environment's manager
+    assert services.manager(Context(None, env=env)).name == "lab"  # type: ignore[arg-type]
     with pytest.raises(FjordError, match="not a service manager"):
-        services.service_manager()
+        system_environment({services.ENV: "openrc"})
 
 
 # -- the Service resource --------------------------------------------------------------
@@ -168,7 +171,7 @@ class FakeManager:
 
 @pytest.fixture
 def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     return Context(desired=None)  # type: ignore[arg-type]
 
 

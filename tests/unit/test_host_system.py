@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from told import tell
 
 from fjord.config.desired import load
 from fjord.engine.apply import apply
 from fjord.engine.order import order
 from fjord.engine.plan import make_plan
-from fjord.engine.resource import Context
+from fjord.engine.resource import Context, Drivers
 from fjord.host import packages, services, system
 from fjord.host.services import UnitState
 
@@ -97,7 +98,7 @@ class Quiet:
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "state"))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "state"))
     me = pwd.getpwuid(os.getuid())
     monkeypatch.setattr("fjord.host.files.pwd.getpwnam", lambda name: me)
     root = tmp_path / "root"
@@ -152,10 +153,10 @@ def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
     pm = FakePackages(installed=[n for n, _ in packages.REQUIRED] + ["emacs-nox", "dbus"])
     sm = FakeServices()
     drivers = {packages.DRIVER: pm, services.DRIVER: sm}
-    apply(system.resources(desired, root), Context(desired, drivers=dict(drivers)), Quiet())
+    apply(system.resources(desired, root), Context(desired, drivers=Drivers(drivers)), Quiet())
     sm.log.clear()
     (root / "etc/default/libvirtd").write_text('LIBVIRTD_ARGS="--listen"\n')
-    done = apply(system.resources(desired, root), Context(desired, drivers=dict(drivers)),
+    done = apply(system.resources(desired, root), Context(desired, drivers=Drivers(drivers)),
                  Quiet())
     assert [c.resource for c in done] == [f"file {root}/etc/default/libvirtd", "service libvirtd"]
     assert sm.log == ["restart libvirtd"]

@@ -66,13 +66,13 @@ def test_prune_drops_the_pruned_containers_names_and_routes_in_the_same_apply(mo
 def test_prune_customises_the_kept_containers_without_the_pruned_one():
     from fjord.containers import customize
     from fjord.containers.resources import after_prune
-    from fjord.engine.resource import Context
+    from fjord.engine.resource import Context, Options
 
     desired = load("examples/lab.yaml", allocations=GONE)
     test = desired.container("test")
     assert "gone" in customize.hosts(test, after_prune(Context(desired)))
     clean = customize.hosts(test, load("examples/lab.yaml", allocations={}))
-    assert customize.hosts(test, after_prune(Context(desired, options={"prune": True}))) \
+    assert customize.hosts(test, after_prune(Context(desired, options=Options(prune=True)))) \
         == clean
 
 

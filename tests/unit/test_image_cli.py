@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from click.testing import CliRunner
+from told import tell
 
 from fjord.containers import image as im
 from fjord.containers.image_cli import image
@@ -39,7 +40,7 @@ def record(state: Path, name: str, key: str) -> None:
 
 
 def test_list_shows_size_age_and_users(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     fake_image(tmp_path, "bookworm-amd64-aaaa", ["nginx"])
     fake_image(tmp_path, "bookworm-amd64-bbbb", [])
     record(tmp_path, "web", "bookworm-amd64-aaaa")
@@ -55,7 +56,7 @@ def test_list_shows_size_age_and_users(tmp_path, monkeypatch):
 
 
 def test_prune_keeps_what_containers_and_the_config_use(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     monkeypatch.setattr(im, "host_architecture", lambda: "amd64")
     cfg = tmp_path / "fjord.yaml"
     cfg.write_text(CONFIG)
@@ -74,7 +75,7 @@ def test_prune_keeps_what_containers_and_the_config_use(tmp_path, monkeypatch):
 
 
 def test_build_reports_cache_hits_without_root(tmp_path, monkeypatch):
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
     monkeypatch.setattr(im, "host_architecture", lambda: "amd64")
     cfg = tmp_path / "fjord.yaml"
     cfg.write_text(CONFIG)

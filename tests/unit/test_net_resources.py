@@ -138,7 +138,7 @@ class FakeNetlink:
 def lab_ctx():
     desired = load("examples/lab.yaml", allocations={})
     ctx = Context(desired)
-    ctx.drivers["switch"] = FakeSwitch()
+    ctx.drivers["ovs"] = FakeSwitch()
     ctx.drivers["netlink"] = FakeNetlink(links={"eth0": "52:54:00:aa:bb:cc"})
     return ctx
 
@@ -156,7 +156,7 @@ def test_bridges_created_then_converged(lab_ctx):
     lab_ctx.drivers["netlink"].links["br-ex"] = "52:54:00:aa:bb:cc"
     assert ex.changes(lab_ctx) == []
     # someone changes the datapath: an update, not a re-create
-    lab_ctx.drivers["switch"].br["br-ex"] = ("system", "52:54:00:aa:bb:cc")
+    lab_ctx.drivers["ovs"].br["br-ex"] = ("system", "52:54:00:aa:bb:cc")
     (c,) = ex.changes(lab_ctx)
     assert c.action == "update" and "datapath system -> netdev" in c.detail
 
@@ -177,7 +177,7 @@ def test_uplink_plan_lists_the_whole_switchover_as_one_risky_change(lab_ctx):
 
 
 def test_uplink_converged(lab_ctx):
-    nl, sw = lab_ctx.drivers["netlink"], lab_ctx.drivers["switch"]
+    nl, sw = lab_ctx.drivers["netlink"], lab_ctx.drivers["ovs"]
     nl.links["br-ex"] = "52:54:00:aa:bb:cc"
     sw.ports["eth0"] = "br-ex"
     nl.addrs["br-ex"] = {ip_interface("192.0.2.5/27"), ip_interface("2001:db8:151:7307::2/64")}

@@ -22,6 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 from faults import FULL, record
+from told import tell
 
 from fjord.engine.resource import Context
 from fjord.host.files import File
@@ -102,7 +103,7 @@ def test_every_replaced_version_is_backed_up_even_within_one_second(
     """The provider's original file, and each version fjord wrote since, can be found
     under /var/lib/fjord/backups: none is overwritten by a later backup."""
     state = tmp_path / "state"
-    monkeypatch.setenv("FJORD_STATE_DIR", str(state))
+    tell(monkeypatch, FJORD_STATE_DIR=str(state))
     target = tmp_path / "etc" / "network" / "interfaces"
     target.parent.mkdir(parents=True)
     target.write_text("# the provider's original\n")

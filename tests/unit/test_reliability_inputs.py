@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 from faults import record
+from told import tell
 
 from fjord.config.loader import read
 
@@ -451,8 +452,8 @@ def no_host(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(subprocess, "Popen", _forbidden)
     monkeypatch.setattr(socket, "socket", _forbidden)
     monkeypatch.setattr(os, "geteuid", lambda: 65534)
-    monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path / "fjord-state"))
-    monkeypatch.setenv("FJORD_PACKAGE_MANAGER", "simulate")
+    tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path / "fjord-state"))
+    tell(monkeypatch, FJORD_PACKAGE_MANAGER="simulate")
 
 
 @dataclass(frozen=True)
@@ -474,7 +475,7 @@ def validated(tmp_path_factory: pytest.TempPathFactory
     guard.setattr(subprocess, "Popen", _forbidden)
     guard.setattr(socket, "socket", _forbidden)
     guard.setattr(os, "geteuid", lambda: 65534)
-    guard.setenv("FJORD_STATE_DIR", str(directory / "fjord-state"))
+    tell(guard, FJORD_STATE_DIR=str(directory / "fjord-state"))
     out = []
     try:
         for case, path in zip(ALL_CASES, write_corpus(directory), strict=True):
@@ -560,7 +561,7 @@ def test_the_real_command_line_refuses_them_too(
     """A few through the console script (its own process, environment and streams):
     `validate` only, which reads nothing but the file."""
     monkeypatch.undo()  # this test starts processes itself
-    monkeypatch.setenv("FJORD_STATE_DIR", "/nonexistent/fjord-state")
+    tell(monkeypatch, FJORD_STATE_DIR="/nonexistent/fjord-state")
     refused = [(c, p) for c, p, o in validated if o.code == 2]
     picked = [p for c, p in refused if c.name in ("billion-laughs", "nul-byte", "too-large",
                                                     "python-object")]

@@ -17,7 +17,7 @@ import click
 import pytest
 
 from fjord import remote
-from fjord.cli import cli
+from fjord.cli import cli, install_environment
 from fjord.errors import FjordError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,6 +69,7 @@ def test_fjord_ssh_replaces_the_client() -> None:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
+        install_environment()  # what the command line does with the variables
         argv = remote.ssh_argv(host, ["true"], tty=True)
     finally:
         for k, v in old.items():
@@ -117,6 +118,7 @@ def _invocation(*args: str, env: dict[str, str] | None = None) -> remote.Invocat
     if env:
         os.environ.update(env)
     try:
+        install_environment()  # what the command line does with the variables
         ctx = click.Context(cli, info_name="fjord", obj={"verbose": 0, "debug": False})
         return remote.invocation(cli, ctx, list(args), [])
     finally:

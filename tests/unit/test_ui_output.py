@@ -24,7 +24,7 @@ from fjord.containers.resources import DomainResource
 from fjord.engine.apply import Journal, apply
 from fjord.engine.change import Change, Unchanged
 from fjord.engine.plan import Plan, make_plan
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Options, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net import nft
@@ -265,7 +265,7 @@ class Reads(Resource):
 
 
 def test_plan_v_lists_commands_under_their_change_and_diffs_apart():
-    ctx = Context(desired=None, options={"commands": True})  # type: ignore[arg-type]
+    ctx = Context(desired=None, options=Options(commands=True))  # type: ignore[arg-type]
     plan = make_plan([Reads("one"), Reads("two")], ctx)
     assert plan.commands == {"reads one": ["true one"], "reads two": ["true two"]}
     text = _printed(lambda out: ui.render_plan(plan, out, verbose=True))
@@ -362,7 +362,7 @@ def as_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def _fake_host(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> None:
-    def plan(desired: Any, options: dict[str, Any]) -> Any:
+    def plan(desired: Any, options: Options) -> Any:
         ctx = Context(desired, options=options)
         resources = _steps(world)
         return ctx, resources, make_plan(resources, ctx)

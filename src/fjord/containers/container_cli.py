@@ -21,8 +21,9 @@ def _file_if_any(path: str | None) -> Any:
     """The file when one is named (-c, $FJORD_CONFIG) or the default one exists; None
     otherwise (commands that act on what exists need no file)."""
     from fjord.cli import DEFAULT_CONFIG
+    from fjord.environment import current
 
-    if path or os.environ.get("FJORD_CONFIG") or os.path.exists(DEFAULT_CONFIG):
+    if path or current().config or os.path.exists(DEFAULT_CONFIG):
         return _desired(path)
     return None
 
@@ -74,11 +75,14 @@ def _libvirt() -> Any:
 def _complete_names(ctx: click.Context, param: click.Parameter,
                     incomplete: str) -> list[str]:
     """Shell completion of container names: the roots fjord made."""
+    from fjord.cli import install_environment
     from fjord.containers import rootfs
+    from fjord.errors import FjordError
 
     try:
+        install_environment()  # completion runs no group callback: this is its edge
         return [r.name for r in rootfs.all_records() if r.name.startswith(incomplete)]
-    except OSError:
+    except (OSError, FjordError):
         return []
 
 
@@ -329,8 +333,8 @@ def console(config_path: str | None, name: str) -> None:
     """Attach to a container's console (leave with Ctrl-]): libvirt's own console.
     Needs no file."""
     require_root("fjord container console")
-    from fjord.containers.libvirt import DEFAULT_URI
+    from fjord.environment import current
 
     _unknown_or_stopped(name, config_path)
-    uri = os.environ.get("FJORD_LIBVIRT_URI", DEFAULT_URI)
+    uri = current().libvirt_uri
     os.execvp("virsh", ["virsh", "-c", uri, "console", name])

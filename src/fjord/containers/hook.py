@@ -31,39 +31,46 @@ OFFLOAD_ENV = "FJORD_CHECKSUM_OFFLOAD_OFF"
 
 def main(argv: list[str]) -> int:
     """Act on fjord's own containers only, importing as little as possible: libvirt
-    waits for the hook at every start and stop, so its cost is the containers'."""
-    if len(argv) < 3 or not _ours(argv[0]):
+    waits for the hook at every start and stop, so its cost is the containers'.
+
+    The hook's entry point: the script below tells it fjord's state directory (and the
+    offload switch) in its environment, read here and nowhere else."""
+    import os
+
+    state = os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord"
+    offload_off = os.environ.get(OFFLOAD_ENV) == "1"
+    if len(argv) < 3 or not _ours(state, argv[0]):
         return 0
+    # what fjord's modules below read (fjord.state, the containers' paths)
+    from fjord import environment
+
+    environment.use(environment.Environment(state_dir=Path(state)))
     name, op = argv[0], (argv[1], argv[2])
     if op == ("prepare", "begin"):
         return _prepare(name)
     if op == ("start", "begin"):
         # the container's new port is on the bridge, its init not started yet: guard
         # the port before the container can send anything (fail closed)
-        return _guard(name, "start")
+        return _guard(state, name, "start")
     if op == ("started", "begin"):
-        return _started(name)
+        return _started(state, name, offload_off)
     if op == ("release", "end"):
         # empty cgroups fjord-init made in hierarchies libvirt does not manage
         from fjord.containers.limits import release
 
         release(name)
-        _guard(name, "stop")  # the port is gone: its flows go too
+        _guard(state, name, "stop")  # the port is gone: its flows go too
     return 0
 
 
-def _guard(name: str, when: str) -> int:
+def _guard(state: str, name: str, when: str) -> int:
     """Rebuild the internal bridge's anti-spoofing flows for the ports there are now
     (libvirt gave the container's port a new name and OpenFlow number)."""
-    import os
-    from pathlib import Path
-
     from fjord.errors import FjordError
     from fjord.net.portguard import GuardError, rebuild
 
-    state = Path(os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord")
     try:
-        rebuild(state)
+        rebuild(Path(state))
     except (GuardError, FjordError, OSError) as exc:
         print(f"fjord: container {name}: cannot set the anti-spoofing flows at its "
               f"{when}: {exc}", file=sys.stderr)
@@ -71,19 +78,17 @@ def _guard(name: str, when: str) -> int:
     return 0
 
 
-def _ours(name: str) -> bool:
+def _ours(state: str, name: str) -> bool:
     """Did fjord make this container? (It has a directory in fjord's state.)"""
     import os
 
-    state = os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord"
     return "/" not in name and os.path.isdir(os.path.join(state, "containers", name))
 
 
-def _delegate(name: str) -> int:
+def _delegate(state: str, name: str) -> int:
     import json
     import os
 
-    state = os.environ.get("FJORD_STATE_DIR") or "/var/lib/fjord"
     try:
         with open(os.path.join(state, "containers", name, "container.json")) as fh:
             owner = json.load(fh).get("idmap")
@@ -113,15 +118,13 @@ def _prepare(name: str) -> int:
     return 0
 
 
-def _started(name: str) -> int:
+def _started(state: str, name: str, offload_off: bool) -> int:
     """After every start (autostart at boot included): an unprivileged container's root
     gets its cgroups (fjord.containers.limits.delegate); on the userspace datapath, the
     container's interfaces must compute their checksums (see fjord.containers.offload).
     Standard library only: this runs while libvirt waits."""
-    import os
-
-    rc = _delegate(name)
-    if os.environ.get(OFFLOAD_ENV) != "1":
+    rc = _delegate(state, name)
+    if not offload_off:
         return rc
     import time
 

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 from fjord.containers.progress import BuildProgress
 from fjord.containers.tree import remove_tree, tree_size
+from fjord.environment import current
 from fjord.errors import CommandError, FjordError
 from fjord.runner import alive, run, sigterm_raises, stream
-from fjord.state import state_dir
 
 if TYPE_CHECKING:
     from fjord.config.desired import Container, Desired
@@ -97,10 +97,10 @@ _MIRROR_FAULTS = re.compile(
 
 
 def images_dir() -> Path:
-    """``<state>/images``; ``$FJORD_IMAGES_DIR`` moves it (labs share one cache, and an
-    image built on the machine serves every lab: the key does not depend on the path)."""
-    override = os.environ.get("FJORD_IMAGES_DIR")
-    return Path(override) if override else state_dir() / "images"
+    """``<state>/images``; the environment may move it (``$FJORD_IMAGES_DIR``: labs
+    share one cache, and an image built on the machine serves every lab: the key does
+    not depend on the path)."""
+    return current().images_dir
 
 
 @functools.cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ from fjord.cli import config_option, config_path, json_option, require_root
 from fjord.containers.image import Image, ImageCache, ImageSpec, prune, spec_for, used_images
 from fjord.containers.progress import BuildProgress
 from fjord.containers.rootfs import all_records
+from fjord.environment import current
 
 
 @click.group(name="image")
@@ -63,9 +63,13 @@ def build(config_path: str | None, as_json: bool, for_labs: bool,
 
     out = console(stderr=as_json)
     if for_labs:
+        import dataclasses
+
+        from fjord import environment
         from fjord.lab.mounts import shared_images_dir
 
-        os.environ["FJORD_IMAGES_DIR"] = str(shared_images_dir())
+        environment.use(dataclasses.replace(environment.current(),
+                                            images_override=shared_images_dir()))
     cache = ImageCache()
     results = []
     for key, (spec, names) in _wanted(config_path, containers, fresh=for_labs).items():
@@ -162,7 +166,7 @@ def prune_images(config_path: str | None, as_json: bool, dry_run: bool) -> None:
     from fjord.ui import console, print_json
 
     keep = set(_users())
-    if config_path or os.environ.get("FJORD_CONFIG"):
+    if config_path or current().config:
         keep |= set(_wanted(config_path, ()))
     if not dry_run:
         require_root("removing images")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from fjord.containers.offload import LXC_RUN, init_pid  # noqa: F401 (used here, re-exported)
 from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, DriverKey
+from fjord.environment import DEFAULT_LIBVIRT_URI, current
 from fjord.errors import FjordError
 
-DEFAULT_URI = "lxc:///"
+DEFAULT_URI = DEFAULT_LIBVIRT_URI
 # Where libvirt's LXC driver keeps the controller's PID of a running container.
 
 
@@ -33,7 +34,7 @@ def _libvirt() -> Any:
 
 class Libvirt:
     def __init__(self, uri: str | None = None) -> None:
-        self.uri = uri or os.environ.get("FJORD_LIBVIRT_URI", DEFAULT_URI)
+        self.uri = uri or current().libvirt_uri
         self._conn: Any = None
 
     @property
@@ -138,7 +139,10 @@ class Libvirt:
         return int(used) * 1024 if used else None
 
 
-def driver(ctx: Any) -> Libvirt:
-    return ctx.driver("libvirt", Libvirt)
+LIBVIRT: DriverKey[Libvirt] = DriverKey("libvirt", lambda env: Libvirt(env.libvirt_uri))
+
+
+def driver(ctx: Context) -> Libvirt:
+    return ctx.open(LIBVIRT)
 
 

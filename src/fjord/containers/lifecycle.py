@@ -17,6 +17,7 @@ from typing import Any
 from fjord.config.desired import Container, Desired
 from fjord.containers import rootfs
 from fjord.containers.libvirt import Libvirt, init_pid
+from fjord.environment import current
 from fjord.errors import FjordError
 from fjord.runner import run
 
@@ -178,5 +179,5 @@ def container_env(tty: bool = False) -> dict[str, str]:
     """The whole environment of a command run in a container from the host: nothing of
     the operator's (SSH_AUTH_SOCK, proxies, tokens) but the terminal's type."""
     return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "TERM": os.environ.get("TERM", "xterm") if tty else "dumb", "HOME": "/root",
+            "TERM": current().term if tty else "dumb", "HOME": "/root",
             "LANG": "C.UTF-8"}

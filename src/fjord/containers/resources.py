@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fjord.config.desired import Container, Desired
 from fjord.config.models import BUILT_IN
@@ -23,18 +23,34 @@ from fjord.containers.limits import memory_limit, same_limit
 from fjord.containers.tree import Refused
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net.switch import driver as switch
 from fjord.records import RECORD
 
+if TYPE_CHECKING:
+    from fjord.net.ovs import Ovs
+
 # What libvirt can change in a running LXC container; anything else needs a restart.
 LIVE = {"memory", "CPU shares"}
 
 
+IMAGES: DriverKey[ImageCache] = DriverKey("images", lambda env: ImageCache(env.images_dir))
+
+
+def _ovs(ctx: Context) -> Ovs | None:
+    """The run's OVSDB connection when the switch is Open vSwitch (one per run: starting
+    a container reuses it to remove stale ports)."""
+    if ctx.desired.host.switch.kind != "ovs":
+        return None
+    from fjord.net.ovs import driver as ovs
+
+    return ovs(ctx)
+
+
 def _cache(ctx: Context) -> ImageCache:
-    return ctx.driver("images", ImageCache)
+    return ctx.open(IMAGES)
 
 
 class ImageResource(Resource):
@@ -158,7 +174,7 @@ class RootResource(Resource):
         lv = libvirt(ctx)
         lifecycle.stop(lv, self.c.name)
         if self.c.state == "running":
-            lifecycle.start(lv, ctx.desired, self.c)
+            lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
     def unchanged_reason(self, ctx: Context) -> str:
         kept, new = self.c.suite_kept, BUILT_IN["suite"]
@@ -186,7 +202,7 @@ class RootResource(Resource):
             lv.define(domain_for(self.c, ctx.desired, layout.rootfs, state.uuid,
                                  record.idmap if record is not None else None).xml())
         if self.c.state == "running":
-            lifecycle.start(lv, ctx.desired, self.c)
+            lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
     def _make(self, ctx: Context) -> None:
         image = _cache(ctx).get(self.spec.key)
@@ -205,7 +221,7 @@ def after_prune(ctx: Context) -> Desired:
     """The desired state the containers are customised for: with `--prune`, what is left
     once the containers out of the file are destroyed (their names leave /etc/hosts in
     the same apply, not the next one)."""
-    return without_kept(ctx.desired) if ctx.options.get("prune") else ctx.desired
+    return without_kept(ctx.desired) if ctx.options.prune else ctx.desired
 
 
 def without_kept(desired: Desired) -> Desired:
@@ -320,7 +336,7 @@ class DomainResource(Resource):
         else:
             lifecycle.stop(lv, self.c.name)
             if self.c.state == "running":
-                lifecycle.start(lv, ctx.desired, self.c)
+                lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
 
 class RunningResource(Resource):
@@ -351,10 +367,7 @@ class RunningResource(Resource):
                        self._start)]
 
     def _start(self, ctx: Context) -> None:
-        ovs = None
-        if ctx.desired.host.switch.kind == "ovs":
-            ovs = switch(ctx)
-        lifecycle.start(libvirt(ctx), ctx.desired, self.c, ovs)
+        lifecycle.start(libvirt(ctx), ctx.desired, self.c, _ovs(ctx))
 
     def unchanged_reason(self, ctx: Context) -> str:
         if self.c.state == "stopped":
@@ -375,7 +388,7 @@ class Orphan(Resource):
         domain = libvirt(ctx).domain(self.name)
         if not layout.base.exists() and domain is None:
             return []
-        if not ctx.options.get("prune"):
+        if not ctx.options.prune:
             ctx.warn(f"container {self.name} is not in the file: it is kept, "
                      f"{kept_as(domain)}; `fjord apply --prune` destroys it and its data")
             return []

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from fjord.engine.change import Change, Unreadable
 from fjord.engine.order import dependents, order
@@ -105,6 +105,14 @@ def _take(changes: list[Change], change: Change, *, loose: bool = False) -> bool
             del changes[i]
             return True
     return False
+
+
+@runtime_checkable
+class GroupReporter(Reporter, Protocol):
+    """A reporter that shows changes running at the same time as one group (the
+    terminal's); others hear ``started`` for each as it is reported."""
+
+    def started_group(self, changes: list[Change]) -> None: ...
 
 
 class NotConverged(FjordError):
@@ -247,10 +255,10 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
             journal.record(resource, change, True, out[-1][1])
         return out
 
-    group_start = getattr(reporter, "started_group", None)
+    grouped = isinstance(reporter, GroupReporter)
     changes = [c for _, cs in planned for c in cs]
-    if group_start is not None:
-        group_start(changes)
+    if isinstance(reporter, GroupReporter):
+        reporter.started_group(changes)
     failure: tuple[Change, BaseException] | None = None
     with ThreadPoolExecutor(max_workers=min(MAX_CONCURRENT, len(planned)),
                             thread_name_prefix="fjord-apply") as pool:
@@ -261,7 +269,7 @@ def _run_together(planned: list[tuple[Resource, list[Change]]], ctx: Context,
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     for change, seconds, exc in future.result():
-                        if group_start is None:
+                        if not grouped:
                             reporter.started(change)
                         if exc is None:
                             reporter.finished(change, seconds)

@@ -25,7 +25,7 @@ class Plan:
     unchanged: list[Unchanged] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # With ctx.options["commands"] (plan -v): the commands each resource's read ran,
+    # With ctx.options.commands (plan -v): the commands each resource's read ran,
     # by the resource of its changes and by resource id (shown under the change).
     commands: dict[str, list[str]] = field(default_factory=dict)
     # Each resource's changes, by resource id (what apply --json matches outcomes to).
@@ -91,7 +91,7 @@ def _collecting(enabled: bool) -> Iterator[_Commands | None]:
 
 def make_plan(resources: Sequence[Resource], ctx: Context) -> Plan:
     plan = Plan()
-    collect = bool(ctx.options.get("commands"))
+    collect = bool(ctx.options.commands)
     for resource in order(resources):
         with _collecting(collect) as commands:
             result = read_changes(resource, ctx)

@@ -6,9 +6,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from fjord.engine.change import Change
-from fjord.engine.context import Context
+from fjord.engine.context import (
+    Closes,
+    Context,
+    DriverKey,
+    Drivers,
+    Forgets,
+    Options,
+)
 
-__all__ = ["Context", "Resource"]
+__all__ = ["Closes", "Context", "DriverKey", "Drivers", "Forgets", "Options", "Resource"]
 
 
 class Resource(ABC):

@@ -1,7 +1,8 @@
 """Debian packages: what the host needs, read from dpkg, planned with APT, installed
 non-interactively.
 
-Two package managers, chosen by FJORD_PACKAGE_MANAGER like the service manager:
+Two package managers, held by the environment like the service manager (the command
+line chooses one from FJORD_PACKAGE_MANAGER; fjord.environment):
 
 - ``apt`` (default): the real thing.
 - ``simulate``: for the lab, which shares /usr with the machine it runs on, so that
@@ -18,7 +19,6 @@ nothing, not even /var/cache/apt/*.bin.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, DriverKey, Resource
+from fjord.environment import PACKAGE_MANAGER, Environment
 from fjord.errors import FjordError
 from fjord.state import read_json, state_dir, write_json
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fjord.host.packages")
 
-ENV = "FJORD_PACKAGE_MANAGER"
+ENV = PACKAGE_MANAGER
 DRIVER = "package-manager"
 SIMULATED = "simulated-packages.json"
 
@@ -231,20 +232,19 @@ class SimulatedManager(AptManager):
         log.info("simulated: apt-get update skipped; the machine's package lists are read")
 
 
-def package_manager() -> PackageManager:
-    """The package manager of this environment: $FJORD_PACKAGE_MANAGER, default apt."""
-    choice = os.environ.get(ENV, "apt")
-    if choice == "apt":
-        return AptManager()
-    if choice == "simulate":
-        return SimulatedManager()
-    raise FjordError(f"{ENV}={choice!r} is not a package manager",
-                     hint="use apt (real servers) or simulate (the lab)")
+def open_manager(env: Environment) -> PackageManager:
+    """The package manager ``env`` names: APT, or the simulation of the lab."""
+    if env.package_manager is not None:
+        return env.package_manager()
+    return SimulatedManager() if env.package_manager_name == "simulate" else AptManager()
+
+
+PACKAGES: DriverKey[PackageManager] = DriverKey(DRIVER, open_manager)
 
 
 def manager(ctx: Context) -> PackageManager:
-    pm: PackageManager = ctx.driver(DRIVER, package_manager)
-    return pm
+    """The environment's package manager (one per plan or apply)."""
+    return ctx.open(PACKAGES)
 
 
 class ListsPending(Protocol):

@@ -1,8 +1,11 @@
 """Services: enabled at boot, running now, restarted when their configuration changed.
 
 One `ServiceManager` interface, two environments: systemd on real servers and the
-lab's own supervisor on a simulated one, chosen by FJORD_SERVICE_MANAGER (never by an
-`if lab:` inside a resource).
+lab's own supervisor on a simulated one. The environment holds the manager
+(``Context.env.service_manager``, fjord.environment): the command line chooses it from
+FJORD_SERVICE_MANAGER, and the lab's own is handed in by the lab's environment builder
+(fjord.lab.environment); never an `if lab:` inside a resource, and nothing here knows
+the lab.
 
 How a service learns that its configuration changed in this apply (or in an earlier
 one that stopped half-way): fjord records, per service, a digest of the configuration
@@ -16,9 +19,7 @@ the declared configuration and is left alone.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
-import os
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -29,13 +30,13 @@ from typing import Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, Resource
-from fjord.errors import FjordError
+from fjord.engine.resource import Context, DriverKey, Resource
+from fjord.environment import SERVICE_MANAGER, Environment
 from fjord.state import read_json, state_dir, write_json
 
 log = logging.getLogger("fjord.host.services")
 
-ENV = "FJORD_SERVICE_MANAGER"
+ENV = SERVICE_MANAGER
 DRIVER = "service-manager"
 RECORDS = "host-records.json"
 
@@ -171,7 +172,7 @@ class UnitState:
 
 class ServiceManager(Protocol):
     """What fjord needs from an init system. The lab's supervisor implements the same
-    (fjord.lab.services.LabServiceManager): units it does not supervise answer
+    (the lab's LabServiceManager): units it does not supervise answer
     enabled="not-found", active="inactive"."""
 
     name: str
@@ -259,22 +260,20 @@ class SystemdManager:
         self._systemctl("restart", unit)
 
 
-def service_manager() -> ServiceManager:
-    """The service manager of this environment: $FJORD_SERVICE_MANAGER, default systemd."""
-    choice = os.environ.get(ENV, "systemd")
-    if choice == "systemd":
-        return SystemdManager()
-    if choice == "lab":
-        module = importlib.import_module("fjord.lab.services")
-        manager: ServiceManager = module.LabServiceManager()
-        return manager
-    raise FjordError(f"{ENV}={choice!r} is not a service manager",
-                     hint="use systemd (real servers) or lab (a simulated server)")
+def open_manager(env: Environment) -> ServiceManager:
+    """The init system ``env`` names: systemd, or the factory the command line handed in
+    (the lab's)."""
+    if env.service_manager is not None:
+        return env.service_manager()
+    return SystemdManager()
+
+
+SERVICES: DriverKey[ServiceManager] = DriverKey(DRIVER, open_manager)
 
 
 def manager(ctx: Context) -> ServiceManager:
-    mgr: ServiceManager = ctx.driver(DRIVER, service_manager)
-    return mgr
+    """The environment's service manager (one per plan or apply)."""
+    return ctx.open(SERVICES)
 
 
 # -- the resource --------------------------------------------------------------------

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface
 from typing import Any
 
+from fjord.engine.resource import Context, DriverKey
 from fjord.errors import FjordError
 from fjord.runner import run
 
@@ -207,8 +208,11 @@ class Netlink:
                        family=socket.AF_INET6)
 
 
-def driver(ctx: Any) -> Netlink:
-    return ctx.driver("netlink", Netlink)
+NETLINK: DriverKey[Netlink] = DriverKey("netlink", lambda _env: Netlink())
+
+
+def driver(ctx: Context) -> Netlink:
+    return ctx.open(NETLINK)
 
 
 def ip(text: str) -> IPv4Address | IPv6Address:

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fjord.engine.plan import StateUnreadable
+from fjord.engine.resource import Context, DriverKey
+from fjord.environment import DEFAULT_OVSDB, current
 from fjord.errors import FjordError
 
 log = logging.getLogger("fjord.ovs")
 
-DB_SOCKET = "/run/openvswitch/db.sock"
+DB_SOCKET = DEFAULT_OVSDB
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,10 @@ class BridgeState:
 class Ovs:
     """A connection to the local ovsdb-server, opened on first use."""
 
+    kind = "ovs"  # as a fjord.net.switch.Switch
+
     def __init__(self, socket: str | None = None, timeout: float = 10.0) -> None:
-        self.socket = socket or os.environ.get("FJORD_OVSDB", DB_SOCKET)
+        self.socket = socket or current().ovsdb_socket
         self.timeout = timeout
         self._api: Any = None
         self._conn: Any = None
@@ -112,5 +116,9 @@ class Ovs:
         self._commit(f"remove port {port}", [self.api.del_port(port, bridge, if_exists=True)])
 
 
-def driver(ctx: Any) -> Ovs:
-    return ctx.driver("ovs", Ovs)
+# One OVSDB connection per run: the Open vSwitch switch (fjord.net.switch) is this one.
+OVS: DriverKey[Ovs] = DriverKey("ovs", lambda env: Ovs(env.ovsdb_socket))
+
+
+def driver(ctx: Context) -> Ovs:
+    return ctx.open(OVS)

@@ -127,8 +127,8 @@ class Uplink(Resource):
         todo = self._missing(ctx)
         if not todo:
             return []
-        timeout = ctx.options.get("confirm_timeout")
-        prompt = ctx.options.get("confirm_prompt")
+        timeout = ctx.options.confirm_timeout
+        prompt = ctx.options.confirm_prompt
 
         def run(c: Context) -> None:
             c.close()  # fresh connections after the links move

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
+from fjord.engine.resource import Context, DriverKey
 from fjord.net.links import Netlink
-from fjord.net.ovs import BridgeState, Ovs
+from fjord.net.ovs import OVS, BridgeState, Ovs
 
 
 class SwitchDriver(Protocol):
@@ -19,8 +20,7 @@ class SwitchDriver(Protocol):
     def close(self) -> None: ...
 
 
-class OvsSwitch(Ovs):
-    kind = "ovs"
+OvsSwitch = Ovs  # the OVSDB connection is the switch (one per run: fjord.net.ovs.OVS)
 
 
 class LinuxBridgeSwitch:
@@ -72,8 +72,11 @@ class LinuxBridgeSwitch:
             self.nl.ipr.link("set", index=self.nl.index(port), master=0)
 
 
-def driver(ctx: Any) -> SwitchDriver:
-    kind = ctx.desired.host.switch.kind
-    if kind == "ovs":
-        return ctx.driver("switch", OvsSwitch)
-    return ctx.driver("switch", LinuxBridgeSwitch)
+LINUX_BRIDGE: DriverKey[LinuxBridgeSwitch] = DriverKey(
+    "linux-bridge", lambda _env: LinuxBridgeSwitch())
+
+
+def driver(ctx: Context) -> SwitchDriver:
+    if ctx.desired.host.switch.kind == "ovs":
+        return ctx.open(OVS)
+    return ctx.open(LINUX_BRIDGE)

@@ -29,11 +29,12 @@ from ipaddress import ip_address, ip_interface
 from pathlib import Path
 from typing import Any
 
+from fjord.environment import current
 from fjord.errors import FjordError
 from fjord.net import interfaces, uplink_filter
 from fjord.net.links import Netlink
 from fjord.net.switch import LinuxBridgeSwitch, OvsSwitch
-from fjord.runner import alive, run
+from fjord.runner import alive, child_env, run
 from fjord.state import atomic_write, state_dir
 
 log = logging.getLogger("fjord.switchover")
@@ -263,7 +264,7 @@ def start_guard(deadline: float, lock_fd: int | None = None) -> int:
         stderr=open(state_dir() / "guard.log", "ab"),
         start_new_session=True, close_fds=True,
         pass_fds=() if lock_fd is None else (lock_fd,),
-        env={**os.environ, "FJORD_STATE_DIR": str(state_dir())},
+        env=child_env(current().variables()),
     )
     return proc.pid
 

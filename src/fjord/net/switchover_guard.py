@@ -14,10 +14,18 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
+    """The guard's entry point: the state file and the deadline are its arguments, the
+    OVSDB socket comes in its environment (fjord.environment.Environment.variables)."""
+    import os
+
+    from fjord import environment
     from fjord.net import switchover
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s guard: %(message)s")
     state, deadline = Path(argv[0]), float(argv[1])
+    environment.use(environment.Environment(
+        state_dir=state.parent,
+        ovsdb_socket=os.environ.get(environment.OVSDB) or environment.DEFAULT_OVSDB))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
