@@ -370,7 +370,9 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     """Converge the host to the file.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
-    dependency order, re-reading each resource just before changing it. Stops at the
+    dependency order, re-reading each resource just before changing it. After the
+    confirmation it runs only what was shown: when the host changed in between (a
+    change differs or appears), it refuses and says what differs (exit 1). Stops at the
     first failure, naming the resource, the command and its stderr; running apply again
     continues from where the host is. A resource that cannot be read (a container's
     root holding a FIFO where a file should be, say) is left as it is with what comes
@@ -381,13 +383,14 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     Exit codes:
       0  the host is as declared (changes applied, or none needed)
       1  error: a change failed (apply again continues), something could not be read
-         (the rest was applied), or apply was refused
+         (the rest was applied), or apply was refused (the host changed since the
+         plan was shown, too)
       2  the command line or the configuration file is invalid (nothing read)
       3  nothing to change in what could be read, but something could not be read
     """
     from fjord.config.desired import save_allocations
+    from fjord.engine.apply import Shown, apply_lock
     from fjord.engine.apply import apply as run_apply
-    from fjord.engine.apply import apply_lock
     from fjord.ui import ProgressReporter, console, print_json, render_plan
 
     desired = _load(config_path)
@@ -419,6 +422,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 if unreadable_verdict("apply", len(p.unreadable), False):
                     sys.exit(EXIT_UNREADABLE)
                 return
+            confirmed = None  # with --yes: the run's own reads are the plan
             if not yes:
                 if not sys.stdin.isatty():
                     from fjord.errors import FjordError
@@ -428,6 +432,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 render_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
                 shown.update(p.warnings)
                 click.confirm("Apply these changes?", abort=True, err=True)
+                confirmed = Shown.of(p)
             else:
                 from rich.markup import escape
 
@@ -437,7 +442,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 show_warnings(p.warnings, out, shown)
             save_allocations(desired)
             try:
-                done = run_apply(resources, ctx, ProgressReporter(out))
+                done = run_apply(resources, ctx, ProgressReporter(out), confirmed)
             finally:
                 # what the resources said while apply read them again
                 show_warnings(ctx.warnings, out, shown)

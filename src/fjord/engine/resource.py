@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fjord.engine.change import Change
+from fjord.engine.order import Ref
 
 if TYPE_CHECKING:
     from fjord.config.desired import Desired
@@ -58,11 +59,13 @@ class Resource(ABC):
     """One thing on the host: reads its actual state, compares, yields changes.
 
     ``changes`` must be "ensure" logic: called again after its changes ran, it returns
-    nothing. ``after`` names resources (by id) that must converge first.
+    nothing. ``after`` names what must converge first: kinds (Resource classes) or
+    resources (``Ref(Kind, name)``); an id or a kind's name as a string still works.
+    Every reference must resolve (see fjord.engine.order).
     """
 
     kind: str = "resource"
-    after: Sequence[str] = ()
+    after: Sequence[str | Ref | type[Resource]] = ()
     # Neighbours in the apply order of the same kind that are all ``concurrent`` have
     # their changes run at the same time (each resource's own changes still in order):
     # for independent, mostly waiting work such as starting containers. Such a resource
