@@ -217,6 +217,10 @@ def _load(path: str | None) -> Any:
     return load(config_path(path))
 
 
+def _config_file(path: str | None) -> str:
+    return config_path(path)
+
+
 @cli.command()
 @config_option
 @json_option
@@ -279,9 +283,14 @@ def _plan(desired: Any, options: dict[str, Any]) -> tuple[Any, Any, Any]:
 @prune_option
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 4 when changes are pending, 0 only when there are none.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also save the plan to FILE (needs root), for `fjord apply FILE`: it "
+                   "runs these changes only, and refuses when the file, fjord or the "
+                   "host changed since.")
 @click.pass_context
 def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
-         only: tuple[str, ...], prune: bool, detailed_exitcode: bool) -> None:
+         only: tuple[str, ...], prune: bool, detailed_exitcode: bool,
+         out_file: str | None) -> None:
     """Show, in order, the changes `apply` would make.
 
     Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
@@ -299,8 +308,19 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     """
     from fjord.ui import console, print_json
 
+    digest = None
+    if out_file is not None:
+        from fjord.engine.saved import config_digest
+
+        require_root("fjord plan --out")  # a plan made without root reads little
+        digest = config_digest(_config_file(config_path))
     desired = _load(config_path)
     ctx, _, p = _plan(desired, {"only": only, "prune": prune})
+    if out_file is not None and digest is not None:
+        from fjord.engine.apply import Shown
+        from fjord.engine.saved import saved_of
+
+        saved_of(Shown.of(p), _config_file(config_path), digest, only, prune).save(out_file)
     try:
         if as_json:
             print_json(p.as_json())
@@ -363,11 +383,17 @@ def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> Non
                    "confirmation is awaited (what `fjord --host` watches for).")
 @only_option
 @prune_option
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False),
+                metavar="[PLAN]")
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
           wait: float, confirm_timeout: float | None, announce_confirm: bool,
-          only: tuple[str, ...], prune: bool) -> None:
+          only: tuple[str, ...], prune: bool, plan_file: str | None) -> None:
     """Converge the host to the file.
+
+    With PLAN (saved by `fjord plan --out PLAN`), runs that plan without asking: refused
+    when the configuration file or fjord changed since, or when the host, read again,
+    needs a change the plan did not have or has a different one.
 
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
     dependency order, re-reading each resource just before changing it. After the
@@ -393,6 +419,13 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     from fjord.engine.apply import apply as run_apply
     from fjord.ui import ProgressReporter, console, print_json, render_plan
 
+    saved = None
+    if plan_file is not None:
+        from fjord.engine.saved import Saved
+
+        saved = Saved.load(plan_file)
+        saved.check(_config_file(config_path), only, prune)
+        only, prune, yes = saved.only, saved.prune, True
     desired = _load(config_path)
     require_root("fjord apply")
     out = console(stderr=as_json)
@@ -422,7 +455,8 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 if unreadable_verdict("apply", len(p.unreadable), False):
                     sys.exit(EXIT_UNREADABLE)
                 return
-            confirmed = None  # with --yes: the run's own reads are the plan
+            # with --yes: the run's own reads are the plan; with a saved one: that
+            confirmed = saved.shown if saved is not None else None
             if not yes:
                 if not sys.stdin.isatty():
                     from fjord.errors import FjordError
@@ -442,7 +476,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 show_warnings(p.warnings, out, shown)
             save_allocations(desired)
             try:
-                done = run_apply(resources, ctx, ProgressReporter(out), confirmed)
+                done = run_apply(resources, ctx, ProgressReporter(out), shown=confirmed)
             finally:
                 # what the resources said while apply read them again
                 show_warnings(ctx.warnings, out, shown)

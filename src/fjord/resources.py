@@ -117,6 +117,7 @@ def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
     from fjord.config.desired import with_kept
     from fjord.containers.resources import without_kept
 
+    registry()  # every kind known, for the references of the layers left out
     if prune:
         desired = without_kept(desired)
     seen = desired if prune else with_kept(desired)

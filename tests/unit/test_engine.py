@@ -392,3 +392,24 @@ def test_a_fingerprint_is_what_plan_shows_not_the_function():
                                    diff="-a\n+b\n").fingerprint
     assert a.fingerprint != Change("file /x", "update", "write /x", print,
                                    diff="-a\n+c\n").fingerprint
+
+
+def test_a_resource_whose_changes_carry_another_name_is_held_to_them(ctx):
+    """The hosts block's changes are its file's ("file /etc/hosts", the resource is
+    "hosts /etc/hosts"): shown, they run; changed since, they are refused."""
+    from fjord.engine.apply import Shown, StalePlan
+
+    class Named(Box):
+        def changes(self, ctx):
+            return [Change(f"file /{self.name}", c.action, c.detail, c.run)
+                    for c in super().changes(ctx)]
+
+    w: dict = {}
+    rs = [Named("a", w, "1")]
+    shown = Shown.of(make_plan(rs, ctx))
+    assert [c.resource for c in apply(rs, ctx, Recorder(), shown)] == ["file /a"]
+    rs = [Named("a", w, "2")]
+    shown = Shown.of(make_plan(rs, ctx))
+    del w["a"]  # someone removed it: a create now, not the update shown
+    with pytest.raises(StalePlan, match="box a: shown: update a = 2; now: create a = 2"):
+        apply([Named("a", w, "2")], ctx, Recorder(), shown)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from fjord.engine.change import Change, Fingerprint, Unreadable
 from fjord.engine.order import dependency_map, dependents, order
-from fjord.engine.plan import Plan, make_plan, read_changes
+from fjord.engine.plan import Plan, read_changes
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.state import state_dir
@@ -82,7 +82,9 @@ class Shown:
         a change that appears or differs; one that disappeared is fine (settled)."""
         if resource in self.unreadable:
             return []
-        left = [f for f in self.changes if f.resource == resource]
+        # a resource may make changes under another's name (the hosts block, a file's)
+        names = {resource, *(c.resource for c in now)}
+        left = [f for f in self.changes if f.resource in names]
         new = []
         for change in now:
             if change.fingerprint in left:
@@ -119,17 +121,17 @@ class StalePlan(FjordError):
             hint="apply again shows the new plan and asks again")
 
 
-def check_shown(resources: Sequence[Resource], ctx: Context, shown: Shown) -> Plan:
+def check_shown(resources: Sequence[Resource], ctx: Context, shown: Shown) -> None:
     """Read every resource again (no cache) and refuse when a change differs from or is
     not in the shown plan. Nothing has changed yet."""
     ctx.refresh()
-    fresh = make_plan(resources, ctx)
     differences: list[str] = []
     for r in order(resources):
-        differences += shown.differences(r.id, [c for c in fresh.changes if c.resource == r.id])
+        result = read_changes(r, ctx)
+        if not isinstance(result, Unreadable):
+            differences += shown.differences(r.id, result)
     if differences:
         raise StalePlan(differences, [])
-    return fresh
 
 
 def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter,

@@ -3,7 +3,8 @@
 A resource's ``after`` names what must converge first: a kind (every resource of it:
 a Resource class, or its kind's name), or one resource (:class:`Ref`, or its id). A
 reference must resolve: to a resource in the list, to a kind of the registry
-(``fjord.resources.kinds``; none of it in the list: none declared, or its layer left
+(``fjord.resources.registry()`` imports every kind's class, each adds its kind to
+``engine.resource.KINDS``; none of it in the list: none declared, or its layer left
 out with --only), or to a resource of such a kind (the catalogue checks, with every
 layer, that it is there). Anything else is an error (a typo used to be dropped
 silently, and the order with it)."""
@@ -39,9 +40,9 @@ def ref_text(ref: str | Ref | type[Resource]) -> str:
 
 
 def registered_kinds() -> Collection[str]:
-    from fjord.resources import kinds
+    from fjord.engine.resource import KINDS
 
-    return kinds().keys()
+    return KINDS
 
 
 def dependency_map(resources: Sequence[Resource], kinds: Collection[str] | None = None, *,

@@ -55,6 +55,11 @@ class Context:
         self.drivers.clear()
 
 
+# Every kind of the Resource classes of fjord defined so far (fjord.resources.registry()
+# imports them all): what ``after`` may name with none of it here (engine/order.py).
+KINDS: set[str] = set()
+
+
 class Resource(ABC):
     """One thing on the host: reads its actual state, compares, yields changes.
 
@@ -71,6 +76,11 @@ class Resource(ABC):
     # for independent, mostly waiting work such as starting containers. Such a resource
     # must not depend on another of its kind, and its changes must be thread-safe.
     concurrent: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("fjord.") and "kind" in cls.__dict__:
+            KINDS.add(cls.kind)
 
     def __init__(self, name: str) -> None:
         self.name = name
