@@ -83,6 +83,8 @@ def network_before_containers() -> tuple[type[Resource], ...]:
 def host_resources(desired: Desired) -> list[Resource]:
     from fjord.host import sysctl, system
 
+    registry()  # every kind known, for the references to the layers left out
+
     return [*sysctl.resources(desired), *system.resources(desired)]
 
 
@@ -90,6 +92,7 @@ def network_resources(desired: Desired) -> list[Resource]:
     from fjord.host.netmanagers import OtherNetworkManagers
     from fjord.net import firewall, resources
 
+    registry()
     sw = desired.host.switch
     managers = OtherNetworkManagers(desired.host.uplink, (sw.external, sw.internal))
     return [managers, *resources.resources(desired), *firewall.resources(desired)]
@@ -100,6 +103,7 @@ def container_resources(desired: Desired) -> list[Resource]:
     from fjord.containers import resources
     from fjord.host.hosts_file import HostsBlock
 
+    registry()
     return [*resources.resources(desired), HostsBlock(with_kept(desired))]
 
 
@@ -117,7 +121,6 @@ def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
     from fjord.config.desired import with_kept
     from fjord.containers.resources import without_kept
 
-    registry()  # every kind known, for the references of the layers left out
     if prune:
         desired = without_kept(desired)
     seen = desired if prune else with_kept(desired)

@@ -413,3 +413,20 @@ def test_a_resource_whose_changes_carry_another_name_is_held_to_them(ctx):
     del w["a"]  # someone removed it: a create now, not the update shown
     with pytest.raises(StalePlan, match="box a: shown: update a = 2; now: create a = 2"):
         apply([Named("a", w, "2")], ctx, Recorder(), shown)
+
+
+def test_one_layer_alone_orders_in_a_fresh_interpreter():
+    """`fjord check` plans the network layer alone: its references to the host layer's
+    kinds (service openvswitch-switch) resolve without anything else imported."""
+    import subprocess
+    import sys
+
+    code = ("from fjord.config.desired import load\n"
+            "from fjord.engine.order import order\n"
+            "from fjord.resources import network_resources\n"
+            "order(network_resources(load('examples/lab.yaml', allocations={})))\n")
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr
