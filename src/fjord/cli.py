@@ -239,6 +239,10 @@ def _load(path: str | None) -> Any:
     return load(config_path(path))
 
 
+def _config_file(path: str | None) -> str:
+    return config_path(path)
+
+
 @cli.command()
 @config_option
 @json_option
@@ -299,9 +303,14 @@ def _plan(desired: Any, options: Any) -> tuple[Any, Any, Any]:
 @prune_option
 @click.option("--detailed-exitcode", is_flag=True,
               help="Exit 4 when changes are pending, 0 only when there are none.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Also save the plan to FILE (needs root), for `fjord apply FILE`: it "
+                   "runs these changes only, and refuses when the file, fjord or the "
+                   "host changed since.")
 @click.pass_context
 def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
-         only: tuple[str, ...], prune: bool, detailed_exitcode: bool) -> None:
+         only: tuple[str, ...], prune: bool, detailed_exitcode: bool,
+         out_file: str | None) -> None:
     """Show, in order, the changes `apply` would make.
 
     Reads the host's actual state (Open vSwitch, netlink, libvirt, files) and compares it
@@ -319,12 +328,23 @@ def plan(click_ctx: click.Context, config_path: str | None, as_json: bool,
     """
     from fjord.ui import console, print_json
 
+    digest = None
+    if out_file is not None:
+        from fjord.engine.saved import config_digest
+
+        require_root("fjord plan --out")  # a plan made without root reads little
+        digest = config_digest(_config_file(config_path))
     desired = _load(config_path)
     from fjord.engine.resource import Options
 
     verbose = click_ctx.obj["verbose"] > 0 and not as_json
     ctx, _, p = _plan(desired, Options(frozenset(only) if only else None, prune,
                                        commands=verbose))
+    if out_file is not None and digest is not None:
+        from fjord.engine.apply import Shown
+        from fjord.engine.saved import saved_of
+
+        saved_of(Shown.of(p), _config_file(config_path), digest, only, prune).save(out_file)
     try:
         if as_json:
             print_json(p.as_json())
@@ -387,14 +407,22 @@ def show_warnings(warnings: Any, out: Any, shown: set[str] | None = None) -> Non
                    "confirmation is awaited (what `fjord --host` watches for).")
 @only_option
 @prune_option
+@click.argument("plan_file", required=False, type=click.Path(dir_okay=False),
+                metavar="[PLAN]")
 @click.pass_context
 def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes: bool,
           wait: float, confirm_timeout: float | None, announce_confirm: bool,
-          only: tuple[str, ...], prune: bool) -> None:
+          only: tuple[str, ...], prune: bool, plan_file: str | None) -> None:
     """Converge the host to the file.
 
+    With PLAN (saved by `fjord plan --out PLAN`), runs that plan without asking: refused
+    when the configuration file or fjord changed since, or when the host, read again,
+    needs a change the plan did not have or has a different one.
+
     Shows the plan and asks for confirmation (unless --yes), then executes the changes in
-    dependency order, re-reading each resource just before changing it. Stops at the
+    dependency order, re-reading each resource just before changing it. After the
+    confirmation it runs only what was shown: when the host changed in between (a
+    change differs or appears), it refuses and says what differs (exit 1). Stops at the
     first failure, naming the resource, the command and its stderr; running apply again
     continues from where the host is. A resource that cannot be read (a container's
     root holding a FIFO where a file should be, say) is left as it is with what comes
@@ -405,15 +433,23 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
     Exit codes:
       0  the host is as declared (changes applied, or none needed)
       1  error: a change failed (apply again continues), something could not be read
-         (the rest was applied), or apply was refused
+         (the rest was applied), or apply was refused (the host changed since the
+         plan was shown, too)
       2  the command line or the configuration file is invalid (nothing read)
       3  nothing to change in what could be read, but something could not be read
     """
     from fjord.config.desired import save_allocations
-    from fjord.engine.apply import ApplyError, Journal, NotConverged, apply_lock
+    from fjord.engine.apply import ApplyError, Journal, NotConverged, Shown, apply_lock
     from fjord.engine.apply import apply as run_apply
     from fjord.ui import ProgressReporter, console, print_json, render_plan
 
+    saved = None
+    if plan_file is not None:
+        from fjord.engine.saved import Saved
+
+        saved = Saved.load(plan_file)
+        saved.check(_config_file(config_path), only, prune)
+        only, prune, yes = saved.only, saved.prune, True
     desired = _load(config_path)
     require_root("fjord apply")
     out = console(stderr=as_json)
@@ -445,6 +481,8 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 if unreadable_verdict("apply", len(p.unreadable), False):
                     sys.exit(EXIT_UNREADABLE)
                 return
+            # with --yes: the run's own reads are the plan; with a saved one: that
+            confirmed = saved.shown if saved is not None else None
             if not yes:
                 if not sys.stdin.isatty():
                     from fjord.errors import FjordError
@@ -454,6 +492,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                 render_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
                 shown.update(p.warnings)
                 click.confirm("Apply these changes?", abort=True, err=True)
+                confirmed = Shown.of(p)
             else:
                 from rich.markup import escape
 
@@ -466,7 +505,7 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
             try:
                 reporter = ProgressReporter(out)
                 ctx.progress = reporter.progress
-                done = run_apply(resources, ctx, reporter, journal)
+                done = run_apply(resources, ctx, reporter, journal, shown=confirmed)
             except (ApplyError, NotConverged) as exc:
                 if as_json:  # what ran, and how it ended; the error itself on stderr
                     print_json(apply_json(p, journal, ctx.warnings, exc.message))

@@ -493,6 +493,10 @@ def invocation(root: click.Group, ctx: click.Context, args: list[str],
     params: dict[str, Any] = {}
     if not isinstance(cmd, click.Group):  # a group's own errors are the server's to say
         params = cmd.make_context(name, list(own), parent=parent).params
+    if params.get("out_file") or params.get("plan_file"):
+        raise _error("a saved plan (plan --out, apply PLAN) cannot go through --host: the "
+                     "file would be on the server", hint="make and apply it on the server "
+                     "(ssh SERVER fjord plan --out FILE)", exit_code=EXIT_INVALID)
     inv = Invocation(command=command, args=[])
     if command in ("status", "check"):
         inv.error_code = EXIT_UNREADABLE

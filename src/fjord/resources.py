@@ -1,14 +1,81 @@
 """The catalogue: every resource that makes up a host, from the desired state, in the
-order a human would do the work (the engine then orders by dependency)."""
+order a human would do the work (the engine then orders by dependency), and the
+registry of resource kinds. This is the only module that knows every layer.
+
+Adding a resource kind (docs/architecture.md, "Adding a resource kind"): write its
+Resource class in its layer's module, list the class in :func:`registry`, and return
+its resources from the layer's ``resources(desired)``."""
 
 from __future__ import annotations
+
+from functools import cache
 
 from fjord.config.desired import Desired
 from fjord.engine.resource import Resource
 
 
+@cache
+def registry() -> tuple[tuple[str, type[Resource]], ...]:
+    """Every resource class, with the layer that defines it (host, network, containers;
+    a host File may serve the network layer too)."""
+    from fjord.containers.resources import (
+        DomainResource,
+        ImageResource,
+        Orphan,
+        RootResource,
+        RunningResource,
+    )
+    from fjord.host.apt import AptUpdate, SourcesFile, StaleSources
+    from fjord.host.boot_order import BootOrder
+    from fjord.host.cgroups import CgroupCheck, UpdateGrub
+    from fjord.host.files import File
+    from fjord.host.hosts_file import HostsBlock
+    from fjord.host.libvirt_conf import EditedFile
+    from fjord.host.netmanagers import OtherNetworkManagers
+    from fjord.host.packages import Packages
+    from fjord.host.services import Service
+    from fjord.host.sysctl import Sysctl
+    from fjord.host.system import MountPoint
+    from fjord.net.firewall import Firewall
+    from fjord.net.resources import (
+        Address,
+        Bridge,
+        GuardState,
+        HostRoute,
+        InterfacesFile,
+        PortGuard,
+        ProxyNdp,
+        StaleAddresses,
+        StaleHostRoutes,
+        StaleProxyNdp,
+        Uplink,
+    )
+
+    host: list[type[Resource]] = [
+        Sysctl, File, SourcesFile, StaleSources, AptUpdate, Packages, EditedFile, BootOrder,
+        Service, CgroupCheck, UpdateGrub, MountPoint]
+    network: list[type[Resource]] = [
+        OtherNetworkManagers, Bridge, InterfacesFile, Uplink, Address, HostRoute, ProxyNdp,
+        StaleProxyNdp, StaleHostRoutes, StaleAddresses, GuardState, PortGuard, Firewall]
+    containers: list[type[Resource]] = [
+        ImageResource, RootResource, DomainResource, RunningResource, Orphan, HostsBlock]
+    return tuple((layer, cls) for layer, classes in
+                 (("host", host), ("network", network), ("containers", containers))
+                 for cls in classes)
+
+
+def kinds() -> dict[str, tuple[type[Resource], ...]]:
+    """Each kind's name (the first word(s) of its resources' ids) -> its classes."""
+    out: dict[str, tuple[type[Resource], ...]] = {}
+    for _, cls in registry():
+        out[cls.kind] = (*out.get(cls.kind, ()), cls)
+    return out
+
+
 def host_resources(desired: Desired) -> list[Resource]:
     from fjord.host import sysctl, system
+
+    registry()  # every kind known, for the references to the layers left out
 
     return [*sysctl.resources(desired), *system.resources(desired)]
 
@@ -17,6 +84,7 @@ def network_resources(desired: Desired) -> list[Resource]:
     from fjord.host.netmanagers import OtherNetworkManagers
     from fjord.net import firewall, resources
 
+    registry()
     sw = desired.host.switch
     managers = OtherNetworkManagers(desired.host.uplink, (sw.external, sw.internal))
     return [managers, *resources.resources(desired), *firewall.resources(desired)]
@@ -27,6 +95,7 @@ def container_resources(desired: Desired) -> list[Resource]:
     from fjord.containers import resources
     from fjord.host.hosts_file import HostsBlock
 
+    registry()
     return [*resources.resources(desired), HostsBlock(with_kept(desired))]
 
 
@@ -53,4 +122,8 @@ def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
     for name in LAYERS:
         if only is None or name in only:
             out += layers[name](desired if name == "containers" else seen)
+    if only is None or set(LAYERS) <= only:
+        from fjord.engine.order import dependency_map
+
+        dependency_map(out, complete=True)  # every `after` finds its resource
     return out

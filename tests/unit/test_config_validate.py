@@ -355,7 +355,7 @@ HOST = "host:\n  fqdn: h.example.net\n  ipv4: {address: 192.0.2.5/24, gateway: 1
     (HOST + "  dns: [192.0.2.53]\n  frobnicate: 1\n",
      "host.frobnicate: unknown key 'frobnicate'; allowed: fqdn, provider, uplink, switch, ipv4, "
      "ipv6, private, dns, ssh_port, forwards, apt, packages, capacity, check, "
-     "cgroups (line 5, column 3)"),
+     "cgroups, sysctl (line 5, column 3)"),
     ("host:\n  fqdn: h.example.net\n  dns: [192.0.2.53]\n",
      "host.ipv4: required key is missing (line 1, column 1)"),
     (HOST, "host.dns: required key is missing: DNS servers for the host and containers "
@@ -404,3 +404,41 @@ def test_problems_sort_even_when_paths_mix_indices_and_keys():
                        Problem(("a", 0), "x"), Problem(("z",), "w", 1, 1)])
     assert [format_path(p.path) for p in err.problems] == ["a.b", "a[0]", "z"]
     assert str(err).splitlines()[-1] == "z: w (line 1, column 1)"
+
+
+def test_host_sysctl_keys_and_values():
+    ok = cfg(("host.sysctl", {"net.core.somaxconn": 4096,
+                              "net.ipv4.tcp_rmem": "4096 131072 6291456",
+                              "vm.swappiness": "10"}))
+    assert problems(ok) == []
+    assert check(Document(ok)).host.sysctl["net.core.somaxconn"] == "4096"
+    path, message = only(cfg(("host.sysctl", {"net/core/somaxconn": 1})))
+    assert path == "host.sysctl.net/core/somaxconn" and "not a sysctl key" in message
+    path, message = only(cfg(("host.sysctl", {"net.core.somaxconn": "1\nkernel.x = 1"})))
+    assert path == "host.sysctl.net.core.somaxconn" and "not a sysctl value" in message
+    path, message = only(cfg(("host.sysctl", {"net.core.somaxconn": True})))
+    assert "got the boolean true" in message
+
+
+def test_host_sysctl_refuses_what_fjord_sets_itself():
+    """Declared, forwarding or proxy NDP would fight fjord's own setting (and turning
+    forwarding off cuts every container off)."""
+    from fjord.config.types import SYSCTL_MANAGED, SYSCTL_MANAGED_PREFIXES
+    from fjord.host import sysctl
+
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.proxy_ndp",
+                "net.bridge.bridge-nf-call-iptables"):
+        path, message = only(cfg(("host.sysctl", {key: 0})))
+        assert path == f"host.sysctl.{key}" and "set by fjord itself" in message
+    # every key fjord sets is in the list the validation refuses
+    desired_keys = {k for k, _, _ in sysctl.wanted(_linux_bridge_ipv6())}
+    assert all(k in SYSCTL_MANAGED or k.startswith(SYSCTL_MANAGED_PREFIXES)
+               for k in desired_keys)
+
+
+def _linux_bridge_ipv6():
+    from fjord.config.desired import resolve
+
+    data = cfg(("host.switch", {"kind": "linux-bridge"}), ("host.ipv6.mode", "routed"))
+    doc = Document(data)
+    return resolve(doc, check(doc), {})

@@ -253,3 +253,183 @@ def test_apply_lock_refuses_a_second_apply(tmp_path, monkeypatch):
         assert out.returncode == 3 and "another fjord apply is running" in out.stdout
     with apply_lock():  # released
         pass
+
+
+def test_an_unknown_reference_is_an_error_not_dropped():
+    """A typo in ``after`` used to be dropped silently, and the order with it."""
+    w: dict = {}
+    with pytest.raises(FjordError, match="'bridgee', which is not a resource or a kind"):
+        order([Box("a", w, "1", after=("bridgee",))])
+    # a resource of a present kind that is not there
+    with pytest.raises(FjordError, match="there is no such box"):
+        order([Box("a", w, "1", after=("box nope",)), Box("b", w, "1")])
+    # a registered kind none of which is here (its layer left out with --only): fine
+    from fjord.engine.order import Ref
+    from fjord.host.services import Service
+    from fjord.net.resources import Bridge
+
+    a = Box("a", w, "1", after=(Bridge, Ref(Service, "libvirtd"), "service x"))
+    assert order([a]) == [a]
+    # but not when every layer is there (the catalogue checks that way)
+    from fjord.engine.order import dependency_map
+
+    with pytest.raises(FjordError, match="'service libvirtd'.*there is no such service"):
+        dependency_map([a], complete=True)
+
+
+def test_typed_references_order_as_their_ids_did():
+    from fjord.engine.order import Ref
+
+    w: dict = {}
+    b, c = Box("b", w, "1"), Box("c", w, "1")
+    assert [r.name for r in order([Box("a", w, "1", after=(Ref(Box, "c"),)), b, c])] == [
+        "c", "a", "b"]
+    assert [r.name for r in order([Box("a", w, "1", after=(Box,)), b, c])] == ["b", "c", "a"]
+
+
+def test_every_reference_of_a_real_host_resolves_in_every_layer_selection():
+    """The catalogue's resources, all layers or some (--only): each `after` resolves
+    (order raises otherwise), and the registry knows every kind the catalogue makes."""
+    from itertools import combinations
+    from pathlib import Path
+
+    from fjord.config.desired import load
+    from fjord.resources import LAYERS, all_resources, kinds, registry
+
+    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"), allocations={})
+    assert desired.containers
+    registered = kinds()
+    for n in range(1, len(LAYERS) + 1):
+        for only in combinations(LAYERS, n):
+            resources = all_resources(desired, frozenset(only))
+            assert order(resources)
+            for r in resources:
+                assert type(r) in registered[r.kind], r.id
+    assert len({cls for _, cls in registry()}) == len(registry())
+
+
+def test_apply_refuses_changes_that_differ_from_the_shown_plan(ctx):
+    """Between the plan shown and the confirmation, someone changes the host: what
+    would run is not what was confirmed, and nothing runs."""
+    from dataclasses import replace
+
+    from fjord.engine.apply import Shown, StalePlan
+
+    class Diff(Box):
+        def changes(self, ctx):
+            return [replace(c, detail=f"{c.detail} (is {self.world.get(self.name)})")
+                    for c in super().changes(ctx)]
+
+    w: dict = {"b": "0"}
+    rs2 = [Diff("a", w, "1"), Box("b", w, "1")]
+    shown2 = Shown.of(make_plan(rs2, ctx))
+    w["a"] = "9"  # changed by someone else after the plan was shown
+    with pytest.raises(StalePlan) as exc:
+        apply(rs2, ctx, Recorder(), shown=shown2)
+    msg = exc.value.message
+    assert msg.startswith("the host changed since the plan was shown: box a: shown: "
+                          "create a = 1 (is None); now: update a = 1 (is 9)")
+    assert msg.endswith("nothing was changed; run fjord plan again")
+    assert w["a"] == "9" and w["b"] == "0" and "log" not in w
+    assert exc.value.exit_code == 1
+    # a change that was never shown is refused too
+    rs = [Box("a", w, "1"), Box("b", w, "1")]
+    shown = Shown.of(make_plan(rs, ctx))
+    with pytest.raises(StalePlan, match="box c: not shown: create c = 1"):
+        apply([*rs, Box("c", w, "1")], ctx, Recorder(), shown=shown)
+    assert "log" not in w
+
+
+def test_apply_holds_each_resource_to_the_shown_plan_while_it_runs(ctx):
+    """The host changes after the confirmation, while apply runs: the resource read
+    again right before its change differs, and apply stops there."""
+    from fjord.engine.apply import Shown, StalePlan
+
+    w: dict = {}
+
+    class Meddler(Box):
+        def _set(self, ctx):
+            super()._set(ctx)
+            self.world["c"] = "other"  # someone else, at the same time
+
+    rs = [Meddler("a", w, "1"), Box("b", w, "1"), Box("c", w, "1")]
+    shown = Shown.of(make_plan(rs, ctx))
+    with pytest.raises(StalePlan) as exc:
+        apply(rs, ctx, Recorder(), shown=shown)
+    assert "box c: shown: create c = 1; now: update c = 1" in exc.value.message
+    assert "applied 2 changes before this one" in exc.value.message
+    assert w["log"] == ["a", "b"] and w["c"] == "other"
+
+
+def test_apply_accepts_a_change_an_earlier_one_settled_and_one_that_follows_a_change(ctx):
+    """A shown change that is no longer needed when its turn comes (an earlier change
+    did it: libvirt's hook rebuilds the flows) is skipped; a resource that comes after
+    a changed one may need something else than shown (a restart's reason)."""
+    from fjord.engine.apply import Shown
+
+    w: dict = {}
+
+    class Settler(Box):
+        def _set(self, ctx):
+            super()._set(ctx)
+            self.world["b"] = "1"  # settles b
+
+    class Follower(Box):
+        def changes(self, ctx):
+            why = "a changed" if self.world.get("a") == "1" else "a will change"
+            return [Change(self.id, "update", f"restart ({why})", self._set)] \
+                if self.world.get(self.name) != self.want else []
+
+    rs = [Settler("a", w, "1"), Box("b", w, "1"), Follower("f", w, "1", after=("box a",))]
+    p = make_plan(rs, ctx)
+    assert [c.detail for c in p.changes] == ["a = 1", "b = 1", "restart (a will change)"]
+    done = apply(rs, ctx, Recorder(), shown=Shown.of(p))
+    assert [c.detail for c in done] == ["a = 1", "restart (a changed)"]
+    assert w["log"] == ["a", "f"]
+    assert make_plan(rs, ctx).empty
+
+
+def test_a_fingerprint_is_what_plan_shows_not_the_function():
+    a = Change("file /x", "update", "write /x", print, diff="-a\n+b\n")
+    assert a.fingerprint == Change("file /x", "update", "write /x", len,
+                                   diff="-a\n+b\n").fingerprint
+    assert a.fingerprint != Change("file /x", "update", "write /x", print,
+                                   diff="-a\n+c\n").fingerprint
+
+
+def test_a_resource_whose_changes_carry_another_name_is_held_to_them(ctx):
+    """The hosts block's changes are its file's ("file /etc/hosts", the resource is
+    "hosts /etc/hosts"): shown, they run; changed since, they are refused."""
+    from fjord.engine.apply import Shown, StalePlan
+
+    class Named(Box):
+        def changes(self, ctx):
+            return [Change(f"file /{self.name}", c.action, c.detail, c.run)
+                    for c in super().changes(ctx)]
+
+    w: dict = {}
+    rs = [Named("a", w, "1")]
+    shown = Shown.of(make_plan(rs, ctx))
+    assert [c.resource for c in apply(rs, ctx, Recorder(), shown=shown)] == ["file /a"]
+    rs = [Named("a", w, "2")]
+    shown = Shown.of(make_plan(rs, ctx))
+    del w["a"]  # someone removed it: a create now, not the update shown
+    with pytest.raises(StalePlan, match="box a: shown: update a = 2; now: create a = 2"):
+        apply([Named("a", w, "2")], ctx, Recorder(), shown=shown)
+
+
+def test_one_layer_alone_orders_in_a_fresh_interpreter():
+    """`fjord check` plans the network layer alone: its references to the host layer's
+    kinds (service openvswitch-switch) resolve without anything else imported."""
+    import subprocess
+    import sys
+
+    code = ("from fjord.config.desired import load\n"
+            "from fjord.engine.order import order\n"
+            "from fjord.resources import network_resources\n"
+            "order(network_resources(load('examples/lab.yaml', allocations={})))\n")
+    from pathlib import Path
+
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).parents[2], timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -154,7 +154,8 @@ def test_apply_prints_the_plans_warnings_and_those_found_while_applying(monkeypa
                                                                         as_root):
     ctx = fake_plan(monkeypatch, Plan(changes=[change()], warnings=["from the plan"]))
 
-    def run(resources: Any, c: Any, reporter: Any, journal: Any = None) -> list[Change]:
+    def run(resources: Any, c: Any, reporter: Any, journal: Any = None,
+            shown: Any = None) -> list[Change]:
         c.warnings.append("container web was made as copy: packages are not added")
         return [change()]
 
@@ -183,7 +184,8 @@ def test_apply_3_when_nothing_to_change_but_something_unreadable(monkeypatch, ca
 def test_apply_1_when_a_change_fails(monkeypatch, capsys, as_root):
     fake_plan(monkeypatch, Plan(changes=[change()]))
 
-    def run(resources: Any, c: Any, reporter: Any, journal: Any = None) -> list[Change]:
+    def run(resources: Any, c: Any, reporter: Any, journal: Any = None,
+            shown: Any = None) -> list[Change]:
         raise FjordError("file /etc/x: create failed")
 
     monkeypatch.setattr(fjord.engine.apply, "apply", run)

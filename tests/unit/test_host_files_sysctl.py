@@ -10,6 +10,7 @@ import pytest
 from told import tell
 
 from fjord.engine.resource import Context
+from fjord.errors import FjordError
 from fjord.host import sysctl
 from fjord.host.files import File
 
@@ -96,3 +97,36 @@ def test_linux_bridges_keep_bridged_frames_out_of_nftables(tmp_path, monkeypatch
     (c,) = key.changes(ctx)
     c.run(ctx)
     assert knob.read_text() == "0\n" and key.changes(ctx) == []
+
+
+def test_host_sysctl_is_set_persisted_and_must_exist(monkeypatch, tmp_path, ctx):
+    """The file's host.sysctl: after fjord's own keys, in the same persisted file; a
+    key the kernel does not have stops the plan with its name; values of several
+    numbers compare as sysctl reads them back (tabs)."""
+    from dataclasses import replace
+
+    from fjord.config.desired import load
+
+    desired = load("examples/lab.yaml", allocations={})
+    host = desired.config.host.model_copy(
+        update={"sysctl": {"net.core.somaxconn": "4096",
+                           "net.ipv4.tcp_rmem": "4096 131072 6291456"}})
+    desired = replace(desired, config=desired.config.model_copy(update={"host": host}))
+    settings = sysctl.wanted(desired)
+    assert [k for k, _, _ in settings][-2:] == ["net.core.somaxconn", "net.ipv4.tcp_rmem"]
+    text = sysctl.render(settings)
+    assert "\n# declared in host.sysctl\nnet.core.somaxconn = 4096\n" in text
+    assert text.index("net.ipv4.ip_forward") < text.index("net.core.somaxconn")
+    res = {r.id: r for r in sysctl.resources(desired)}
+    monkeypatch.setattr(sysctl, "PROC", tmp_path)
+    (tmp_path / "net" / "core").mkdir(parents=True)
+    (tmp_path / "net" / "core" / "somaxconn").write_text("128\n")
+    (c,) = res["sysctl net.core.somaxconn"].changes(ctx)
+    assert c.detail == "net.core.somaxconn = 4096 (declared in host.sysctl; is 128)"
+    c.run(ctx)
+    assert res["sysctl net.core.somaxconn"].changes(ctx) == []
+    with pytest.raises(FjordError, match="host.sysctl: net.ipv4.tcp_rmem does not exist"):
+        res["sysctl net.ipv4.tcp_rmem"].changes(ctx)
+    (tmp_path / "net" / "ipv4").mkdir()
+    (tmp_path / "net" / "ipv4" / "tcp_rmem").write_text("4096\t131072\t6291456\n")
+    assert res["sysctl net.ipv4.tcp_rmem"].changes(ctx) == []

@@ -308,3 +308,12 @@ def test_an_ssh_failure_is_said(world: dict[str, str], tmp_path: Path) -> None:
     assert out.returncode == 1
     assert "cannot reach nowhere over SSH: ssh: Could not resolve hostname nowhere" in out.stderr
     assert _fjord(world, "--host", "nowhere", "check").returncode == 3
+
+
+@pytest.mark.parametrize("args", [["plan", "--out", "p.json"], ["apply", "p.json"]])
+def test_a_saved_plan_does_not_go_through_host(args: list[str]) -> None:
+    from fjord.errors import FjordError
+
+    with pytest.raises(FjordError, match="a saved plan .* cannot go through --host") as exc:
+        _invocation(*args, "-c", "x.yaml")
+    assert exc.value.exit_code == 2

@@ -30,6 +30,8 @@ from fjord.config.types import (
     Size,
     SSHKey,
     Suite,
+    SysctlKey,
+    SysctlValue,
 )
 
 Provider = Literal["generic", "hetzner", "ovh"]
@@ -292,6 +294,13 @@ class Host(Model):
     capacity: Capacity = Field(default_factory=Capacity)
     check: CheckTargets = Field(default_factory=CheckTargets)
     cgroups: Cgroups = Field(default_factory=Cgroups)
+    sysctl: dict[SysctlKey, SysctlValue] = Field(
+        default_factory=dict,
+        description="Kernel parameters of the host: set now and at every boot "
+        "(/etc/sysctl.d/60-fjord.conf). A key must exist on the host (plan says so "
+        "otherwise); those fjord sets itself (forwarding, ARP, proxy NDP, bridge "
+        "netfilter) are refused.",
+        examples=[{"net.core.somaxconn": 4096, "net.ipv4.tcp_syncookies": 1}])
 
     @property
     def domain(self) -> str:

@@ -16,6 +16,16 @@ _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(:[a-z0-9-]+)?$")
 _SUITE = re.compile(r"^[a-z][a-z0-9-]{1,31}$")
+# A sysctl key as sysctl.d writes it: dotted, lowercase words (an interface name with a
+# dot would be ambiguous there, as it is for sysctl itself).
+_SYSCTL_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_][a-z0-9_-]*)+$")
+# A value: numbers or words separated by single spaces (tcp_rmem's three, say).
+_SYSCTL_VALUE = re.compile(r"^[A-Za-z0-9_.:+-]+( [A-Za-z0-9_.:+-]+)*$")
+# What fjord sets itself (host/sysctl.py): declared in the file, it would fight fjord.
+SYSCTL_MANAGED_PREFIXES = ("net.bridge.",)
+SYSCTL_MANAGED = frozenset({"net.ipv4.ip_forward", "net.ipv4.conf.all.forwarding",
+                            "net.ipv4.conf.all.arp_ignore", "net.ipv6.conf.all.forwarding",
+                            "net.ipv6.conf.all.proxy_ndp"})
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 _SSH_KEY = re.compile(
     r"^(ssh-(rsa|ed25519|dss)|ecdsa-sha2-nistp(256|384|521)|sk-(ssh-ed25519|ecdsa-sha2-nistp256)"
@@ -102,6 +112,27 @@ def check_package(value: Any) -> str:
     value = _text(value, "a package name")
     if not _PACKAGE.fullmatch(value):
         raise ValueError(f"{_short(value)} is not a valid Debian package name")
+    return value
+
+
+def check_sysctl_key(value: Any) -> str:
+    value = _text(value, "a sysctl key")
+    if len(value) > 128 or not _SYSCTL_KEY.fullmatch(value):
+        raise ValueError(f"{_short(value)} is not a sysctl key: dotted lowercase words "
+                         "such as net.core.somaxconn")
+    if value in SYSCTL_MANAGED or value.startswith(SYSCTL_MANAGED_PREFIXES):
+        raise ValueError(f"{value} is set by fjord itself (forwarding, ARP, proxy NDP, "
+                         "bridge netfilter): it cannot be declared here")
+    return value
+
+
+def check_sysctl_value(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    value = _text(value, "a sysctl value (a number, or words separated by spaces)")
+    if len(value) > 200 or not _SYSCTL_VALUE.fullmatch(value):
+        raise ValueError(f"{_short(value)} is not a sysctl value: numbers or words "
+                         "separated by single spaces")
     return value
 
 
@@ -279,6 +310,11 @@ IfName = Annotated[str, BeforeValidator(check_ifname),
                    _schema("interface name", type="string", pattern=_IFNAME.pattern)]
 Package = Annotated[str, BeforeValidator(check_package),
                     _schema("Debian package", type="string", pattern=_PACKAGE.pattern)]
+SysctlKey = Annotated[str, BeforeValidator(check_sysctl_key),
+                      _schema("sysctl key", type="string", pattern=_SYSCTL_KEY.pattern)]
+SysctlValue = Annotated[str, BeforeValidator(check_sysctl_value), _schema(
+    "sysctl value", anyOf=[{"type": "integer"},
+                           {"type": "string", "pattern": _SYSCTL_VALUE.pattern}])]
 Suite = Annotated[str, BeforeValidator(check_suite),
                   _schema("Debian suite", type="string", pattern=_SUITE.pattern)]
 Release = Annotated[str, BeforeValidator(check_release),

@@ -22,6 +22,7 @@ from fjord.containers.libvirt import driver as libvirt
 from fjord.containers.limits import memory_limit, same_limit
 from fjord.containers.tree import Refused
 from fjord.engine.change import Change
+from fjord.engine.order import Ref
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
@@ -92,7 +93,7 @@ class RootResource(Resource):
         super().__init__(container.name)
         self.c = container
         self.spec = spec
-        self.after = (f"image {spec.key}",)
+        self.after = (Ref(ImageResource, spec.key),)
 
     def changes(self, ctx: Context) -> list[Change]:
         try:
@@ -252,8 +253,13 @@ class DomainResource(Resource):
         super().__init__(container.name)
         self.c = container
         # the hook guards the container's port from the start it makes
-        self.after = (f"rootfs {container.name}", "bridge", "service libvirtd",
-                      "file /etc/libvirt/hooks/lxc.d/50-fjord", "port-guard-state")
+        from fjord.containers.hook import HOOK_PATH
+        from fjord.host.files import File
+        from fjord.host.services import Service
+        from fjord.net.resources import Bridge, GuardState
+
+        self.after = (Ref(RootResource, container.name), Bridge, Ref(Service, "libvirtd"),
+                      Ref(File, str(HOOK_PATH)), GuardState)
 
     def _wanted(self, ctx: Context, uuid: str | None) -> Domain:
         layout = rootfs.RootfsLayout.of(self.c.name)
@@ -348,8 +354,13 @@ class RunningResource(Resource):
     def __init__(self, container: Container) -> None:
         super().__init__(container.name)
         self.c = container
-        self.after = (f"domain {container.name}", "uplink", "nftables", "address",
-                      "route", "proxy-ndp", "port-guard-state")
+        from fjord.net.firewall import Firewall
+        from fjord.net.resources import Address, GuardState, HostRoute, ProxyNdp, Uplink
+
+        # its network in place first: uplink, firewall, addresses, routes, proxy NDP, and
+        # the guard's state file (the flows themselves come after the containers)
+        self.after = (Ref(DomainResource, container.name), Uplink, Firewall, Address,
+                      HostRoute, ProxyNdp, GuardState)
 
     def changes(self, ctx: Context) -> list[Change]:
         state = libvirt(ctx).domain(self.c.name)

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from fjord.engine.change import Change, Unreadable
-from fjord.engine.order import dependents, order
-from fjord.engine.plan import read_changes
+from fjord.engine.change import Change, Fingerprint, Unreadable
+from fjord.engine.order import dependency_map, dependents, order
+from fjord.engine.plan import Plan, read_changes
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.state import state_dir
@@ -148,10 +148,89 @@ class ApplyError(FjordError):
         )
 
 
+@dataclass(frozen=True)
+class Shown:
+    """The plan the operator confirmed: apply runs what it showed, nothing else."""
+
+    changes: tuple[Fingerprint, ...]
+    # resources plan could not read: whatever they need was not shown, and is accepted
+    # (the `! cannot read` lines; a daemon apply installs or starts, usually)
+    unreadable: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, plan: Plan) -> Shown:
+        return cls(tuple(c.fingerprint for c in plan.changes),
+                   frozenset(u.resource for u in plan.unreadable))
+
+    def differences(self, resource: str, now: Sequence[Change]) -> list[str]:
+        """How ``now`` (the resource's changes read again) differs from what was shown:
+        a change that appears or differs; one that disappeared is fine (settled)."""
+        if resource in self.unreadable:
+            return []
+        # a resource may make changes under another's name (the hosts block, a file's)
+        names = {resource, *(c.resource for c in now)}
+        left = [f for f in self.changes if f.resource in names]
+        new = []
+        for change in now:
+            if change.fingerprint in left:
+                left.remove(change.fingerprint)
+            else:
+                new.append(change)
+        out = []
+        for change in new:
+            was = next((f for f in left if f.action == change.action), None) or next(
+                iter(left), None)
+            now_text = f"{change.action} {change.detail}"
+            if was is None:
+                out.append(f"{resource}: not shown: {now_text}")
+            elif (was.action, was.detail) == (change.action, change.detail):
+                left.remove(was)
+                out.append(f"{resource}: {now_text}: its diff differs from the one shown")
+            else:
+                left.remove(was)
+                out.append(f"{resource}: shown: {was.action} {was.detail}; now: {now_text}")
+        return out
+
+
+class StalePlan(FjordError):
+    """What apply would run is not what the operator confirmed."""
+
+    def __init__(self, differences: list[str], done: list[Change]) -> None:
+        self.done = done
+        n = len(done)
+        ran = (f" (applied {n} change{'s' if n != 1 else ''} before this one)" if n
+               else "; nothing was changed")
+        super().__init__(
+            "the host changed since the plan was shown: " + "\n".join(differences) + ran
+            + "; run fjord plan again",
+            hint="apply again shows the new plan and asks again")
+
+
+def check_shown(resources: Sequence[Resource], ctx: Context, shown: Shown) -> None:
+    """Read every resource again (no cache) and refuse when a change differs from or is
+    not in the shown plan. Nothing has changed yet."""
+    ctx.refresh()
+    differences: list[str] = []
+    for r in order(resources):
+        result = read_changes(r, ctx)
+        if not isinstance(result, Unreadable):
+            differences += shown.differences(r.id, result)
+    if differences:
+        raise StalePlan(differences, [])
+
+
 def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter,
-          journal: Journal | None = None) -> list[Change]:
+          journal: Journal | None = None, *, shown: Shown | None = None) -> list[Change]:
     """Run the changes; ``ctx`` is the plan's (its drivers' caches are the plan's reads,
     made under the same apply lock).
+
+    ``shown``: the plan the operator confirmed. Every resource is read again first,
+    and the apply is refused (StalePlan, nothing changed) when a change would differ
+    from or not be in it. While the changes run, a resource read again right before it
+    changes is held to the plan too, unless something it comes after changed in this
+    run (a restart's reason becomes "written after it started", say): a change that is
+    no longer needed (settled by an earlier one) is fine, one that appears or differs
+    stops the apply there. Without ``shown`` (--yes), the plan is the run's own reads.
 
     Each resource is read again right before it is changed. What drivers cached stays
     valid until a change runs: right after one, every cache is dropped and the changed
@@ -167,8 +246,12 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter,
     unreadable: list[Unreadable] = []
     skip: set[str] = set()
     skipped: list[str] = []
+    if shown is not None:
+        check_shown(resources, ctx, shown)
     ordered = order(resources)
     journal.order = [r.id for r in ordered]
+    deps = dependency_map(ordered)
+    moved: set[str] = set()  # changed in this run, or after one that did
     i = 0
     while i < len(ordered):
         group = [ordered[i]]
@@ -185,13 +268,22 @@ def apply(resources: Sequence[Resource], ctx: Context, reporter: Reporter,
             result = read_changes(r, ctx)
             if isinstance(result, Unreadable):
                 unreadable.append(result)
-                skip |= dependents(ordered, r.id)
+                skip |= dependents(ordered, r.id, deps)
                 continue
             journal.read[r.id] = list(result)
             read.append((r, result))
         planned = [(r, changes) for r, changes in read if changes]
         if not planned:
             continue
+        if shown is not None:
+            differences = [d for r, changes in planned if r.id not in moved
+                           for d in shown.differences(r.id, changes)]
+            if differences:
+                raise StalePlan(differences, done)
+            for r, _ in planned:
+                if r.id not in moved:
+                    moved.add(r.id)
+                    moved.update(dependents(ordered, r.id, deps))
         if len(planned) == 1:
             resource, changes = planned[0]
             for change in changes:

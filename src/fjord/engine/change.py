@@ -3,6 +3,7 @@ that `apply` executes."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,16 @@ class Change:
         /etc/hosts``), else the resource, a colon, the detail."""
         return about(self.resource, self.detail)
 
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """What the change is, as shown: its resource, action, summary and diff (never the
+        function that runs it). Equal fingerprints: the same change. A diff computed only
+        for plan -v (a function: the nft table's, the domain's) is not part of it: its
+        summary is."""
+        text = self.diff if isinstance(self.diff, str) else None
+        diff = hashlib.sha256(text.encode()).hexdigest()[:16] if text else ""
+        return Fingerprint(self.resource, self.action, self.detail, diff)
+
 
 def about(resource: str, text: str) -> str:
     """``text`` alone when it names ``resource``, else ``resource: text``."""
@@ -54,6 +65,25 @@ def _names(detail: str, resource: str) -> bool:
     candidates = {" ".join(words[1:]), words[-1]} if len(words) > 1 else set(words)
     return any(re.search(rf"(?<![\w/.-]){re.escape(c)}(?![\w/-]|\.\w)", detail)
                for c in candidates if c)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A change as plan showed it (saved plans hold these)."""
+
+    resource: str
+    action: str
+    detail: str
+    diff: str = ""  # a hash of the diff plan -v shows, "" without one
+
+    def as_json(self) -> dict[str, str]:
+        return {"resource": self.resource, "action": self.action, "detail": self.detail,
+                "diff": self.diff}
+
+    @classmethod
+    def from_json(cls, data: dict[str, str]) -> Fingerprint:
+        return cls(str(data["resource"]), str(data["action"]), str(data["detail"]),
+                   str(data.get("diff", "")))
 
 
 @dataclass(frozen=True)

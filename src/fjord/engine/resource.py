@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 from fjord.engine.change import Change
 from fjord.engine.context import (
@@ -14,6 +15,7 @@ from fjord.engine.context import (
     Forgets,
     Options,
 )
+from fjord.engine.order import KINDS, Ref
 
 __all__ = ["Closes", "Context", "DriverKey", "Drivers", "Forgets", "Options", "Resource"]
 
@@ -22,16 +24,23 @@ class Resource(ABC):
     """One thing on the host: reads its actual state, compares, yields changes.
 
     ``changes`` must be "ensure" logic: called again after its changes ran, it returns
-    nothing. ``after`` names resources (by id) that must converge first.
+    nothing. ``after`` names what must converge first: kinds (Resource classes) or
+    resources (``Ref(Kind, name)``); an id or a kind's name as a string still works.
+    Every reference must resolve (see fjord.engine.order).
     """
 
     kind: str = "resource"
-    after: Sequence[str] = ()
+    after: Sequence[str | Ref | type[Resource]] = ()
     # Neighbours in the apply order of the same kind that are all ``concurrent`` have
     # their changes run at the same time (each resource's own changes still in order):
     # for independent, mostly waiting work such as starting containers. Such a resource
     # must not depend on another of its kind, and its changes must be thread-safe.
     concurrent: bool = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("fjord.") and "kind" in cls.__dict__:
+            KINDS.add(cls.kind)
 
     def __init__(self, name: str) -> None:
         self.name = name

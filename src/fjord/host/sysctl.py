@@ -1,4 +1,5 @@
-"""Kernel parameters of the network stack: set live and persisted in /etc/sysctl.d."""
+"""Kernel parameters: those of the network stack fjord needs, and the file's
+``host.sysctl``; set live and persisted in /etc/sysctl.d."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from fjord.config.desired import Desired
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, Resource
+from fjord.errors import FjordError
 from fjord.host.files import File
 
 PROC = Path("/proc/sys")
@@ -37,6 +39,8 @@ class Sysctl(Resource):
         self.key = key
         self.value = value
         self.reason = reason
+        # from the file's host.sysctl: a key this kernel does not have is an error
+        self.declared = reason == DECLARED
 
     def read(self) -> str | None:
         try:
@@ -48,7 +52,13 @@ class Sysctl(Resource):
 
     def changes(self, ctx: Context) -> list[Change]:
         actual = self.read()
-        if actual == self.value or (actual is None and self.key.startswith(OPTIONAL)):
+        if actual is None and self.declared:
+            raise FjordError(f"host.sysctl: {self.key} does not exist on this host "
+                             f"({_proc_path(self.key)} is absent)",
+                             hint="check the key's spelling, or load the module that has it")
+        if actual is not None and actual.split() == self.value.split():
+            return []  # tcp_rmem reads back "4096\t131072\t6291456"
+        if actual is None and self.key.startswith(OPTIONAL):
             return []
         return [Change(self.id, "update", f"{self.key} = {self.value} ({self.reason}; is "
                        f"{actual if actual is not None else 'absent'})", self._set)]
@@ -77,7 +87,12 @@ def wanted(desired: Desired) -> list[tuple[str, str, str]]:
     if host.switch.kind == "linux-bridge":
         out += [(key, "0", "bridged frames bypass nftables, as with Open vSwitch")
                 for key in BRIDGE_NF]
+    # the file's own, after fjord's (validation refused those fjord sets)
+    out += [(key, value, DECLARED) for key, value in host.sysctl.items()]
     return out
+
+
+DECLARED = "declared in host.sysctl"
 
 
 def render(settings: list[tuple[str, str, str]]) -> str:
