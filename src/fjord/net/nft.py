@@ -275,6 +275,12 @@ class Nft:
     def load(self, text: str) -> None:
         """Check, then load atomically (one transaction: all of it or nothing)."""
         self.check(text)
+        self.load_checked(text)
+
+    def load_checked(self, text: str) -> None:
+        """Load text that :meth:`check` accepted a moment ago (the switchover checks
+        before it starts moving the uplink, and loads in the middle of it)."""
+        ensure_fjords(text)
         self._run(["-f", "-"], input=text)
 
     def list_table(self, fam: str, name: str) -> str | None:

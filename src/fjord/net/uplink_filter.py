@@ -6,38 +6,51 @@ ingress chain with policy drop on the uplink reproduces the kernel datapath's be
 from __future__ import annotations
 
 from fjord.config.types import check_ifname
-from fjord.runner import run
+from fjord.errors import FjordError
+from fjord.net.nft import BaseChain, Nft, Table
 
 TABLE = "fjord-uplink"
 PERSISTED = "/etc/fjord/uplink-guard.nft"
 
 
+def table(uplink: str) -> Table:
+    """The netdev table: one ingress chain on the uplink, policy drop (built with the
+    same checked words as the firewall's tables, fjord.net.nft)."""
+    name = check_ifname(uplink)
+    return Table("netdev", TABLE, (
+        BaseChain("ingress", "filter", "ingress", "0", policy="drop", device=name),),
+        header=(f"Managed by fjord: the uplink {name} belongs to the userspace Open vSwitch",
+                "datapath; the kernel must not process its frames as well."))
+
+
 def render(uplink: str) -> str:
-    name = check_ifname(uplink)  # validated: letters, digits, _ . - only
-    return (
-        f"# Managed by fjord: the uplink {name} belongs to the userspace Open vSwitch\n"
-        f"# datapath; the kernel must not process its frames as well.\n"
-        f"table netdev {TABLE}\ndelete table netdev {TABLE}\n"
-        f"table netdev {TABLE} {{\n"
-        f"  chain ingress {{\n"
-        f'    type filter hook ingress device "{name}" priority 0; policy drop;\n'
-        f"  }}\n}}\n"
-    )
+    return table(uplink).render()
 
 
 def loaded() -> bool:
-    return run(["nft", "list", "table", "netdev", TABLE], check=False, timeout=10).ok
+    try:
+        return Nft().list_table("netdev", TABLE) is not None
+    except FjordError:
+        return False
 
 
 def check(uplink: str) -> None:
-    run(["nft", "-c", "-f", "-"], input=render(uplink), timeout=10)
+    Nft().check(render(uplink))
 
 
 def load(uplink: str, *, checked: bool = False) -> None:
-    if not checked:
-        check(uplink)
-    run(["nft", "-f", "-"], input=render(uplink), timeout=10)
+    """Load the table atomically (``nft -c`` first; ``checked``: done already)."""
+    nft = Nft()
+    text = render(uplink)
+    if checked:
+        nft.load_checked(text)
+    else:
+        nft.load(text)
 
 
 def unload() -> None:
-    run(["nft", "delete", "table", "netdev", TABLE], check=False, timeout=10)
+    """Remove the table if it is there (a rollback: never raises)."""
+    try:
+        Nft().delete_table("netdev", TABLE)
+    except FjordError:
+        pass
