@@ -54,3 +54,36 @@ def test_perl_loader_is_valid_perl(tmp_path: Path) -> None:
     path.write_text(loader_script())
     out = subprocess.run(["perl", "-c", str(path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_every_guest_program_is_package_data() -> None:
+    # what the wheel (and scripts/bundle, which installs it) ships: the templates are
+    # files next to fjord.containers.guest, named in pyproject's package-data
+    import tomllib
+
+    from fjord.containers import guest
+
+    root = Path(__file__).parents[2]
+    shipped = tomllib.loads((root / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["fjord.containers.guest"]
+    for name in guest.NAMES:
+        assert any(Path(name).match(pattern) for pattern in shipped), name
+        assert guest.template(name).startswith("#!")
+
+
+def test_a_value_that_needs_quoting_is_refused_where_it_would_go_unquoted() -> None:
+    with pytest.raises(ValueError, match="unquoted"):
+        init_script("/sbin/init; reboot")
+    with pytest.raises(ValueError, match="unquoted"):
+        init_script(proc="/proc $(reboot)")
+    with pytest.raises(ValueError, match="unquoted"):
+        init_script(path="relative/fjord-init")
+
+
+def test_a_template_and_its_values_must_agree() -> None:
+    from fjord.containers import guest
+
+    with pytest.raises(ValueError, match="missing"):
+        guest.render("fjord-seccomp.pl", marker="FJORD_SECCOMP")
+    with pytest.raises(ValueError, match="no guest program"):
+        guest.template("../hook.py")
