@@ -7,10 +7,11 @@ stop of every LXC domain, in its own mount namespace (the host's, or the lab's).
 and every domain fjord did not make, is left alone. A non-zero exit stops the start,
 with the message in libvirt's error, which is what an unmountable root should do.
 
-The script (:func:`hook_script`) is a POSIX shell script: libvirt waits for it at
-every start and stop, so it answers alone for domains fjord did not make and for the
-moments fjord does not act on, and for an overlay already mounted (what `fjord apply`
-does before it starts a container); only the rest starts Python and :func:`main`.
+The script (:func:`hook_script`, from ``fjord/containers/guest/lxc-hook.sh``) is a
+POSIX shell script: libvirt waits for it at every start and stop, so it answers alone
+for domains fjord did not make and for the moments fjord does not act on, and for an
+overlay already mounted (what `fjord apply` does before it starts a container); only
+the rest starts Python and :func:`main`.
 
 The script must exist before libvirtd starts (libvirtd looks for hooks when it
 starts; restart it after installing the hook the first time).
@@ -18,10 +19,8 @@ starts; restart it after installing the hook the first time).
 
 from __future__ import annotations
 
-import shlex
 import sys
 from pathlib import Path
-from string import Template
 
 HOOK_PATH = Path("/etc/libvirt/hooks/lxc.d/50-fjord")
 
@@ -147,31 +146,6 @@ def _started(state: str, name: str, offload_off: bool) -> int:
     return 0
 
 
-_SCRIPT = Template("""\
-#!/bin/sh
-# Written by fjord: mounts the overlay root of a fjord container before libvirt starts
-# it (at boot too)$what. See fjord/containers/hook.py.
-# libvirt runs this at every start and stop of every LXC domain, and waits: only
-# fjord's own containers, at the moments below, cost a Python start.
-state=$state
-case "$$1" in ''|.*|*/*) exit 0 ;; esac
-[ -d "$$state/containers/$$1" ] || exit 0
-case "$$2 $$3" in
-  "prepare begin")
-    # a copy has nothing to mount; an overlay `fjord apply` mounted needs nothing
-    [ -d "$$state/containers/$$1/upper" ] || exit 0
-    mountpoint -q "$$state/containers/$$1/rootfs" && exit 0 ;;
-  "start begin")
-    # the port libvirt just made is guarded before the container runs
-    [ -f "$$state/port-guard.json" ] || exit 0 ;;
-  "started begin")
-    # an unprivileged container's cgroups are delegated to its root (fjord-init waits)
-    grep -q '"idmap"' "$$state/containers/$$1/container.json" 2>/dev/null || $started ;;
-  "release end") ;;
-  *) exit 0 ;;
-esac
-FJORD_STATE_DIR=$$state$offload exec $python -c $code "$$@"
-""")
 _MAIN = "import sys; from fjord.containers.hook import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -181,15 +155,17 @@ def hook_script(python: str | None = None, state: Path | None = None,
     three moments it acts on, to :func:`main` in this fjord's Python with its state
     directory (libvirtd's environment has neither fjord's virtualenv nor
     FJORD_STATE_DIR). Every value is shell-quoted."""
+    from fjord.containers import guest
     from fjord.state import state_dir
 
-    return _SCRIPT.substitute(
+    return guest.render(
+        "lxc-hook.sh",
         what=" and turns checksum offload off after every start" if offload_off else "",
-        state=shlex.quote(str(state or state_dir())),
+        state=guest.shell_word(str(state or state_dir())),
         started=":" if offload_off else "exit 0",
         offload=f" {OFFLOAD_ENV}=1" if offload_off else "",
-        python=shlex.quote(python or sys.executable),
-        code=shlex.quote(_MAIN))
+        python=guest.shell_word(python or sys.executable),
+        code=guest.shell_word(_MAIN))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,6 +38,8 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
+from fjord.containers import guest
+
 # Capabilities the domain turns off, with why (libvirt's names). Kept, and why:
 # sys_admin (systemd mounts /run, /dev/shm, cgroups; PrivateTmp=...: only a user
 # namespace makes it harmless), net_admin and net_raw (the container's own network
@@ -156,51 +158,16 @@ def bpf_program(denied: dict[str, int] | None = None,
 
 
 def loader_script() -> str:
-    """fjord-seccomp, in perl: ``fjord-seccomp FILTER INIT ARGS...`` drops
+    """fjord-seccomp (``fjord/containers/guest/fjord-seccomp.pl``), in perl:
+    ``fjord-seccomp FILTER INIT ARGS...`` drops
     :data:`INIT_OFF` from the bounding set, installs FILTER, and becomes INIT whatever
     happened, with the outcome in its environment (FJORD_SECCOMP)."""
-    caps = " ".join(str(n) for n in sorted(INIT_OFF))
-    return f"""#!/usr/bin/perl
-# Written by fjord; changes here are overwritten by `fjord apply`.
-# Run by fjord-init as PID 1 (fjord/containers/sandbox.py): drops the capabilities
-# libvirt cannot ({", ".join(INIT_OFF.values())}), installs the syscall
-# filter FILTER for this process and all it starts, and becomes INIT. A failure is
-# said on the console and left in FJORD_SECCOMP; the boot goes on.
-use strict;
-use warnings;
-my ($filter, @init) = @ARGV;
-my @why;
-for my $cap ({caps.replace(" ", ", ")}) {{
-    # prctl(PR_CAPBSET_DROP, cap); EINVAL: a kernel without this capability
-    if (syscall({_PRCTL}, 24, $cap, 0, 0, 0) != 0 && !$!{{EINVAL}}) {{
-        push @why, "cannot drop capability $cap: $!";
-    }}
-}}
-my $prog;
-if (open(my $fh, '<:raw', $filter)) {{
-    local $/;
-    $prog = <$fh>;
-    close $fh;
-}} else {{
-    push @why, "cannot read $filter: $!";
-}}
-if (defined $prog) {{
-    if (length($prog) == 0 || length($prog) % 8) {{
-        push @why, "$filter is not a BPF program";
-    }} else {{
-        # struct sock_fprog {{ unsigned short len; struct sock_filter *filter; }}
-        my $fprog = pack('S x6 P', length($prog) / 8, $prog);
-        # seccomp(SECCOMP_SET_MODE_FILTER, 0, &fprog)
-        if (syscall({_SECCOMP}, 1, 0, $fprog) != 0) {{
-            push @why, "cannot install the syscall filter: $!";
-        }}
-    }}
-}}
-print STDERR "fjord-init: $_\\n" for @why;
-$ENV{{{MARKER}}} = @why ? "failed: $why[0]" : "installed";
-exec {{ $init[0] }} @init;
-die "fjord-init: cannot run $init[0]: $!\\n";
-"""
+    return guest.render(
+        "fjord-seccomp.pl",
+        capability_names=guest.safe_words(list(INIT_OFF.values()), ", "),
+        capabilities=", ".join(str(int(n)) for n in sorted(INIT_OFF)),
+        prctl=str(int(_PRCTL)), seccomp=str(int(_SECCOMP)),
+        marker=guest.safe_words([MARKER]))
 
 
 # --- the check -------------------------------------------------------------------------
