@@ -234,7 +234,8 @@ def cli(ctx: click.Context, verbose: int, debug: bool, host: str | None) -> None
 
 
 def _load(path: str | None) -> Any:
-    from fjord.config.desired import load
+    """The file's desired state on this host (its allocations, its containers' suites)."""
+    from fjord.state.known import load
 
     return load(config_path(path))
 
@@ -438,7 +439,6 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
       2  the command line or the configuration file is invalid (nothing read)
       3  nothing to change in what could be read, but something could not be read
     """
-    from fjord.config.desired import save_allocations
     from fjord.engine.apply import ApplyError, Journal, NotConverged, Shown, apply_lock
     from fjord.engine.apply import apply as run_apply
     from fjord.ui import ProgressReporter, console, print_json, render_plan
@@ -477,7 +477,6 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                     print_json(p.as_json())
                 if not as_json or p.unreadable:
                     show_plan(p, out, verbose=click_ctx.obj["verbose"] > 0)
-                save_allocations(desired)
                 if unreadable_verdict("apply", len(p.unreadable), False):
                     sys.exit(EXIT_UNREADABLE)
                 return
@@ -500,7 +499,6 @@ def apply(click_ctx: click.Context, config_path: str | None, as_json: bool, yes:
                     out.print(f"[yellow]  ! cannot read {escape(u.resource)} for now: "
                               f"{escape(u.reason)}[/]")
                 show_warnings(p.warnings, out, shown)
-            save_allocations(desired)
             journal = Journal()
             try:
                 reporter = ProgressReporter(out)

@@ -18,6 +18,7 @@ from fjord.engine.resource import Resource
 def registry() -> tuple[tuple[str, type[Resource]], ...]:
     """Every resource class, with the layer that defines it (host, network, containers;
     a host File may serve the network layer too)."""
+    from fjord.containers.allocations import Allocations
     from fjord.containers.resources import (
         DomainResource,
         ImageResource,
@@ -58,7 +59,8 @@ def registry() -> tuple[tuple[str, type[Resource]], ...]:
         OtherNetworkManagers, Bridge, InterfacesFile, Uplink, Address, HostRoute, ProxyNdp,
         StaleProxyNdp, StaleHostRoutes, StaleAddresses, GuardState, PortGuard, Firewall]
     containers: list[type[Resource]] = [
-        ImageResource, RootResource, DomainResource, RunningResource, Orphan, HostsBlock]
+        Allocations, ImageResource, RootResource, DomainResource, RunningResource, Orphan,
+        HostsBlock]
     return tuple((layer, cls) for layer, classes in
                  (("host", host), ("network", network), ("containers", containers))
                  for cls in classes)
@@ -90,13 +92,19 @@ def network_resources(desired: Desired) -> list[Resource]:
     return [managers, *resources.resources(desired), *firewall.resources(desired)]
 
 
-def container_resources(desired: Desired) -> list[Resource]:
+def container_resources(desired: Desired, recorded: Desired | None = None) -> list[Resource]:
+    """The containers' resources; ``recorded``: the desired state whose allocations are
+    written (``desired`` before --prune: the containers it destroys free theirs as they
+    go, so that a failed destroy keeps its addresses taken)."""
     from fjord.config.desired import with_kept
     from fjord.containers import resources
+    from fjord.containers.allocations import Allocations
     from fjord.host.hosts_file import HostsBlock
 
     registry()
-    return [*resources.resources(desired), HostsBlock(with_kept(desired))]
+    allocations = (recorded or desired).allocations
+    return [Allocations(allocations), *resources.resources(desired),
+            HostsBlock(with_kept(desired))]
 
 
 LAYERS = ("host", "network", "containers")
@@ -113,15 +121,20 @@ def all_resources(desired: Desired, only: frozenset[str] | None = None, *,
     from fjord.config.desired import with_kept
     from fjord.containers.resources import without_kept
 
+    recorded = desired
     if prune:
         desired = without_kept(desired)
     seen = desired if prune else with_kept(desired)
-    layers = {"host": host_resources, "network": network_resources,
-              "containers": container_resources}
     out: list[Resource] = []
     for name in LAYERS:
-        if only is None or name in only:
-            out += layers[name](desired if name == "containers" else seen)
+        if only is not None and name not in only:
+            continue
+        if name == "host":
+            out += host_resources(seen)
+        elif name == "network":
+            out += network_resources(seen)
+        else:
+            out += container_resources(desired, recorded)
     if only is None or set(LAYERS) <= only:
         from fjord.engine.order import dependency_map
 

@@ -223,7 +223,7 @@ def topo() -> Iterator[Topology]:
 def desired(tmp_path_factory: pytest.TempPathFactory) -> Desired:
     path = tmp_path_factory.mktemp("config") / "fjord.yaml"
     path.write_text(CONFIG)
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 @pytest.fixture

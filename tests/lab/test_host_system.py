@@ -49,7 +49,7 @@ class Quiet:
 
 from fjord.cli import install_environment
 install_environment()  # FJORD_PACKAGE_MANAGER=simulate..., read as fjord's command line does
-desired = load("examples/lab.yaml", allocations={})
+desired = load("examples/lab.yaml")
 def layer():
     out = system.resources(desired)
     if sys.argv[1] == "no-services":

@@ -168,7 +168,7 @@ SCRIPT = textwrap.dedent("""
     args = json.loads(sys.argv[1])
     state = Path(args["state"])
     image = ImageCache(state / "images").get(args["key"])
-    desired = load(args["config"], allocations={})
+    desired = load(args["config"])
     c = desired.container("test")
     out = {}
     start = time.perf_counter()
@@ -312,7 +312,7 @@ LAB_SCRIPT = textwrap.dedent("""
     sh("ip", "addr", "replace", "10.1.0.1/16", "dev", "br-int")
     sh("ip", "link", "set", "br-int", "up")
 
-    desired = load(args["config"], allocations={})
+    desired = load(args["config"])
     c = desired.container("test")
     image = ImageCache().get(args["key"])      # $FJORD_IMAGES_DIR: built on the machine
     out = {}

@@ -78,7 +78,7 @@ def stand_in(request):
         run(["ip", "netns", "add", ns])
         server = lab.status()["netns"]["server"]
         # the container's own MAC: the switch and the firewall tie its addresses to it
-        mac = lab.exec([sys.executable, "-c", "import sys; from fjord.config.desired import "
+        mac = lab.exec([sys.executable, "-c", "import sys; from fjord.state.known import "
                         "load; print(load(sys.argv[1]).container('test').mac_private)",
                         str(EXAMPLE)]).stdout.strip()
         run(["ip", "-n", server, "link", "add", "ct0", "type", "veth", "peer", "name", "eth0",

@@ -187,7 +187,7 @@ class FakeInside:
 
 @pytest.fixture
 def desired() -> Desired:
-    return load(str(EXAMPLE), allocations={})
+    return load(str(EXAMPLE))
 
 
 @pytest.fixture

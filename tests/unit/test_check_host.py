@@ -27,7 +27,7 @@ def _desired(tmp_path: Path, *, dns: str | None = None, ipv6: bool = True,
         text = re.sub(r"  check:.*\n(    .*\n)+", "", text)
     path = tmp_path / "fjord.yaml"
     path.write_text(text)
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 @pytest.fixture

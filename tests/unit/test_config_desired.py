@@ -1,5 +1,5 @@
 """The desired state: defaults merged into containers, addresses and MACs allocated and
-kept, allocations persisted."""
+kept (from what the state layer read), allocations persisted by a change of the plan."""
 
 from __future__ import annotations
 
@@ -11,18 +11,27 @@ from ipaddress import IPv4Address, IPv6Address
 import pytest
 
 from fjord.config import desired
-from fjord.config.desired import (
-    Desired,
-    forget,
-    load,
-    read_allocations,
-    resolve,
-    save_allocations,
-)
+from fjord.config.desired import Desired, Known, load, resolve
 from fjord.config.loader import parse
 from fjord.config.models import Puppet
 from fjord.config.problems import ConfigError
 from fjord.config.validate import check
+from fjord.containers.allocations import Allocations
+from fjord.state import allocations as state
+from fjord.state import known
+from fjord.state.allocations import forget
+
+read_allocations = state.read
+
+
+def save_allocations(d: Desired) -> bool:
+    """Plan and apply the allocations resource alone; True when it changed the file."""
+    resource = Allocations(d.allocations)
+    changes = resource.changes(None)  # type: ignore[arg-type]
+    for change in changes:
+        change.run(None)  # type: ignore[arg-type]
+    assert resource.changes(None) == []  # type: ignore[arg-type]
+    return bool(changes)
 
 HOST = """\
 host:
@@ -40,8 +49,8 @@ def make(containers: str, allocations: dict | None = None, host: str = HOST,
          defaults: str = "", built: dict | None = None) -> Desired:
     text = host + defaults + "containers:\n" + containers
     doc = parse(text)
-    return resolve(doc, check(doc), {} if allocations is None else allocations,
-                   {} if built is None else built)
+    return resolve(doc, check(doc), Known({} if allocations is None else allocations,
+                                          {} if built is None else built))
 
 
 def names(*items: str) -> str:
@@ -82,9 +91,9 @@ def test_built_suites_come_from_the_records(state_dir):
             {"name": name, "mode": "overlay", "image": image, "lower": "", "created": 0}))
     (state_dir / "containers" / "corrupt").mkdir()
     (state_dir / "containers" / "corrupt" / "container.json").write_text("{")
-    assert desired.built_suites() == {"old": "bookworm", "new": "trixie"}
+    assert known.built_suites() == {"old": "bookworm", "new": "trixie"}
     doc = parse(HOST + "containers:\n" + names("old", "new", "lost", "fresh"))
-    d = resolve(doc, check(doc), {})
+    d = resolve(doc, check(doc), known.known())
     assert [c.suite for c in d.containers] == ["trixie", "trixie", "trixie", "bookworm"]
 
 
@@ -306,12 +315,47 @@ def test_save_allocations_writes_once_and_reads_back(state_dir):
     assert [p.name for p in state_dir.iterdir()] == ["allocations.json"]  # no temp file left
 
 
-def test_resolve_reads_the_state_directory_by_default(state_dir):
+def test_the_state_layer_gives_the_remembered_allocations(state_dir, tmp_path):
     first = make(names("m"))
     save_allocations(first)
     doc = parse(HOST + "containers:\n" + names("a", "m"))
-    again = resolve(doc, check(doc))
+    again = resolve(doc, check(doc), known.known())
     assert again.container("m").ipv4 == first.container("m").ipv4
+    f = tmp_path / "fjord.yaml"
+    f.write_text(HOST + "containers:\n" + names("a", "m"))
+    assert known.load(str(f)).container("m").ipv4 == first.container("m").ipv4
+    # the configuration layer alone reads the file only: a fresh server's addresses
+    assert str(resolve(doc, check(doc)).container("m").ipv4) == "10.1.0.3"
+
+
+def test_recording_the_allocations_is_a_change_of_the_plan(state_dir):
+    """A new container's addresses: `+ record the addresses of …` (the file is new), once;
+    another: an update naming it; the plan writes nothing, its change does."""
+    # nothing handed out, nothing to record: no file
+    assert Allocations({}).changes(None) == []  # type: ignore[arg-type]
+    d = make(names("a", "b"))
+    (change,) = Allocations(d.allocations).changes(None)  # type: ignore[arg-type]
+    assert change.action == "create"
+    assert change.headline == f"record the addresses of a, b in {state.path()}"
+    assert not state_dir.exists()
+    change.run(None)  # type: ignore[arg-type]
+    assert Allocations(d.allocations).changes(None) == []  # type: ignore[arg-type]
+    more = make(names("a", "b", "c"), read_allocations())
+    (change,) = Allocations(more.allocations).changes(None)  # type: ignore[arg-type]
+    assert (change.action, change.detail) == (
+        "update", f"record the addresses of c in {state.path()}")
+
+
+def test_the_catalogue_records_the_allocations_before_any_container_is_made(state_dir):
+    from fjord.engine.order import order
+    from fjord.resources import all_resources
+
+    d = make(names("a"))
+    ids = [r.id for r in order(all_resources(d))]
+    where = ids.index(f"allocations {state.path()}")
+    assert where < ids.index("rootfs a") < ids.index("domain a") < ids.index("container a")
+    only = [r.id for r in all_resources(d, frozenset({"containers"}), prune=True)]
+    assert f"allocations {state.path()}" in only
 
 
 def test_save_is_atomic(state_dir, monkeypatch):
@@ -324,7 +368,7 @@ def test_save_is_atomic(state_dir, monkeypatch):
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError):
-        save_allocations(make(names("a", "b")))
+        state.write(make(names("a", "b")).allocations)
     assert (state_dir / "allocations.json").read_bytes() == before
     assert [p.name for p in state_dir.iterdir()] == ["allocations.json"]
 
@@ -368,7 +412,7 @@ def test_a_lost_allocations_file_is_rebuilt_from_the_containers_records(state_di
 
 def load_text(containers: str):
     doc = parse(HOST + "containers:\n" + containers)
-    return resolve(doc, check(doc))
+    return resolve(doc, check(doc), known.known())
 
 
 def test_load_reads_checks_and_resolves(tmp_path, state_dir):
@@ -390,13 +434,13 @@ def test_moving_the_default_builds_no_image_for_an_existing_container(state_dir)
     (state_dir / "containers" / "test" / "container.json").write_text(json.dumps(
         {"name": "test", "mode": "overlay", "image": "bookworm-amd64-0123456789abcdef",
          "lower": "", "created": 0}))
-    d = load("examples/lab.yaml", allocations={})
+    d = known.load("examples/lab.yaml")
     assert spec_for(d.container("test"), d).suite == "bookworm"
     found = resources(d)
     assert [r.spec.suite for r in found if isinstance(r, ImageResource)] == ["bookworm"]
     (root,) = [r for r in found if isinstance(r, RootResource)]
     note = root.unchanged_reason(None)  # type: ignore[arg-type]
     assert "stays on bookworm" in note and "fjord container destroy test" in note
-    # without the record (a new server), the same file asks for trixie
-    fresh = load("examples/lab.yaml", allocations={}, built={})
+    # without the record (a new server, or the configuration layer alone), trixie
+    fresh = load("examples/lab.yaml")
     assert spec_for(fresh.container("test"), fresh).suite == "trixie"

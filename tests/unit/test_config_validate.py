@@ -441,4 +441,4 @@ def _linux_bridge_ipv6():
 
     data = cfg(("host.switch", {"kind": "linux-bridge"}), ("host.ipv6.mode", "routed"))
     doc = Document(data)
-    return resolve(doc, check(doc), {})
+    return resolve(doc, check(doc))

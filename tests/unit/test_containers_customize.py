@@ -49,7 +49,7 @@ def desired(tmp_path: Path, ipv6: str = "routed", switch: str = "ovs",
     path = tmp_path / f"fjord-{ipv6}-{switch}.yaml"
     path.write_text(CONFIG.format(switch=switch, ipv6=IPV6[ipv6], key=KEY,
                                   puppet_enable=str(puppet_enable).lower()))
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 def golden(name: str, text: str) -> None:

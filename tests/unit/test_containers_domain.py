@@ -51,7 +51,7 @@ containers:
 def desired(tmp_path: Path, switch: str, mode: str) -> Desired:
     path = tmp_path / "fjord.yaml"
     path.write_text(CONFIG.format(switch=switch, mode=mode))
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 def golden(name: str, text: str) -> None:

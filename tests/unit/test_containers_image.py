@@ -96,7 +96,7 @@ containers:
   c: {packages: [nginx], locale: en_US.UTF-8}
   d: {packages: [nginx], cpu_shares: 10, memory: 1GiB}
 """)
-    d = load(str(cfg), allocations={})
+    d = load(str(cfg))
     keys = {c.name: spec_for(c, d, architecture="amd64") for c in d.containers}
     assert "nginx" in keys["a"].packages and "puppet-agent" in keys["b"].packages
     assert keys["c"].locales == ("en_US.UTF-8",)

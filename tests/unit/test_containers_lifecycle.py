@@ -72,7 +72,7 @@ def _desired(tmp_path, extra: str = STOPPED):
 
     path = tmp_path / "fjord.yaml"
     path.write_text(Path("examples/lab.yaml").read_text() + extra)
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 class Domains:

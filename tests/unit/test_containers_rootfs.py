@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from told import tell
 
-from fjord import records
 from fjord.containers import hook, rootfs
 from fjord.containers.image import Image
 from fjord.errors import FjordError
+from fjord.state import records
 
 
 def fake_image(tmp_path: Path, key: str = "bookworm-amd64-0123456789abcdef") -> Image:

@@ -91,7 +91,7 @@ def test_the_merge_example_does_what_the_text_says():
     host = ("host:\n  fqdn: h.example.net\n  ipv4: {address: 192.0.2.5/24, gateway: 192.0.2.1}\n"
             "  dns: [192.0.2.53]\n  capacity: {memory: 8GiB, cpus: 2}\n")
     doc = parse(host + yaml_block_after("## How `defaults` merge"))
-    d = resolve(doc, check(doc), {})
+    d = resolve(doc, check(doc))
     web, db = d.container("web"), d.container("db")
     assert (web.memory, web.packages) == (1 << 30, ("curl", "less"))
     assert (db.memory, db.packages) == (4 << 30, ("postgresql",))

@@ -26,7 +26,7 @@ host:
 @pytest.fixture
 def ctx() -> Context:
     doc = parse(CONFIG)
-    return Context(resolve(doc, check(doc), {}))
+    return Context(resolve(doc, check(doc)))
 
 
 class Box(Resource):
@@ -296,7 +296,7 @@ def test_every_reference_of_a_real_host_resolves_in_every_layer_selection():
     from fjord.config.desired import load
     from fjord.resources import LAYERS, all_resources, kinds, registry
 
-    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"), allocations={})
+    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"))
     assert desired.containers
     registered = kinds()
     for n in range(1, len(LAYERS) + 1):
@@ -427,7 +427,7 @@ def test_one_layer_alone_orders_in_a_fresh_interpreter():
     code = ("from fjord.config.desired import load\n"
             "from fjord.engine.order import order\n"
             "from fjord.resources import network_resources\n"
-            "order(network_resources(load('examples/lab.yaml', allocations={})))\n")
+            "order(network_resources(load('examples/lab.yaml')))\n")
     from pathlib import Path
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

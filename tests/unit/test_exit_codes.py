@@ -54,7 +54,6 @@ def change(what: str = "file /etc/x") -> Change:
 def as_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     tell(monkeypatch, FJORD_STATE_DIR=str(tmp_path))
-    monkeypatch.setattr(fjord.config.desired, "save_allocations", lambda desired: None)
 
 
 @pytest.fixture

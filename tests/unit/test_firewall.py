@@ -36,7 +36,7 @@ CONFIGS = {
 
 
 def desired(name: str) -> Desired:
-    return load(str(CONFIGS[name]), allocations={})
+    return load(str(CONFIGS[name]))
 
 
 def golden(name: str, text: str) -> None:

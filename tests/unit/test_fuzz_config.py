@@ -24,7 +24,7 @@ import yaml
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
-from fjord.config.desired import Desired, resolve
+from fjord.config.desired import Desired, Known, resolve
 from fjord.config.loader import Document, parse, read
 from fjord.config.models import Config, json_schema
 from fjord.config.problems import ConfigError
@@ -42,7 +42,7 @@ def outcome(doc_or_text: Document | str) -> Desired | ConfigError:
     """Run the validate path; return the result or the ConfigError, raise anything else."""
     try:
         doc = parse(doc_or_text, "fuzz.yaml") if isinstance(doc_or_text, str) else doc_or_text
-        return resolve(doc, check(doc), {})
+        return resolve(doc, check(doc))
     except ConfigError as exc:
         assert exc.exit_code == 2
         assert exc.problems, "a ConfigError without problems"
@@ -295,7 +295,7 @@ def test_allocation_invariants(case):
     except ConfigError:
         return
     try:
-        result = resolve(doc, config, remembered)
+        result = resolve(doc, config, Known(remembered))
     except ConfigError as exc:   # only possible reason: a network ran out of addresses
         assert all("no free" in p.message for p in exc.problems)
         return
@@ -316,7 +316,7 @@ def test_allocation_invariants(case):
     values = [v for v in values if v != "None"]
     assert len(values) == len(set(values)), "an address or MAC given twice"
     # the same input gives the same answer, and the answer is stable when fed back
-    again = resolve(doc, config, result.allocations)
+    again = resolve(doc, config, Known(result.allocations))
     assert again.containers == result.containers
     # addresses of containers no longer in the file stay reserved
     for name, kept in result.allocations.items():

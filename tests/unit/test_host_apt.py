@@ -28,7 +28,7 @@ def golden(name: str, text: str) -> None:
 
 
 def desired_with(**apt_settings: Any) -> Desired:
-    d = load("examples/lab.yaml", allocations={})
+    d = load("examples/lab.yaml")
     host = d.config.host.model_copy(update={"apt": Apt(**apt_settings)})
     return Desired(d.config.model_copy(update={"host": host}), d.containers, d.allocations)
 
@@ -43,7 +43,7 @@ def repo(name: str = "puppet", **kw: Any) -> AptRepository:
 
 
 def test_seed_sources_and_pins_golden():
-    d = load("examples/seed.yaml", allocations={})
+    d = load("examples/seed.yaml")
     golden("fjord-debian.seed.sources", apt.render_sources(apt.debian_stanzas(d.host.apt)))
     text = apt.render_preferences(d.host.apt)
     assert text is not None
@@ -51,7 +51,7 @@ def test_seed_sources_and_pins_golden():
 
 
 def test_default_sources_golden():
-    d = load("examples/lab.yaml", allocations={})
+    d = load("examples/lab.yaml")
     golden("fjord-debian.default.sources", apt.render_sources(apt.debian_stanzas(d.host.apt)))
     assert apt.render_preferences(d.host.apt) is None
 
@@ -100,7 +100,7 @@ def test_unpinned_extra_suite_gets_a_low_pin():
 
 
 def test_pinned_extra_suite_keeps_its_declared_pin():
-    d = load("examples/seed.yaml", allocations={})
+    d = load("examples/seed.yaml")
     pins = apt.effective_pins(d.host.apt)
     assert [(p.release, p.priority) for p, _ in pins] == [
         ("bookworm", 500), ("testing", 100), ("testing", 600)]
@@ -176,7 +176,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
 
 
 def debian_file(root: Path) -> apt.SourcesFile:
-    (resource, *_) = apt.resources(load("examples/lab.yaml", allocations={}), root)
+    (resource, *_) = apt.resources(load("examples/lab.yaml"), root)
     assert isinstance(resource, apt.SourcesFile)
     return resource
 
@@ -277,7 +277,7 @@ def test_update_that_fails_is_retried(tmp_path: Path, ctx: Context):
             raise FjordError("mirror unreachable")
 
     ctx.drivers["package-manager"] = Broken()
-    d = load("examples/lab.yaml", allocations={})
+    d = load("examples/lab.yaml")
     with pytest.raises(FjordError, match="mirror unreachable"):
         converge(apt.resources(d, tmp_path), ctx)
     ctx.drivers["package-manager"] = FakePackages()
@@ -287,7 +287,7 @@ def test_update_that_fails_is_retried(tmp_path: Path, ctx: Context):
 
 def test_pins_removed_when_none_declared(tmp_path: Path, ctx: Context):
     prefs = write(tmp_path / apt.PREFERENCES, "old\n")
-    d = load("examples/lab.yaml", allocations={})
+    d = load("examples/lab.yaml")
     plan = make_plan(apt.resources(d, tmp_path), ctx)
     assert any(c.resource == f"file {prefs}" and c.action == "delete" for c in plan.changes)
 

@@ -56,7 +56,7 @@ def test_file_absent(tmp_path, ctx):
 def test_sysctl_rendering_follows_ipv6_mode():
     from fjord.config.desired import load
 
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     keys = [k for k, _, _ in sysctl.wanted(desired)]
     assert keys == ["net.ipv4.ip_forward", "net.ipv4.conf.all.arp_ignore",
                     "net.ipv6.conf.all.forwarding",
@@ -107,7 +107,7 @@ def test_host_sysctl_is_set_persisted_and_must_exist(monkeypatch, tmp_path, ctx)
 
     from fjord.config.desired import load
 
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     host = desired.config.host.model_copy(
         update={"sysctl": {"net.core.somaxconn": "4096",
                            "net.ipv4.tcp_rmem": "4096 131072 6291456"}})

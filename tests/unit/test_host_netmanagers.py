@@ -225,7 +225,7 @@ class NoNetlink:
 def test_plan_refuses_with_what_to_do(tmp_path: Path) -> None:
     put(tmp_path, "etc/cloud/cloud.cfg", "{}\n")
     put(tmp_path, "etc/network/interfaces.d/50-cloud-init", HETZNER_50)
-    desired = load("examples/hetzner-cloud.yaml", allocations={})
+    desired = load("examples/hetzner-cloud.yaml")
     ctx = Context(desired, drivers=Drivers({"netlink": NoNetlink()}))
     resource = OtherNetworkManagers("eth0", BRIDGES, root=tmp_path)
     with pytest.raises(FjordError) as raised:

@@ -232,7 +232,7 @@ def test_unknown_package_waits_for_pending_update():
 def test_wanted_adds_host_packages_to_the_required_set():
     from fjord.config.desired import load
 
-    wanted = packages.wanted(load("examples/lab.yaml", allocations={}))
+    wanted = packages.wanted(load("examples/lab.yaml"))
     assert list(wanted)[: len(packages.REQUIRED)] == [n for n, _ in packages.REQUIRED]
     assert wanted["emacs-nox"] == "host.packages"
 
@@ -288,7 +288,7 @@ def _desired_with_switch(tmp_path: Path, kind: str):
     path = tmp_path / "fjord.yaml"
     path.write_text(text.replace("    kind: ovs", f"    kind: {kind}")
                     .replace("    datapath: netdev", ""))
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 def test_linux_bridges_need_bridge_utils_for_ifupdown(tmp_path: Path):

@@ -109,7 +109,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_order_of_the_work(root: Path):
-    desired = load("examples/seed.yaml", allocations={})
+    desired = load("examples/seed.yaml")
     ids = [r.id for r in order(system.resources(desired, root))]
     kinds = [i.split()[0] for i in ids]
     assert kinds.index("apt-update") > kinds.index("file")
@@ -121,7 +121,7 @@ def test_order_of_the_work(root: Path):
 
 
 def test_apply_converges_and_the_second_apply_is_empty(root: Path):
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     pm = FakePackages(installed=["openvswitch-switch", "iproute2", "dbus"])
     sm = FakeServices()
     ctx = Context(desired)
@@ -149,7 +149,7 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
 
 
 def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     pm = FakePackages(installed=[n for n, _ in packages.REQUIRED] + ["emacs-nox", "dbus"])
     sm = FakeServices()
     drivers = {packages.DRIVER: pm, services.DRIVER: sm}
@@ -165,7 +165,7 @@ def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
 
 def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
     """Every domain mounts /var/lib/lxcfs; libvirt refuses a missing mount source."""
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     point = next(r for r in system.resources(desired, root)
                  if isinstance(r, system.MountPoint))
     ctx = Context(desired)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fjord.config.desired import load, with_kept
+from fjord.config.desired import Known, load, with_kept
 from fjord.host.hosts_file import BEGIN, END, block, merge
 
 
 def test_hosts_block_is_added_replaced_and_removed_leaving_the_rest():
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     mine = "127.0.0.1\tlocalhost\n192.0.2.9\tprinter\n"
     once = merge(mine, block(desired))
     assert once.startswith(mine.rstrip("\n"))
@@ -19,7 +19,7 @@ def test_hosts_block_is_added_replaced_and_removed_leaving_the_rest():
 def test_kept_containers_keep_their_addresses_in_the_network_view():
     allocations = {"gone": {"ipv4": "10.1.0.9", "ipv6": "2001:db8:151:7307:1::9",
                             "mac_private": "52:54:00:00:00:09"}}
-    desired = load("examples/lab.yaml", allocations=allocations)
+    desired = load("examples/lab.yaml", Known(allocations))
     assert [c.name for c in desired.containers] == ["test"]
     view = with_kept(desired)
     assert [c.name for c in view.containers] == ["test", "gone"]
@@ -30,7 +30,7 @@ def test_kept_containers_keep_their_addresses_in_the_network_view():
 
 
 def test_no_kept_containers_is_the_same_view():
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     assert with_kept(desired) is desired
 
 
@@ -52,8 +52,8 @@ def test_prune_drops_the_pruned_containers_names_and_routes_in_the_same_apply(mo
     from fjord.resources import all_resources
 
     monkeypatch.setattr(rootfs, "all_records", lambda base=None: [])
-    desired = load("examples/lab.yaml", allocations=GONE)
-    clean = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml", Known(GONE))
+    clean = load("examples/lab.yaml")
     kept = all_resources(desired)
     assert any("gone" in line for line in _hosts_lines(kept))
     pruned = all_resources(desired, prune=True)
@@ -68,10 +68,10 @@ def test_prune_customises_the_kept_containers_without_the_pruned_one():
     from fjord.containers.resources import after_prune
     from fjord.engine.resource import Context, Options
 
-    desired = load("examples/lab.yaml", allocations=GONE)
+    desired = load("examples/lab.yaml", Known(GONE))
     test = desired.container("test")
     assert "gone" in customize.hosts(test, after_prune(Context(desired)))
-    clean = customize.hosts(test, load("examples/lab.yaml", allocations={}))
+    clean = customize.hosts(test, load("examples/lab.yaml"))
     assert customize.hosts(test, after_prune(Context(desired, options=Options(prune=True)))) \
         == clean
 
@@ -103,7 +103,7 @@ def test_a_route_no_container_has_any_more_is_removed_from_the_internal_bridge()
     from fjord.engine.resource import Context
     from fjord.net import resources
 
-    desired = load("examples/lab.yaml", allocations={})  # routed IPv6: test has 1::1
+    desired = load("examples/lab.yaml")  # routed IPv6: test has 1::1
     nl = Routes("2001:db8:151:7307:1::1/128", "2001:db8:151:7307:1::9/128",
                 "2001:db8:ffff::1/128", "2001:db8:151:7307::/64")
     ctx = Context(desired)

@@ -62,7 +62,7 @@ def test_prune_keeps_what_containers_and_the_config_use(tmp_path, monkeypatch):
     cfg.write_text(CONFIG)
     from fjord.config.desired import load
 
-    d = load(str(cfg), allocations={})
+    d = load(str(cfg))
     wanted = im.spec_for(d.container("web"), d).key
     fake_image(tmp_path, wanted, ["nginx"])
     fake_image(tmp_path, "bookworm-amd64-used", [])
@@ -81,7 +81,7 @@ def test_build_reports_cache_hits_without_root(tmp_path, monkeypatch):
     cfg.write_text(CONFIG)
     from fjord.config.desired import load
 
-    d = load(str(cfg), allocations={})
+    d = load(str(cfg))
     key = im.spec_for(d.container("web"), d).key
     fake_image(tmp_path, key, ["nginx"])
     out = CliRunner().invoke(image, ["build", "-c", str(cfg), "--json"])

@@ -173,9 +173,13 @@ def test_lower_layers_do_not_import_higher_ones() -> None:
         "fjord.runner": {"fjord", "fjord.errors"},
         # the run's environment, built at the command-line edge: below every layer
         "fjord.environment": {"fjord", "fjord.errors"},
-        # config turns the file into Desired: it knows no resource, driver or engine
-        "fjord.config": {"fjord", "fjord.errors", "fjord.state", "fjord.records",
-                         "fjord.config", "fjord.environment"},
+        # config turns the file into Desired: it knows no resource, driver or engine, and
+        # reads nothing but the file (what the host holds, fjord.state, is an argument)
+        "fjord.config": {"fjord", "fjord.errors", "fjord.config"},
+        # the state layer: fjord's files under /var/lib/fjord (the allocations, the
+        # containers' records); fjord.state.known reads what the desired state needs
+        "fjord.state": {"fjord", "fjord.errors", "fjord.state", "fjord.environment",
+                        "fjord.config"},
         # the engine: Resource, Change, order, plan, apply
         "fjord.engine": {"fjord", "fjord.errors", "fjord.state", "fjord.config",
                          "fjord.engine", "fjord.ui", "fjord.runner", "fjord.environment"},

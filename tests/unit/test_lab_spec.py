@@ -18,7 +18,7 @@ EXAMPLE = str(Path(__file__).resolve().parents[2] / "examples" / "lab.yaml")
 
 @pytest.fixture(scope="module")
 def host():  # type: ignore[no-untyped-def]
-    return load(EXAMPLE, allocations={}).host
+    return load(EXAMPLE).host
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ HETZNER = str(Path(__file__).resolve().parents[2] / "examples" / "hetzner-cloud.
 
 
 def test_hetzner_cloud_shape_router_outside_the_servers_32() -> None:
-    hetzner = load(HETZNER, allocations={}).host
+    hetzner = load(HETZNER).host
     spec = from_host("lab", hetzner, "hetzner-cloud")
     assert spec.ipv4 == "192.0.2.10/32" and spec.onlink_gateway4
     # the router holds only the gateway's address on the link, and routes the /32 there
@@ -151,12 +151,12 @@ def test_hetzner_cloud_shape_router_outside_the_servers_32() -> None:
     text = files.interfaces(spec)
     assert "\taddress 192.0.2.10/32\n\tgateway 203.0.113.1\n\tpointopoint 203.0.113.1\n" in text
     # the other shapes keep the gateway inside the server's network
-    lab = from_host("lab", load(EXAMPLE, allocations={}).host, "bridged")
+    lab = from_host("lab", load(EXAMPLE).host, "bridged")
     assert lab.server_route4 is None and "pointopoint" not in files.interfaces(lab)
 
 
 def test_hetzner_cloud_shape_and_the_others_refuse_each_others_gateways(host) -> None:  # type: ignore[no-untyped-def]
-    hetzner = load(HETZNER, allocations={}).host
+    hetzner = load(HETZNER).host
     with pytest.raises(FjordError, match="is outside 192.0.2.10/32") as raised:
         from_host("lab", hetzner, "routed")
     assert "--provider hetzner-cloud" in (raised.value.hint or "")

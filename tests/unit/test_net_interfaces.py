@@ -49,7 +49,7 @@ def test_source_lines_of_the_current_file_are_kept_in_order() -> None:
         "source /etc/network/interfaces.d/*", "source-directory /etc/network/more.d",
         "source /etc/network/indented"]
     assert interfaces.sources(None) == []
-    text = interfaces.render(load(LAB, allocations={}), mac=MAC,
+    text = interfaces.render(load(LAB), mac=MAC,
                              keep=interfaces.sources(PROVIDER))
     # after fjord's stanzas, and read back unchanged from fjord's own file
     assert text.index("source /etc/network/interfaces.d/*") > text.index("iface br-int")
@@ -57,7 +57,7 @@ def test_source_lines_of_the_current_file_are_kept_in_order() -> None:
 
 
 def test_bridges_are_auto_and_carry_what_fjord_sets_in_ovsdb() -> None:
-    text = interfaces.render(load(LAB, allocations={}), mac=MAC.upper())
+    text = interfaces.render(load(LAB), mac=MAC.upper())
     for br in ("br-ex", "br-int"):
         assert f"auto {br}\nallow-ovs {br}\niface {br} inet static\n" in text
     extra = re.findall(r"^    ovs_extra (.*)$", text, re.M)
@@ -70,7 +70,7 @@ def test_bridges_are_auto_and_carry_what_fjord_sets_in_ovsdb() -> None:
 
 
 def test_without_a_mac_the_bridge_has_none_and_a_bad_one_is_refused() -> None:
-    desired = load(LAB, allocations={})
+    desired = load(LAB)
     assert "hwaddr" not in interfaces.render(desired)
     with pytest.raises(ValueError):
         interfaces.render(desired, mac='00:11:22:33:44:55" ; reboot ; "')
@@ -78,7 +78,7 @@ def test_without_a_mac_the_bridge_has_none_and_a_bad_one_is_refused() -> None:
 
 @pytest.mark.parametrize("kind", ["ovs", "linux-bridge"])
 def test_raised_at_boot_is_what_ifup_a_raises_with_the_file(kind: str, tmp_path: Path) -> None:
-    desired = load(LAB if kind == "ovs" else _linux_bridge(tmp_path), allocations={})
+    desired = load(LAB if kind == "ovs" else _linux_bridge(tmp_path))
     text = interfaces.render(desired, mac=MAC)
     autos = re.findall(r"^auto (\S+)$", text, re.M)
     expected = []
@@ -148,7 +148,7 @@ def test_ifupdown_reads_the_state_as_written(tmp_path: Path) -> None:
     ifdown = _ifdown()
     assert ifdown is not None
     conf = tmp_path / "interfaces"
-    conf.write_text(interfaces.render(load(LAB, allocations={}), mac=MAC))
+    conf.write_text(interfaces.render(load(LAB), mac=MAC))
     state = tmp_path / "run"
     state.mkdir()
     (state / "ifstate").write_text("lo=lo\neth0=eth0\n")
@@ -162,7 +162,7 @@ def test_ifupdown_reads_the_state_as_written(tmp_path: Path) -> None:
         return list(dict.fromkeys(re.findall(r"configuring interface (\S+) ", out.stderr)))
 
     assert down() == ["eth0=eth0"]  # the provider's record: only the uplink (del-port)
-    interfaces.record_up(interfaces.raised_at_boot(load(LAB, allocations={})),
+    interfaces.record_up(interfaces.raised_at_boot(load(LAB)),
                          state_dir=state)
     assert down() == ["br-int=br-int", "eth0=eth0", "br-ex=br-ex"]
 
@@ -226,7 +226,7 @@ def test_the_internal_linux_bridge_has_a_fixed_mac_made_from_the_uplinks(tmp_pat
     neighbour advertisement) died until their neighbour entries expired."""
     assert interfaces.internal_mac("52:54:00:AA:BB:CC") == "50:54:00:aa:bb:cc"
     assert interfaces.internal_mac("00:00:5e:00:53:3f") == "02:00:5e:00:53:3f"
-    text = interfaces.render(load(_linux_bridge(tmp_path), allocations={}),
+    text = interfaces.render(load(_linux_bridge(tmp_path)),
                              mac="52:54:00:aa:bb:cc")
     internal = text.split("iface br-int inet static", 1)[1].split("\n\n", 1)[0]
     assert "bridge_hw 50:54:00:aa:bb:cc" in internal

@@ -29,13 +29,13 @@ def golden(name: str, text: str) -> None:
 
 
 def test_interfaces_lab_ovs_netdev_routed():
-    text = interfaces.render(load("examples/lab.yaml", allocations={}), mac=MAC,
+    text = interfaces.render(load("examples/lab.yaml"), mac=MAC,
                              keep=[SOURCE])
     golden("interfaces.lab", text)
 
 
 def test_interfaces_seed():
-    text = interfaces.render(load("examples/seed.yaml", allocations={}), mac=MAC)
+    text = interfaces.render(load("examples/seed.yaml"), mac=MAC)
     golden("interfaces.seed", text)
     assert "auto br-ex\nallow-ovs br-ex\n" in text and "ovs_ports eth0" in text
     assert "auto br-int\nallow-ovs br-int\n" in text
@@ -48,7 +48,7 @@ def test_interfaces_linux_bridge(tmp_path):
     cfg = cfg.replace("datapath: netdev", "datapath: system")
     f = tmp_path / "lb.yaml"
     f.write_text(cfg)
-    text = interfaces.render(load(str(f), allocations={}), mac=MAC)
+    text = interfaces.render(load(str(f)), mac=MAC)
     golden("interfaces.linux-bridge", text)
     assert "bridge_ports eth0" in text and "ovs_" not in text
     assert f"bridge_hw {MAC}" in text and "auto br-ex" in text and "auto br-int" in text
@@ -57,13 +57,13 @@ def test_interfaces_linux_bridge(tmp_path):
 def test_interfaces_hetzner_cloud_gateway_on_link():
     # a /32 whose gateway is outside it: ifupdown's default route is `onlink`, and the
     # host route to the gateway (scope link) is added as the switchover adds it
-    text = interfaces.render(load("examples/hetzner-cloud.yaml", allocations={}), mac=MAC,
+    text = interfaces.render(load("examples/hetzner-cloud.yaml"), mac=MAC,
                              keep=[SOURCE])
     golden("interfaces.hetzner-cloud", text)
     stanza = text[text.index("iface br-ex inet static"):text.index("iface br-ex inet6")]
     assert "address 192.0.2.10/32" in stanza and "gateway 203.0.113.1" in stanza
     assert "up ip route replace 203.0.113.1/32 dev br-ex scope link" in stanza
-    lab = interfaces.render(load("examples/lab.yaml", allocations={}), mac=MAC)
+    lab = interfaces.render(load("examples/lab.yaml"), mac=MAC)
     assert "ip route replace" not in lab.replace("ip -6 route replace", "")
 
 
@@ -136,7 +136,7 @@ class FakeNetlink:
 
 @pytest.fixture
 def lab_ctx():
-    desired = load("examples/lab.yaml", allocations={})
+    desired = load("examples/lab.yaml")
     ctx = Context(desired)
     ctx.drivers["ovs"] = FakeSwitch()
     ctx.drivers["netlink"] = FakeNetlink(links={"eth0": "52:54:00:aa:bb:cc"})
@@ -257,5 +257,5 @@ def test_bridged_mode_has_no_routes_or_proxies(tmp_path):
     cfg = Path("examples/lab.yaml").read_text().replace("mode: routed", "mode: bridged")
     f = tmp_path / "b.yaml"
     f.write_text(cfg)
-    rs = resources.resources(load(str(f), allocations={}))
+    rs = resources.resources(load(str(f)))
     assert not by_kind(rs, "route") and not by_kind(rs, "proxy-ndp")

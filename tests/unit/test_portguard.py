@@ -102,7 +102,7 @@ def _lab(tmp_path: Path, mode: str):
     text += "  web: {ipv4: 10.1.0.3, ipv6: '2001:db8:151:7307:1::2'}\n"
     path = tmp_path / f"{mode}.yaml"
     path.write_text(text)
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 def test_routed_ports_may_send_their_public_address_bridged_ones_only_link_local(tmp_path):

@@ -168,7 +168,7 @@ class FakeNft:
 
 
 def _lab() -> Any:
-    return fjord.config.desired.load(str(ROOT / "examples" / "lab.yaml"), allocations={})
+    return fjord.config.desired.load(str(ROOT / "examples" / "lab.yaml"))
 
 
 def test_plan_v_shows_the_nft_table_diff_and_a_plain_plan_does_not_compute_it(state_dir):
@@ -358,7 +358,6 @@ def as_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     monkeypatch.setenv("FJORD_STATE_DIR", str(tmp_path))
-    monkeypatch.setattr(fjord.config.desired, "save_allocations", lambda desired: None)
 
 
 def _fake_host(monkeypatch: pytest.MonkeyPatch, world: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ def _desired(tmp_path: Path, containers: str):
     text = Path("examples/lab.yaml").read_text().split("\ncontainers:")[0]
     path = tmp_path / "fjord.yaml"
     path.write_text(text + "\ncontainers:\n" + containers)
-    return load(str(path), allocations={})
+    return load(str(path))
 
 
 class Domains:

@@ -51,7 +51,7 @@ def container_images(config: Path) -> dict[str, Path]:
                     "-c", str(config)], check=True, capture_output=True, timeout=1800)
     from fjord.containers.image import spec_for
 
-    desired = load(str(config), allocations={}, built={})
+    desired = load(str(config))
     out = {}
     for c in desired.containers:
         key = spec_for(c, desired).key
@@ -62,7 +62,7 @@ def container_images(config: Path) -> dict[str, Path]:
 def prepare(suite: str, workdir: Path) -> tuple[Path, Names, LabSpec, guest.Disk, Path]:
     """(configuration, names, provider spec, disk, bundle) of a server of ``suite``."""
     config = server_config(suite, workdir)
-    desired = load(str(config), allocations={}, built={})
+    desired = load(str(config))
     names = Names(f"vm{guest.RELEASES[suite]}-{os.getpid() % 10000}")
     spec = from_host(names.lab, desired.host, PROFILES[suite])
     disk = guest.disk(suite, spec, extras=container_images(config))

@@ -1,34 +1,45 @@
 """The desired state: a checked Config with defaults applied and addresses allocated.
 
-Allocation is stable: a container keeps what it was given (remembered in
-/var/lib/fjord/allocations.json, or read back from what exists), new containers
-take the lowest free addresses, and MACs derive from the host and container names.
+Allocation is stable: a container keeps what it was given (``Known.addresses``: what
+/var/lib/fjord/allocations.json and the containers' records remember, read by the state
+layer, fjord.state.known), new containers take the lowest free addresses, and MACs
+derive from the host and container names. This module reads the file and nothing else:
+what the host holds is an argument, and writing the allocations is a change of the plan.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv6Address
-from pathlib import Path
 from typing import Any
 
 from fjord.config.loader import Document, read
 from fjord.config.models import BUILT_IN, Config, ContainerSpec, Host, Puppet
 from fjord.config.problems import ConfigError
-from fjord.config.types import RELEASES, check_mac
+from fjord.config.types import check_mac
 from fjord.config.validate import check
-from fjord.records import recorded_addresses, recorded_suites
-from fjord.state import read_json, state_dir, write_json
 
-ALLOCATIONS = "allocations.json"
 # Containers' public IPv6 addresses start at PREFIX:1::1, as in the original setup.
 IPV6_CONTAINER_BASE = 1 << 48
 IPV6_SEARCH = 1 << 16
 MAC_PREFIX = "52:54:00:"
-log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the host holds that the desired state depends on, read by the state layer
+    (fjord.state.known): the addresses each container was given (allocations.json,
+    completed from the containers' records; also those of containers out of the file,
+    not yet pruned) and the suite each existing container was built from. The default:
+    a host with nothing (a fresh server)."""
+
+    addresses: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    suites: Mapping[str, str] = field(default_factory=dict)
+
+
+NOTHING = Known()
 
 
 @dataclass(frozen=True)
@@ -75,22 +86,18 @@ class Desired:
         raise KeyError(name)
 
 
-def load(path: str, *, allocations: Mapping[str, Mapping[str, str]] | None = None,
-         built: Mapping[str, str] | None = None) -> Desired:
-    """Read, check and resolve a configuration file (raises ConfigError, exit 2)."""
+def load(path: str, known: Known = NOTHING) -> Desired:
+    """Read, check and resolve a configuration file (raises ConfigError, exit 2), given
+    what the host holds (default: nothing, as on a fresh server)."""
     doc = read(path)
-    return resolve(doc, check(doc), allocations, built)
+    return resolve(doc, check(doc), known)
 
 
-def resolve(doc: Document, config: Config,
-            allocations: Mapping[str, Mapping[str, str]] | None = None,
-            built: Mapping[str, str] | None = None) -> Desired:
-    """Apply defaults and allocate addresses. ``allocations`` are the remembered ones
-    (default: read from the state directory; pass ``{}`` for none); ``built`` the suite
-    each existing container was built from (default: read from their records)."""
-    known = read_allocations() if allocations is None else allocations
-    suites = built_suites() if built is None else built
-    alloc = Allocator(config, known)
+def resolve(doc: Document, config: Config, known: Known = NOTHING) -> Desired:
+    """Apply defaults and allocate addresses: the containers keep ``known.addresses``
+    (when still valid), those the file names no suite for keep ``known.suites``."""
+    suites = known.suites
+    alloc = Allocator(config, known.addresses)
     try:
         given = alloc.allocate()
     except _Exhausted as exc:
@@ -100,11 +107,6 @@ def resolve(doc: Document, config: Config,
                                   suites.get(name))
                        for name in sorted(config.containers))
     return Desired(config, containers, alloc.result(), doc.filename)
-
-
-def built_suites() -> dict[str, str]:
-    """The suite each existing container was built from (its record's image key)."""
-    return {n: s for n, s in recorded_suites().items() if s in RELEASES}
 
 
 def _container(config: Config, name: str, spec: ContainerSpec,
@@ -305,41 +307,6 @@ def _valid_entries(values: Mapping[str, Any]) -> dict[str, str]:
         except ValueError:
             continue
     return out
-
-
-def allocations_path() -> Path:
-    return state_dir() / ALLOCATIONS
-
-
-def read_allocations() -> dict[str, dict[str, str]]:
-    """The remembered allocations: allocations.json, completed from the records of the
-    containers that exist (each keeps its own addresses), so that a lost or corrupt file
-    is rebuilt from what exists and no existing container's addresses are handed out."""
-    data = read_json(allocations_path()) or {}
-    containers = data.get("containers", {})
-    known = dict(containers) if isinstance(containers, dict) else {}
-    found = recorded_addresses(skip=known)
-    if found:
-        log.warning("%s lacks %s: taken from their records", allocations_path(),
-                    ", ".join(sorted(found)))
-        known.update(found)
-    return known
-
-
-def save_allocations(desired: Desired) -> bool:
-    """Persist the allocations; True when the file changed."""
-    if read_allocations() == desired.allocations:
-        return False
-    write_json(allocations_path(), {"version": 1, "containers": dict(desired.allocations)})
-    return True
-
-
-def forget(names: Iterable[str]) -> None:
-    """Free the addresses of destroyed containers."""
-    data = read_allocations()
-    for name in names:
-        data.pop(name, None)
-    write_json(allocations_path(), {"version": 1, "containers": data})
 
 
 def with_kept(desired: Desired) -> Desired:

@@ -12,7 +12,7 @@ from fjord.cli import config_option, config_path, json_option, require_root
 
 
 def _desired(path: str | None) -> Any:
-    from fjord.config.desired import load
+    from fjord.state.known import load
 
     return load(config_path(path))
 

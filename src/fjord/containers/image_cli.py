@@ -28,10 +28,10 @@ def _wanted(path: str | None, names: tuple[str, ...], *, fresh: bool = False
             ) -> dict[str, tuple[ImageSpec, list[str]]]:
     """The images the file's containers need; ``fresh``: as on a server with none yet
     (a lab's), not as this machine's container records say they were built."""
-    from fjord.config.desired import load
     from fjord.errors import FjordError
+    from fjord.state.known import load
 
-    desired = load(config_path(path), built={} if fresh else None)
+    desired = load(config_path(path), fresh=fresh)
     known = {c.name for c in desired.containers}
     unknown = sorted(set(names) - known)
     if unknown:

@@ -145,7 +145,7 @@ def kill(lv: Libvirt, name: str) -> None:
 
 def destroy(lv: Libvirt, name: str) -> None:
     """Stop the container, undefine it, remove its root filesystem, free its addresses."""
-    from fjord.config.desired import forget
+    from fjord.state.allocations import forget
 
     kill(lv, name)
     lv.undefine(name)

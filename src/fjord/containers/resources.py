@@ -28,7 +28,7 @@ from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net.switch import driver as switch
-from fjord.records import RECORD
+from fjord.state.records import RECORD
 
 if TYPE_CHECKING:
     from fjord.net.ovs import Ovs
@@ -93,7 +93,11 @@ class RootResource(Resource):
         super().__init__(container.name)
         self.c = container
         self.spec = spec
-        self.after = (Ref(ImageResource, spec.key),)
+        # its addresses recorded before it is made with them (it keeps them)
+        from fjord.containers.allocations import Allocations
+        from fjord.state.allocations import path
+
+        self.after = (Ref(ImageResource, spec.key), Ref(Allocations, str(path())))
 
     def changes(self, ctx: Context) -> list[Change]:
         try:

@@ -38,9 +38,9 @@ from fjord.containers.idmap import allocate, mount_idmapped
 from fjord.containers.image import Image
 from fjord.containers.tree import remove_tree, tree_size
 from fjord.errors import FjordError
-from fjord.records import RECORD, containers_dir
 from fjord.runner import run
 from fjord.state import atomic_write
+from fjord.state.records import RECORD, containers_dir
 
 Mode = Literal["overlay", "copy"]
 # Characters overlayfs' option parser treats specially; fjord's own paths never have them.

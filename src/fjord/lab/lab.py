@@ -137,7 +137,7 @@ class Lab:
                 raise FjordError("lab up needs a configuration file or a host section")
             from fjord.config.desired import load
 
-            host = load(config, allocations={}).host
+            host = load(config).host
         spec = from_host(self.name, host, provider)
         preflight.check_machine()
         with self._lock():

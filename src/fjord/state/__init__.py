@@ -1,4 +1,9 @@
-"""fjord's own state under /var/lib/fjord: small JSON files, written atomically."""
+"""fjord's own state under /var/lib/fjord: small JSON files, written atomically.
+
+The state layer: this module (the directory, atomic writes, JSON), the containers'
+records (:mod:`fjord.state.records`), the addresses handed out
+(:mod:`fjord.state.allocations`) and what of them the desired state is resolved with
+(:mod:`fjord.state.known`). The configuration layer reads none of it: it is given it."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
-"""Where the containers' records are, and what of them the configuration layer reads:
-the addresses each container was given (a second copy of allocations.json, which
-rebuilds a lost one) and the suite each was built from. Below both :mod:`fjord.config.desired` and
-:mod:`fjord.containers.rootfs`, which writes the records."""
+"""Where the containers' records are, and what of them the desired state needs: the
+addresses each container was given (a second copy of allocations.json, which rebuilds a
+lost one) and the suite each was built from. Read by :mod:`fjord.state.allocations` and
+:mod:`fjord.state.known` (the configuration layer gets them as arguments), written by
+:mod:`fjord.containers.rootfs`."""
 
 from __future__ import annotations
 
