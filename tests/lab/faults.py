@@ -122,6 +122,26 @@ def inside(lab: Lab, name: str, command: str, *, join: bool = False, host_root: 
     return out
 
 
+# A well-formed public key, for configurations whose images are built ahead (the image
+# does not depend on keys).
+SAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHx5Vbq3+W1S2bUhN3mAJ1C2mrwLqmF9G3zfLwXbCzqJ "
+              "images@example.net")
+
+
+def build_images(*configs: str) -> None:
+    """The images ``configs`` (YAML texts) need, built on the machine into the cache every
+    lab shares (cached: nothing to do when they are there). A lab cannot download them:
+    a test whose containers differ from the example's builds what its own file needs."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fjord-images-") as tmp:
+        for i, text in enumerate(configs):
+            path = Path(tmp) / f"config-{i}.yaml"
+            path.write_text(text)
+            subprocess.run([*FJORD, "image", "build", "-c", str(path), "--for-labs"],
+                           check=True, cwd=ROOT, capture_output=True, timeout=900)
+
+
 def only(layers: Sequence[str]) -> list[str]:
     return [a for layer in layers for a in ("--only", layer)]
 

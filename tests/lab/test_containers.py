@@ -5,10 +5,10 @@ removal without --prune, reboot, lifecycle commands."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+import faults
 import pytest
 from faults import fjord
 
@@ -36,8 +36,7 @@ def two_containers(key: str, memory: str = "512MiB", with_web: bool = True) -> s
 @pytest.fixture(scope="module")
 def images() -> None:
     """The image, built on the machine into the cache every lab shares (cached)."""
-    subprocess.run([*FJORD, "image", "build", "-c", str(EXAMPLE), "--for-labs"], check=True,
-                   cwd=REPO, capture_output=True, timeout=900)
+    faults.build_images(two_containers(faults.SAMPLE_KEY))
 
 
 @pytest.fixture

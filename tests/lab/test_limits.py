@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults
 import pytest
 from faults import inside
 
@@ -57,8 +58,7 @@ def config() -> str:
 @pytest.fixture(scope="module")
 def lab(lab_root: None) -> Iterator[Lab]:
     """One lab for the module: both containers applied with 64 MiB."""
-    subprocess.run([*FJORD, "image", "build", "-c", str(EXAMPLE), "--for-labs"], check=True,
-                   cwd=REPO, capture_output=True, timeout=900)
+    faults.build_images(config())
     lab = Lab("t" + secrets.token_hex(4))
     try:
         lab.up(config=str(EXAMPLE), owner=os.getpid())

@@ -73,8 +73,7 @@ def inside(lab: Lab, name: str, command: str) -> str:
 
 @pytest.fixture(scope="module")
 def lab(lab_root: None) -> Iterator[Lab]:
-    subprocess.run([*FJORD, "image", "build", "-c", str(EXAMPLE), "--for-labs"], check=True,
-                   cwd=REPO, capture_output=True, timeout=900)
+    faults.build_images(config())
     lab = Lab("t" + secrets.token_hex(4))
     try:
         lab.up(config=str(EXAMPLE), owner=os.getpid())

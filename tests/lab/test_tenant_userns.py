@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import faults
 import pytest
 
 from fjord.lab import Lab
@@ -36,8 +37,7 @@ def config(key: str, extra: str = "") -> str:
 
 @pytest.fixture(scope="module")
 def lab(lab_root: None) -> Iterator[tuple[Lab, str]]:
-    subprocess.run([*FJORD, "image", "build", "-c", str(EXAMPLE), "--for-labs"], check=True,
-                   cwd=REPO, capture_output=True, timeout=900)
+    faults.build_images(config(faults.SAMPLE_KEY))
     lab = Lab("u" + secrets.token_hex(4))
     try:
         lab.up(config=str(EXAMPLE), owner=os.getpid())
