@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults import EXAMPLE, FJORD, fjord, plan
+from faults import EXAMPLE, FJORD, build_images, fjord, plan
 
 from fjord.lab import Lab
 
@@ -60,6 +60,7 @@ def test_apply_runs_the_plan_it_showed(make_lab: Callable[..., Lab], tmp_path: P
     config = tmp_path / "shown.yaml"
     config.write_text(Path(EXAMPLE).read_text().replace(
         "host:\n", "host:\n  sysctl:\n    net.core.somaxconn: 3072\n", 1))
+    build_images(config.read_text())
     lab = make_lab()
 
     def apply_at_terminal(before: Callable[[], None] = lambda: None) -> tuple[int, str]:
