@@ -178,11 +178,14 @@ def unique_name(prefix: str) -> str:
 
 def lab_host_config() -> str:
     """examples/lab.yaml without its containers and port forwards (they name a container
-    the benchmarks do not make), with an SSH key for every container: the head of a
-    configuration to which a benchmark appends its own ``containers:``."""
+    the benchmarks do not make), with an SSH key for every container and bookworm as
+    their suite: the head of a configuration to which a benchmark appends its own
+    ``containers:``. (Bookworm: the figures of docs/performance.md are its; and the
+    hand-made baseline boots systemd as its own init, which trixie's refuses on a
+    cgroup v1 machine.)"""
     head = EXAMPLE.read_text().split("\ncontainers:")[0]
     head = re.sub(r"\n  forwards:\n(    - .*\n)+", "\n", head + "\n")
-    return head.rstrip("\n") + f"\n  ssh_keys:\n    - {SSH_KEY}\n"
+    return head.rstrip("\n") + f"\n  suite: bookworm\n  ssh_keys:\n    - {SSH_KEY}\n"
 
 
 # --- a machine-wide limit that caps how many containers can run -------------------------

@@ -62,7 +62,7 @@ from fjord.containers.image import ImageCache
 args = json.loads(sys.argv[1])
 state = Path(args["state"])
 image = ImageCache(Path(args["cache"])).get(args["key"])
-desired = load(args["config"], allocations={})
+desired = load(args["config"])
 out = []
 for c in desired.containers:
     if c.rootfs != args["mode"]:

@@ -38,7 +38,7 @@ from fjord.lab.spec import from_host  # noqa: E402
 
 
 def measure(suite: str, n: int) -> dict[str, object]:
-    desired = load(str(REPO / "tests" / "vm" / "server.yaml"), allocations={})
+    desired = load(str(REPO / "tests" / "vm" / "server.yaml"))
     names = Names(f"bvm{guest.RELEASES[suite]}-{os.getpid() % 10000}")
     spec = from_host(names.lab, desired.host, "routed")
     log(f"the Debian {guest.RELEASES[suite]} disk (built on first use)")
