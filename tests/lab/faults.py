@@ -18,13 +18,14 @@ import hashlib
 import json
 import os
 import random
+import select
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,42 @@ def inside(lab: Lab, name: str, command: str, *, join: bool = False, host_root: 
     if check and out.returncode != 0:
         raise AssertionError(f"{name}: {command} -> {out.returncode}\n{out.stdout}{out.stderr}")
     return out
+
+
+def at_a_terminal(argv: list[str], answer: str, before_answer: Callable[[], None] = lambda: None,
+                  timeout: float = 900, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run ``argv`` with a terminal for stdin, stdout and stderr (as the owner at a
+    keyboard); when apply asks, run ``before_answer``, then answer. The status and
+    output."""
+    master, slave = os.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                            cwd=str(ROOT))
+    os.close(slave)
+    out = b""
+    asked = False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every end of the terminal is closed
+                break
+            if not data:
+                break
+            out += data
+            if not asked and b"Apply these changes? [y/N]: " in out:
+                before_answer()
+                os.write(master, answer.encode() + b"\r")
+                asked = True
+    finally:
+        os.close(master)
+        code = proc.wait(timeout=60)
+    return code, out.decode(errors="replace")
 
 
 # A well-formed public key, for configurations whose images are built ahead (the image

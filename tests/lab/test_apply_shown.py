@@ -6,54 +6,17 @@ changed while the question waits is refused with what differs, and nothing chang
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from faults import EXAMPLE, FJORD, build_images, fjord, plan
+from faults import EXAMPLE, FJORD, at_a_terminal, build_images, fjord, plan
 
 from fjord.lab import Lab
 
 pytestmark = pytest.mark.lab
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def at_a_terminal(argv: list[str], answer: str, before_answer: Callable[[], None] = lambda: None,
-                  timeout: float = 900) -> tuple[int, str]:
-    """Run ``argv`` on a terminal; when apply asks, run ``before_answer``, then answer."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, cwd=str(REPO))
-    os.close(slave)
-    out = b""
-    asked = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every end of the terminal is closed
-                break
-            if not data:
-                break
-            out += data
-            if not asked and b"Apply these changes? [y/N]: " in out:
-                before_answer()
-                os.write(master, answer.encode() + b"\r")
-                asked = True
-    finally:
-        os.close(master)
-        code = proc.wait(timeout=60)
-    return code, out.decode(errors="replace")
 
 
 def test_apply_runs_the_plan_it_showed(make_lab: Callable[..., Lab], tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import shlex
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from faults import at_a_terminal
 
 from fjord.lab import Lab
 
@@ -103,40 +103,6 @@ def sshd(tmp_path: Path) -> Iterator[Callable[[Lab], dict[str, str]]]:
             proc.wait(timeout=10)
 
 
-def on_a_terminal(argv: list[str], env: dict[str, str], answer: str,
-                  timeout: float = 900) -> tuple[int, str]:
-    """Run ``argv`` with a terminal for stdin, stdout and stderr (as the owner at a
-    laptop); answer apply's question when it is asked. Returns the status and output."""
-    master, slave = os.openpty()
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
-                            cwd=str(REPO))
-    os.close(slave)
-    out = b""
-    asked = False
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every end of the terminal is closed
-                break
-            if not data:
-                break
-            out += data
-            if not asked and b"Apply these changes? [y/N]: " in out:
-                os.write(master, answer.encode() + b"\r")
-                asked = True
-    finally:
-        os.close(master)
-        code = proc.wait(timeout=60)
-    return code, out.decode(errors="replace")
-
-
 def leftovers() -> set[str]:
     """The copies of configuration files on the server (its /tmp is the machine's)."""
     return {p.name for p in Path("/tmp").glob("fjord-remote.*")}
@@ -162,8 +128,8 @@ def test_from_the_laptop_over_ipv4_and_ipv6(make_lab: Callable[..., Lab], sshd: 
 
     # at a terminal: apply asks (on the laptop's terminal, through ssh -t), then the
     # switchover is confirmed over a new connection while the progress display runs
-    code, shown = on_a_terminal(lab.upstream_argv([FJORD, "--host", v4, "apply", "-c",
-                                                   config]), env, "y")
+    code, shown = at_a_terminal(lab.upstream_argv([FJORD, "--host", v4, "apply", "-c",
+                                                   config]), "y", env=env)
     assert code == 0, shown
     assert f"confirmed over a new SSH connection to {v4}" in shown
     assert "Applied" in shown and "waiting for confirmation" not in shown
