@@ -171,6 +171,7 @@ class FakeInside:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.pid = 4242
 
     def run(self, argv: list[str], timeout: float = chk.PROBE_TIMEOUT) -> Probe:
         FakeInside.seen.append(argv)
@@ -194,7 +195,11 @@ def desired() -> Desired:
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Everything below the checks faked: host probes answer, libvirt says test runs,
     the container's probes answer (FakeInside), its cgroups are fine."""
-    state: dict[str, Any] = {"libvirt": FakeLibvirt({"test": True}), "host_hang": set()}
+    state: dict[str, Any] = {"libvirt": FakeLibvirt({"test": True}), "host_hang": set(),
+                             "links": [{"ifname": "lo", "address": "00:00:00:00:00:00"}]}
+    example = load(str(EXAMPLE))
+    for name, mac in cchecks.declared_macs(example, example.containers[0]).items():
+        state["links"].append({"ifname": name, "address": mac})
     FakeInside.hang, FakeInside.raises, FakeInside.seen = set(), set(), []
 
     def host_probe(argv: list[str], *, timeout: float = chk.PROBE_TIMEOUT,
@@ -203,6 +208,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             return hung(argv, timeout)
         if argv[0] == "ping":
             return answered(argv, out="2 packets transmitted, 2 received\n")
+        if argv[0] == "nsenter" and argv[3:5] == ["ip", "-json"]:
+            return answered(argv, out=json.dumps(state["links"]))
         return answered(argv)
 
     def declared(desired: Desired) -> Iterator[CheckResult]:
@@ -227,6 +234,7 @@ NAMES = [
     "host: firewall loaded", "host: network as declared",
     "container test: systemd running", "container test: memory limit enforced",
     "container test: sees only its own cgroups", "container test: its root's files can be read",
+    "container test: its links have their declared MACs",
     "container test: answers ping on 10.1.0.2",
     "container test: reaches 198.51.100.10 over IPv4 (NAT)",
     "container test: reaches 2001:db8:ffff::10 over IPv6",
@@ -240,6 +248,21 @@ def test_all_pass(desired: Desired, fake: dict[str, Any]):
     assert all(r.ok for r in results), [r for r in results if not r.ok]
     # every probe in the container ran through Inside (its namespaces and cgroups)
     assert ["getent", "hosts", "far.example.org"] in FakeInside.seen
+
+
+def test_a_link_with_another_mac_is_named_with_its_cure(desired, fake):
+    """udev gave eth0 a MAC of its own (Debian 12, racing libvirt): the port's flows drop
+    all the container sends. check names the link, both MACs and what to do."""
+    declared = fake["links"][1]["address"]
+    fake["links"][1]["address"] = "f6:25:37:a9:48:55"
+    results = {r.name: r for r in chk.run_checks(desired)}
+    macs = results["container test: its links have their declared MACs"]
+    assert not macs.ok
+    assert "eth0 has f6:25:37:a9:48:55" in macs.detail and declared in macs.detail
+    assert "fjord container restart test" in macs.detail
+    fake["links"].pop(1)
+    results = {r.name: r for r in chk.run_checks(desired)}
+    assert "no eth0" in results["container test: its links have their declared MACs"].detail
 
 
 def test_a_hung_name_lookup_is_one_failed_line_and_the_rest_goes_on(desired, fake):
@@ -319,7 +342,7 @@ def test_cli_json_prints_every_line_and_exits_non_zero(desired, fake, monkeypatc
     assert [c["ok"] for c in checks].count(False) == 1
     FakeInside.hang = set()
     out = CliRunner().invoke(cli, ["check", "-c", str(EXAMPLE)])
-    assert out.exit_code == 0 and "14 passed, 0 failed" in out.stdout
+    assert out.exit_code == 0 and "15 passed, 0 failed" in out.stdout
 
 
 # -- check and status say the same about a container's cgroups ---------------------------

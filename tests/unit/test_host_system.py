@@ -3,6 +3,7 @@ managers: the order of the work, one apply converges, the second changes nothing
 
 from __future__ import annotations
 
+import configparser
 import os
 import pwd
 import shutil
@@ -173,3 +174,22 @@ def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
     assert change.detail.startswith(f"mkdir {root}/var/lib/lxcfs")
     change.run(ctx)
     assert (root / "var/lib/lxcfs").is_dir() and point.changes(ctx) == []
+
+
+def test_udev_is_kept_off_veth_macs_before_libvirtd_starts_containers(root: Path):
+    """udev's persistent MAC policy raced libvirt on Debian 12 and gave containers MACs
+    nobody declared (the VM tier proves the effect; this the file and its order)."""
+    desired = load("examples/lab.yaml")
+    ids = [r.id for r in order(system.resources(desired, root))]
+    link = f"file {root}/{system.VETH_LINK}"
+    assert ids.index("service libvirtd") > ids.index(link)
+    ctx = Context(desired)
+    (resource,) = [r for r in system.resources(desired, root) if r.id == link]
+    for change in resource.changes(ctx):
+        change.run(ctx)
+    parsed = configparser.ConfigParser()
+    parsed.read_string((root / system.VETH_LINK).read_text())
+    assert dict(parsed["Match"]) == {"driver": "veth"}
+    assert dict(parsed["Link"]) == {"macaddresspolicy": "none"}
+    # it sorts before the default policy's file, so udev takes it for every veth
+    assert system.VETH_LINK.name < "99-default.link"

@@ -6,13 +6,16 @@ has its own timeout and becomes one line (fjord.check.probe, fjord.check.guard).
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 from collections.abc import Iterator
 from functools import partial
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 from fjord.config.desired import Container, Desired
 from fjord.containers import customize, limits, rootfs
+from fjord.containers.domain import domain_for
 from fjord.containers.libvirt import Libvirt, init_pid
 from fjord.containers.lifecycle import container_env
 from fjord.containers.nsexec import helper_argv
@@ -75,6 +78,35 @@ def ssh_argv(c: Container, *extra: str) -> list[str]:
             f"root@{c.ipv4}"]
 
 
+def declared_macs(desired: Desired, c: Container) -> dict[str, str]:
+    """Each of the container's links (its name inside) and the MAC its domain gives it."""
+    return {i.guest: i.mac for i in domain_for(c, desired, Path("/")).interfaces}
+
+
+def _macs(inside: Inside, declared: dict[str, str]) -> tuple[bool, str]:
+    """The MACs its links have, read in its network namespace with the host's own `ip`
+    (nothing of the tenant's runs). br-int's port flows let a container send only from
+    its declared MAC: a link with another one is cut off (udev's MAC policy gave a
+    container another one on Debian 12, racing libvirt: fjord.host.system.VETH_LINK)."""
+    assert inside.pid is not None
+    out = probe(["nsenter", f"--target={inside.pid}", "--net", "ip", "-json", "link", "show"])
+    if not out.ok:
+        return False, f"cannot list its links: {out.last_line()}"
+    try:
+        have = {link["ifname"]: str(link.get("address", "")).lower()
+                for link in json.loads(out.stdout)}
+    except (ValueError, KeyError, TypeError):
+        return False, f"`ip -json link` printed no list of links: {out.last_line()}"
+    wrong = [f"{name} has {have[name]}" if name in have else f"no {name}"
+             for name, mac in sorted(declared.items()) if have.get(name) != mac.lower()]
+    if wrong:
+        return False, (f"{', '.join(wrong)}; declared: "
+                       + ", ".join(f"{n} {m}" for n, m in sorted(declared.items()))
+                       + ". br-int drops what a container sends from another MAC: restart "
+                       f"it (fjord container restart {inside.name})")
+    return True, ", ".join(f"{n} {m}" for n, m in sorted(declared.items()))
+
+
 def container_checks(desired: Desired) -> Iterator[CheckResult]:
     v4, v6, name = targets(desired)
     lv = Libvirt()
@@ -129,6 +161,9 @@ def _container(lv: Libvirt, desired: Desired, c: Container, v4: str | None,
     for what, ok, detail in limits.verdicts(c.name, expected=c.memory):
         yield CheckResult(f"{label}: {what}", ok, detail)
     yield guard(f"{label}: its root's files can be read", lambda: _root_files(desired, c))
+
+    yield guard(f"{label}: its links have their declared MACs",
+                lambda: _macs(inside, declared_macs(desired, c)))
 
     def answers() -> tuple[bool, str]:
         ok, detail = ping(str(c.ipv4))

@@ -31,6 +31,17 @@ LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
 LXCFS_DROP_IN = Path("etc/systemd/system/libvirtd.service.d/fjord-lxcfs.conf")
 LXCFS_ORDER = ("# Managed by fjord: the containers libvirtd starts at boot mount lxcfs's "
                "files.\n[Unit]\nWants=lxcfs.service\nAfter=lxcfs.service\n")
+# udev's default link policy (99-default.link: MACAddressPolicy=persistent) gives a new
+# veth a MAC of its own when it reads the kernel's random one before libvirt has set the
+# declared one: on Debian 12 (systemd 252) it then overwrites libvirt's, the container's
+# eth0 comes up with a MAC nobody declared, and the port's anti-spoofing flows drop all
+# it sends (seen after a real reboot; a lab never sees it: udev does not get the uevents
+# of other network namespaces). The first matching .link file wins, so this one keeps
+# udev away from every veth's MAC; whoever creates a veth sets its MAC.
+VETH_LINK = Path("etc/systemd/network/10-fjord-veth.link")
+VETH_LINK_POLICY = ("# Managed by fjord: udev leaves the MAC of a veth to whoever made it "
+                    "(libvirt\n# sets each container's declared MAC).\n"
+                    "[Match]\nDriver=veth\n\n[Link]\nMACAddressPolicy=none\n")
 
 
 class MountPoint(Resource):
@@ -105,6 +116,9 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     out.append(order)
     from fjord.containers.limits import LXCFS_DIR
 
+    veth_macs = File(root / VETH_LINK, VETH_LINK_POLICY, after=(PACKAGES_ID,),
+                     reason="udev keeps off the containers' MACs")
+    out.append(veth_macs)
     mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(PACKAGES_ID,))
     out.append(mount_point)
     out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
@@ -116,7 +130,8 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
         # libvirtd looks for hooks when it starts: a new hook means a restart too.
         "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
-        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, mount_point.id, "service lxcfs",
+        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, veth_macs.id, mount_point.id,
+               "service lxcfs",
                *(f"service {u}" for u in LIBVIRT_LISTENERS)),
     ))
     out += cgroups.resources(unified=_wants_unified_cgroups(desired), root=root,
