@@ -252,15 +252,25 @@ def validate(config_path: str | None, as_json: bool) -> None:
 
     Exit 0 when valid; exit 2 with one line per problem, each naming its key path
     (e.g. `containers.web.ipv4: 10.9.0.2 is outside the private network 10.1.0.0/16`).
+    A file that names no host.apt.suite, checked on a machine whose release fjord does
+    not know, is valid (it may be for another server): a note says plan and apply here
+    would stop.
     """
     desired = _load(config_path)
+    # The file may be for another server (validated on a laptop): a release this machine
+    # does not have is no problem of the file's, but plan and apply here would stop.
+    unknown = desired.suite_unknown()
     if as_json:
         from fjord.ui import print_json
 
-        print_json({"valid": True, "containers": [c.name for c in desired.containers]})
+        print_json({"valid": True, "containers": [c.name for c in desired.containers],
+                    "apt_suite": desired.host.apt.suite})
     else:
         n = len(desired.containers)
         click.echo(f"{desired.filename}: valid ({n} container{'s' if n != 1 else ''})")
+    if unknown is not None:
+        click.echo(f"note: {unknown.render()}; valid as a file for another server, but "
+                   "plan and apply on this machine stop there", err=True)
 
 
 @cli.command()

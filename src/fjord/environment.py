@@ -23,6 +23,8 @@ from fjord.errors import FjordError
 DEFAULT_STATE_DIR = Path("/var/lib/fjord")
 DEFAULT_OVSDB = "/run/openvswitch/db.sock"
 DEFAULT_LIBVIRT_URI = "lxc:///"
+# The host's os-release: the first that exists (os-release(5): /etc's takes precedence).
+DEFAULT_OS_RELEASE = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 
 # The variables a process of fjord is told by.
 STATE_DIR = "FJORD_STATE_DIR"          # fjord's state (/var/lib/fjord)
@@ -33,6 +35,7 @@ SERVICE_MANAGER = "FJORD_SERVICE_MANAGER"  # systemd; lab (read by the CLI: fjor
 PACKAGE_MANAGER = "FJORD_PACKAGE_MANAGER"  # apt; simulate
 CONFIG = "FJORD_CONFIG"                # the configuration file when -c is not given
 SSH = "FJORD_SSH"                      # the ssh command of --host
+OS_RELEASE = "FJORD_OS_RELEASE"        # the host's os-release (tests name a file of theirs)
 
 # Factories of a fjord.host.services.ServiceManager / fjord.host.packages.PackageManager
 # (typed there: this module imports no layer, every layer imports it).
@@ -63,6 +66,9 @@ class Environment:
     config: str | None = None   # $FJORD_CONFIG: the file when -c is not given
     ssh: str | None = None      # $FJORD_SSH: the ssh command of --host
     term: str = "xterm"         # the operator's terminal type (container exec/console)
+    # where the release the host runs is read, the first that exists (host.apt.suite's
+    # default; $FJORD_OS_RELEASE names one: unit tests; a lab's is the machine's)
+    os_release: tuple[Path, ...] = DEFAULT_OS_RELEASE
 
     @property
     def images_dir(self) -> Path:
@@ -87,6 +93,7 @@ class Environment:
             raise FjordError(f"{PACKAGE_MANAGER}={packages!r} is not a package manager",
                              hint="use apt (real servers) or simulate (the lab)")
         images = environ.get(IMAGES_DIR)
+        os_release = environ.get(OS_RELEASE)
         return cls(
             state_dir=Path(environ.get(STATE_DIR) or DEFAULT_STATE_DIR),
             images_override=Path(images) if images else None,
@@ -98,6 +105,7 @@ class Environment:
             config=environ.get(CONFIG) or None,
             ssh=environ.get(SSH) or None,
             term=environ.get("TERM") or "xterm",
+            os_release=(Path(os_release),) if os_release else DEFAULT_OS_RELEASE,
         )
 
     def variables(self) -> dict[str, str]:

@@ -23,6 +23,8 @@ from typing import Any
 
 import pytest
 
+from fjord.state.known import host_release
+
 pytestmark = [
     pytest.mark.lab,
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -36,7 +38,7 @@ HAS_LAB_SERVICES = importlib.util.find_spec("fjord.lab.services") is not None
 
 PROBE = """
 import json, sys
-from fjord.config.desired import load
+from fjord.state.known import load   # as the command line does: the lab's release too
 from fjord.engine.apply import apply
 from fjord.engine.plan import make_plan
 from fjord.engine.resource import Context
@@ -123,6 +125,15 @@ def test_plan_apply_and_idempotence_in_the_lab(lab: str):
                    "/etc/apt/sources.list.d/fjord-debian.sources",
                    "/var/lib/fjord/simulated-packages.json")
     assert inside.returncode == 0 and "security.debian.org" in inside.stdout
+    # examples/lab.yaml names no host.apt.suite: the lab's server runs the machine's
+    # release (its /etc overlays the machine's, /usr is the machine's: docs/lab.md)
+    release = host_release([Path("/etc/os-release"), Path("/usr/lib/os-release")]).codename
+    assert release is not None, "the lab runs on Debian 12 or 13"
+    assert f"Suites: {release} {release}-updates\n" in inside.stdout
+    assert f"Suites: {release}-security\n" in inside.stdout
+    sources = next(c for c in report["plan"]
+                   if c["resource"] == "file /etc/apt/sources.list.d/fjord-debian.sources")
+    assert f"suite {release}: the host's release (/etc/os-release: " in sources["detail"]
     assert '"emacs-nox"' in inside.stdout
     assert fingerprint() == before, "the lab wrote to the machine's files"
     assert not Path("/etc/apt/sources.list.d/fjord-debian.sources").exists()

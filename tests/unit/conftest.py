@@ -8,9 +8,11 @@ Hypothesis: the default profile keeps the fuzz tests quick enough for every run 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hosts import OS_RELEASES
 from hypothesis import HealthCheck, settings
 from told import tell
 
@@ -27,13 +29,21 @@ settings.register_profile(
 settings.load_profile("fjord")
 
 
+# The host's release in every unit test, whatever the machine runs (Debian 12 or 13, a
+# CI's Ubuntu): host.apt.suite's default is read from here, never from /etc/os-release.
+OS_RELEASE = OS_RELEASES / "bookworm"
+
+
 @pytest.fixture(autouse=True)
 def _own_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a test installs as fjord's environment (a command's edge, the libvirt hook's
-    entry point) is undone after it."""
+    entry point) is undone after it; the host's os-release is OS_RELEASE (also for the
+    environment a test builds from the variables, and a fjord it runs)."""
     from fjord import environment
 
-    monkeypatch.setattr(environment, "_current", environment.current())
+    monkeypatch.setenv(environment.OS_RELEASE, str(OS_RELEASE))
+    monkeypatch.setattr(environment, "_current",
+                        replace(environment.current(), os_release=(OS_RELEASE,)))
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import re
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hosts import BOOKWORM
 
 from fjord.config import desired
-from fjord.config.desired import Desired, Known, load, resolve
+from fjord.config.desired import Desired, HostRelease, Known, load, resolve
 from fjord.config.loader import parse
 from fjord.config.models import Puppet
 from fjord.config.problems import ConfigError
@@ -46,11 +47,12 @@ MAC = re.compile(r"^52:54:00(:[0-9a-f]{2}){3}$")
 
 
 def make(containers: str, allocations: dict | None = None, host: str = HOST,
-         defaults: str = "", built: dict | None = None) -> Desired:
+         defaults: str = "", built: dict | None = None,
+         release: HostRelease | None = BOOKWORM) -> Desired:
     text = host + defaults + "containers:\n" + containers
     doc = parse(text)
     return resolve(doc, check(doc), Known({} if allocations is None else allocations,
-                                          {} if built is None else built))
+                                          {} if built is None else built, release))
 
 
 def names(*items: str) -> str:

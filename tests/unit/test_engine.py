@@ -293,10 +293,12 @@ def test_every_reference_of_a_real_host_resolves_in_every_layer_selection():
     from itertools import combinations
     from pathlib import Path
 
+    from hosts import ON_BOOKWORM
+
     from fjord.config.desired import load
     from fjord.resources import LAYERS, all_resources, kinds, registry
 
-    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"))
+    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"), ON_BOOKWORM)
     assert desired.containers
     registered = kinds()
     for n in range(1, len(LAYERS) + 1):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from goldens import check_golden
+from hosts import ON_BOOKWORM
 from told import tell
 
 from fjord.config.desired import Desired, load
@@ -28,8 +29,9 @@ def golden(name: str, text: str) -> None:
 
 
 def desired_with(**apt_settings: Any) -> Desired:
-    d = load("examples/lab.yaml")
-    host = d.config.host.model_copy(update={"apt": Apt(**apt_settings)})
+    d = load("examples/lab.yaml", ON_BOOKWORM)
+    host = d.config.host.model_copy(update={"apt": Apt(**{"suite": "bookworm",
+                                                          **apt_settings})})
     return Desired(d.config.model_copy(update={"host": host}), d.containers, d.allocations)
 
 
@@ -43,7 +45,7 @@ def repo(name: str = "puppet", **kw: Any) -> AptRepository:
 
 
 def test_seed_sources_and_pins_golden():
-    d = load("examples/seed.yaml")
+    d = load("examples/seed.yaml", ON_BOOKWORM)
     golden("fjord-debian.seed.sources", apt.render_sources(apt.debian_stanzas(d.host.apt)))
     text = apt.render_preferences(d.host.apt)
     assert text is not None
@@ -51,7 +53,7 @@ def test_seed_sources_and_pins_golden():
 
 
 def test_default_sources_golden():
-    d = load("examples/lab.yaml")
+    d = load("examples/lab.yaml", ON_BOOKWORM)
     golden("fjord-debian.default.sources", apt.render_sources(apt.debian_stanzas(d.host.apt)))
     assert apt.render_preferences(d.host.apt) is None
 
@@ -75,7 +77,8 @@ def test_rolling_suite_has_no_security_updates_or_backports():
 
 
 def test_security_comes_from_the_security_archive():
-    (_, security) = apt.debian_stanzas(Apt(updates=False, mirror="http://mirror.example/debian"))
+    (_, security) = apt.debian_stanzas(Apt(suite="bookworm", updates=False,
+                                           mirror="http://mirror.example/debian"))
     assert security.uris == (apt.SECURITY_MIRROR,) and security.suites == ("bookworm-security",)
 
 
@@ -100,7 +103,7 @@ def test_unpinned_extra_suite_gets_a_low_pin():
 
 
 def test_pinned_extra_suite_keeps_its_declared_pin():
-    d = load("examples/seed.yaml")
+    d = load("examples/seed.yaml", ON_BOOKWORM)
     pins = apt.effective_pins(d.host.apt)
     assert [(p.release, p.priority) for p, _ in pins] == [
         ("bookworm", 500), ("testing", 100), ("testing", 600)]
@@ -176,7 +179,7 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
 
 
 def debian_file(root: Path) -> apt.SourcesFile:
-    (resource, *_) = apt.resources(load("examples/lab.yaml"), root)
+    (resource, *_) = apt.resources(load("examples/lab.yaml", ON_BOOKWORM), root)
     assert isinstance(resource, apt.SourcesFile)
     return resource
 
@@ -277,7 +280,7 @@ def test_update_that_fails_is_retried(tmp_path: Path, ctx: Context):
             raise FjordError("mirror unreachable")
 
     ctx.drivers["package-manager"] = Broken()
-    d = load("examples/lab.yaml")
+    d = load("examples/lab.yaml", ON_BOOKWORM)
     with pytest.raises(FjordError, match="mirror unreachable"):
         converge(apt.resources(d, tmp_path), ctx)
     ctx.drivers["package-manager"] = FakePackages()
@@ -287,7 +290,7 @@ def test_update_that_fails_is_retried(tmp_path: Path, ctx: Context):
 
 def test_pins_removed_when_none_declared(tmp_path: Path, ctx: Context):
     prefs = write(tmp_path / apt.PREFERENCES, "old\n")
-    d = load("examples/lab.yaml")
+    d = load("examples/lab.yaml", ON_BOOKWORM)
     plan = make_plan(apt.resources(d, tmp_path), ctx)
     assert any(c.resource == f"file {prefs}" and c.action == "delete" for c in plan.changes)
 

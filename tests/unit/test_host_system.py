@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hosts import ON_BOOKWORM
 from told import tell
 
 from fjord.config.desired import load
@@ -110,7 +111,7 @@ def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_order_of_the_work(root: Path):
-    desired = load("examples/seed.yaml")
+    desired = load("examples/seed.yaml", ON_BOOKWORM)
     ids = [r.id for r in order(system.resources(desired, root))]
     kinds = [i.split()[0] for i in ids]
     assert kinds.index("apt-update") > kinds.index("file")
@@ -122,7 +123,7 @@ def test_order_of_the_work(root: Path):
 
 
 def test_apply_converges_and_the_second_apply_is_empty(root: Path):
-    desired = load("examples/lab.yaml")
+    desired = load("examples/lab.yaml", ON_BOOKWORM)
     pm = FakePackages(installed=["openvswitch-switch", "iproute2", "dbus"])
     sm = FakeServices()
     ctx = Context(desired)
@@ -150,7 +151,7 @@ def test_apply_converges_and_the_second_apply_is_empty(root: Path):
 
 
 def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
-    desired = load("examples/lab.yaml")
+    desired = load("examples/lab.yaml", ON_BOOKWORM)
     pm = FakePackages(installed=[n for n, _ in packages.REQUIRED] + ["emacs-nox", "dbus"])
     sm = FakeServices()
     drivers = {packages.DRIVER: pm, services.DRIVER: sm}
@@ -166,7 +167,7 @@ def test_operator_edit_is_reverted_and_restarts_the_daemon(root: Path):
 
 def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
     """Every domain mounts /var/lib/lxcfs; libvirt refuses a missing mount source."""
-    desired = load("examples/lab.yaml")
+    desired = load("examples/lab.yaml", ON_BOOKWORM)
     point = next(r for r in system.resources(desired, root)
                  if isinstance(r, system.MountPoint))
     ctx = Context(desired)
@@ -179,7 +180,7 @@ def test_lxcfs_mount_point_is_made_where_lxcfs_never_ran(root: Path):
 def test_udev_is_kept_off_veth_macs_before_libvirtd_starts_containers(root: Path):
     """udev's persistent MAC policy raced libvirt on Debian 12 and gave containers MACs
     nobody declared (the VM tier proves the effect; this the file and its order)."""
-    desired = load("examples/lab.yaml")
+    desired = load("examples/lab.yaml", ON_BOOKWORM)
     ids = [r.id for r in order(system.resources(desired, root))]
     link = f"file {root}/{system.VETH_LINK}"
     assert ids.index("service libvirtd") > ids.index(link)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hosts import BOOKWORM, on
+
 from fjord.config.desired import Known, load, with_kept
 from fjord.host.hosts_file import BEGIN, END, block, merge
 
@@ -52,8 +54,8 @@ def test_prune_drops_the_pruned_containers_names_and_routes_in_the_same_apply(mo
     from fjord.resources import all_resources
 
     monkeypatch.setattr(rootfs, "all_records", lambda base=None: [])
-    desired = load("examples/lab.yaml", Known(GONE))
-    clean = load("examples/lab.yaml")
+    desired = load("examples/lab.yaml", on(BOOKWORM, GONE))
+    clean = load("examples/lab.yaml", on(BOOKWORM))
     kept = all_resources(desired)
     assert any("gone" in line for line in _hosts_lines(kept))
     pruned = all_resources(desired, prune=True)

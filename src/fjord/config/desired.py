@@ -5,6 +5,11 @@ Allocation is stable: a container keeps what it was given (``Known.addresses``: 
 layer, fjord.state.known), new containers take the lowest free addresses, and MACs
 derive from the host and container names. This module reads the file and nothing else:
 what the host holds is an argument, and writing the allocations is a change of the plan.
+
+``host.apt.suite`` not given is the release the host runs (``Known.host_release``, read
+from its /etc/os-release by the state layer), when it is one fjord knows; otherwise it
+stays unset, and the APT layer stops with a problem at ``host.apt.suite`` before anything
+is planned (:meth:`Desired.suite_unknown`): fjord never guesses a server's release.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from typing import Any
 
 from fjord.config.loader import Document, read
 from fjord.config.models import BUILT_IN, Config, ContainerSpec, Host, Puppet
-from fjord.config.problems import ConfigError
-from fjord.config.types import check_mac
+from fjord.config.problems import ConfigError, Problem, printable
+from fjord.config.types import RELEASES, check_mac
 from fjord.config.validate import check
 
 # Containers' public IPv6 addresses start at PREFIX:1::1, as in the original setup.
@@ -28,15 +33,36 @@ MAC_PREFIX = "52:54:00:"
 
 
 @dataclass(frozen=True)
+class HostRelease:
+    """The release the host runs, as its os-release file says (fjord.state.known reads
+    it): ``codename`` is a release fjord knows (types.RELEASES) or None (another
+    distribution, Debian testing/unstable naming a release fjord does not know yet, no
+    file); ``said`` is what the file says, for messages (``VERSION_CODENAME=trixie``)."""
+
+    codename: str | None
+    said: str
+    path: str = "/etc/os-release"
+
+    def __post_init__(self) -> None:
+        if self.codename is not None and self.codename not in RELEASES:
+            raise ValueError(f"{self.codename} is not a release fjord knows")
+
+    def shown(self) -> str:
+        return f"{self.path}: {printable(self.said)}"
+
+
+@dataclass(frozen=True)
 class Known:
     """What the host holds that the desired state depends on, read by the state layer
     (fjord.state.known): the addresses each container was given (allocations.json,
     completed from the containers' records; also those of containers out of the file,
-    not yet pruned) and the suite each existing container was built from. The default:
-    a host with nothing (a fresh server)."""
+    not yet pruned), the suite each existing container was built from, and the release
+    the host runs (None: not read). The default: a host with nothing (a fresh server)
+    whose release is not known."""
 
     addresses: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     suites: Mapping[str, str] = field(default_factory=dict)
+    host_release: HostRelease | None = None
 
 
 NOTHING = Known()
@@ -74,10 +100,33 @@ class Desired:
     containers: tuple[Container, ...]
     allocations: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     filename: str | None = None
+    # the file names no host.apt.suite and it is the host's release, read there (None:
+    # the file names it, or the host's release is not one fjord knows)
+    apt_suite_from: HostRelease | None = None
+    # the host's release as known when resolving (None: not read), for suite_unknown()
+    host_release: HostRelease | None = None
 
     @property
     def host(self) -> Host:
         return self.config.host
+
+    def suite_unknown(self) -> Problem | None:
+        """The problem at ``host.apt.suite`` when APT is managed, the file names no
+        suite and the host's release is not one fjord knows (or was not read); the APT
+        layer raises it (ConfigError) before anything is planned."""
+        apt = self.config.host.apt
+        if not apt.manage or apt.suite is not None:
+            return None
+        choices = ", ".join(RELEASES[:-1]) + " or " + RELEASES[-1]
+        if self.host_release is None:
+            said = "the host's release was not read"
+        else:
+            said = (f"the host's release is not one fjord knows "
+                    f"({self.host_release.shown()})")
+        return Problem(("host", "apt", "suite"), (
+            f"not given, and {said}: fjord does not guess which Debian release's sources "
+            f"to write; name the release this server runs ({choices}), or set "
+            "host.apt.manage: false to keep your own APT sources"))
 
     def container(self, name: str) -> Container:
         for c in self.containers:
@@ -95,8 +144,10 @@ def load(path: str, known: Known = NOTHING) -> Desired:
 
 def resolve(doc: Document, config: Config, known: Known = NOTHING) -> Desired:
     """Apply defaults and allocate addresses: the containers keep ``known.addresses``
-    (when still valid), those the file names no suite for keep ``known.suites``."""
+    (when still valid), those the file names no suite for keep ``known.suites``;
+    ``host.apt.suite`` not given is ``known.host_release`` when fjord knows it."""
     suites = known.suites
+    config, suite_from = _apt_suite(config, known.host_release)
     alloc = Allocator(config, known.addresses)
     try:
         given = alloc.allocate()
@@ -106,7 +157,20 @@ def resolve(doc: Document, config: Config, known: Known = NOTHING) -> Desired:
     containers = tuple(_container(config, name, config.containers[name], given[name],
                                   suites.get(name))
                        for name in sorted(config.containers))
-    return Desired(config, containers, alloc.result(), doc.filename)
+    return Desired(config, containers, alloc.result(), doc.filename,
+                   apt_suite_from=suite_from, host_release=known.host_release)
+
+
+def _apt_suite(config: Config, release: HostRelease | None
+               ) -> tuple[Config, HostRelease | None]:
+    """The configuration with host.apt.suite set to the host's release when the file
+    names none and the release is one fjord knows (else as it is)."""
+    apt = config.host.apt
+    if apt.suite is not None or release is None or release.codename is None:
+        return config, None
+    host = config.host.model_copy(update={
+        "apt": apt.model_copy(update={"suite": release.codename})})
+    return config.model_copy(update={"host": host}), release
 
 
 def _container(config: Config, name: str, spec: ContainerSpec,

@@ -199,13 +199,14 @@ class Apt(Model):
         "http://deb.debian.org/debian", description="Debian mirror for the host and images.",
         examples=["http://deb.debian.org/debian"],
     )
-    suite: Release = Field("bookworm", description="The host's Debian suite, for its APT "
-                           "sources: `bookworm`, `trixie`, or `sid` (also called `unstable`). "
-                           "Name the release the host runs (a trixie host must: the default "
-                           "stays `bookworm`, so that no bookworm host that leaves it out "
-                           "gets trixie sources, a release upgrade at its next `apt "
-                           "upgrade`). Containers do not follow it (see `defaults.suite`).",
-                           examples=["trixie"])
+    suite: Release | None = Field(
+        None, description="The host's Debian suite, for its APT sources: `bookworm`, "
+        "`trixie`, or `sid` (also called `unstable`). Default: the release the host runs, "
+        "read from its /etc/os-release (`VERSION_CODENAME`) when fjord knows it; on a host "
+        "whose release fjord does not know (another distribution, Debian testing naming "
+        "a release not supported yet) `plan` and `apply` stop and ask for it, they never "
+        "guess. Containers do not follow it (see `defaults.suite`).",
+        examples=["trixie"])
     components: list[Annotated[str, Field(pattern=r"^[a-z0-9-]+$")]] = Field(
         default_factory=lambda: ["main"], description="Archive components.",
         examples=[["main", "contrib"]],

@@ -304,7 +304,14 @@ def _plural(text: str) -> str:
     return text + "es" if text.endswith("s") else text + "s"
 
 
+# Defaults that are not a value of the model: taken from the host when the file is
+# resolved (fjord.config.desired).
+FROM_THE_HOST = {"host.apt.suite": "default: the release the host runs (its `/etc/os-release`)"}
+
+
 def _default(key: Key) -> str:
+    if key.path in FROM_THE_HOST:
+        return FROM_THE_HOST[key.path]
     if key.required:
         if key.within is None:
             return "**required**"

@@ -6,6 +6,10 @@
     /etc/apt/keyrings/NAME.asc                    its key, named by Signed-By (never apt-key)
     /etc/apt/preferences.d/fjord                  host.apt.pins
 
+The suite is host.apt.suite, else the release the host runs (fjord.config.desired:
+read from its os-release; the plan says so); a host whose release fjord does not know
+stops the plan with a problem at host.apt.suite before anything changes.
+
 Other sources (/etc/apt/sources.list, other files in sources.list.d) are left alone. An
 entry that duplicates one of fjord's is reported in the plan (APT itself only warns
 "configured multiple times"); one that names the same archive with another Signed-By
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from fjord.config.desired import Desired
 from fjord.config.models import Apt, AptPin, AptRepository
+from fjord.config.problems import ConfigError
 from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
@@ -79,7 +84,11 @@ def render_sources(stanzas: Sequence[Stanza]) -> str:
 
 
 def debian_stanzas(apt: Apt) -> list[Stanza]:
+    """The mirror's and the security archive's stanzas (``apt.suite`` resolved: the
+    file's, or the host's release, fjord.config.desired)."""
     suite, comps = apt.suite, tuple(apt.components)
+    if suite is None:
+        raise ValueError("host.apt.suite is not resolved")
     rolling = suite in ROLLING
     suites = [suite]
     if apt.updates and not rolling:
@@ -268,10 +277,11 @@ class SourcesFile(File):
     """A .sources file fjord owns, checked against the host's other sources."""
 
     def __init__(self, path: Path, stanzas: Sequence[Stanza], root: Path, reason: str,
-                 after: tuple[str, ...] = ()) -> None:
+                 after: tuple[str, ...] = (), note: str = "") -> None:
         super().__init__(path, render_sources(stanzas), reason=reason, after=after)
         self.stanzas = list(stanzas)
         self.root = root
+        self.note = note  # shown by `plan -v` when unchanged (where the suite came from)
 
     def changes(self, ctx: Context) -> list[Change]:
         found = overlaps(self.stanzas, existing_sources(self.root))
@@ -293,6 +303,18 @@ class SourcesFile(File):
                      f"configured multiple times; fjord leaves that file alone (remove the "
                      f"entry, {self.path.name} has it)")
         return super().changes(ctx)
+
+    def unchanged_reason(self, ctx: Context) -> str:
+        said = super().unchanged_reason(ctx)
+        return f"{said} ({self.note})" if self.note else said
+
+
+def suite_reason(desired: Desired) -> str:
+    """Which suite fjord-debian.sources names, and why, when the file does not say."""
+    release = desired.apt_suite_from
+    if release is None:
+        return ""
+    return f"{release.codename}: the host's release ({release.shown()}), host.apt.suite not given"
 
 
 class StaleSources(Resource):
@@ -345,9 +367,14 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     apt = desired.host.apt
     if not apt.manage:
         return []
+    problem = desired.suite_unknown()
+    if problem is not None:
+        raise ConfigError([problem], desired.filename)
     sources_dir = root / SOURCES_DIR
+    why = suite_reason(desired)
+    reason = "the Debian mirror and security archive" + (f", suite {why}" if why else "")
     inputs: list[File] = [SourcesFile(sources_dir / DEBIAN_FILE, debian_stanzas(apt), root,
-                                      "the Debian mirror and security archive")]
+                                      reason, note=f"suite {why}" if why else "")]
     for repo in apt.repositories:
         if PREFIX + repo.name + ".sources" == DEBIAN_FILE:
             raise FjordError("host.apt.repositories: the name `debian` is fjord's own mirror "
