@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import containers  # noqa: E402
-from common import REPO, log, unique_name  # noqa: E402
+import containers
+from common import REPO, log, unique_name
 
 EVENT = re.compile(r"^\s*(?P<comm>.+?)\s+(?P<pid>\d+)\s+\[\d+\]\s+(?P<t>[\d.]+):\s+"
                    r"sched:sched_process_(?P<what>exec|exit):\s+(?P<rest>.*)$")
