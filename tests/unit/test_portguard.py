@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fjord.config.desired import load
-from fjord.net import nft, portguard, resources
+from fjord.net import nft, portguard, resources, words
 from fjord.net.firewall import Ruleset
 from fjord.net.portguard import Flow, GuardError, Port
 
@@ -129,9 +129,9 @@ def test_the_firewall_ties_each_public_ipv6_source_to_its_containers_mac(tmp_pat
 
 
 def test_nft_mac_and_concatenations():
-    assert nft.mac("52:54:00:AA:bb:cc") == "52:54:00:aa:bb:cc"
+    assert words.mac("52:54:00:AA:bb:cc") == "52:54:00:aa:bb:cc"
     with pytest.raises(ValueError):
-        nft.mac('52:54:00:aa:bb:cc" accept')
+        words.mac('52:54:00:aa:bb:cc" accept')
     assert nft.concatenation_set([("a", "b")]) == "{ a . b }"
     with pytest.raises(ValueError):
         nft.concatenation_set([])

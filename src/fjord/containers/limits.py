@@ -75,7 +75,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fjord.containers import guest
 from fjord.containers.sandbox import (
     FILTER_PATH,
     INIT_MARKER,
@@ -85,7 +84,7 @@ from fjord.containers.sandbox import (
     privileges_dropped,
 )
 from fjord.errors import FjordError
-from fjord.host.cgroups import Mount, parse_mountinfo
+from fjord.mountinfo import Mount, parse_mountinfo
 
 INIT_PATH = "/usr/local/sbin/fjord-init"
 # lxcfs (the host's daemon, fjord.host.system) mounts at LXCFS_DIR on the host; the
@@ -115,6 +114,8 @@ def init_script(system_init: str = SYSTEM_INIT, path: str = INIT_PATH, *,
     before the last step it binds lxcfs's files over /proc (:data:`LXCFS_FILES`); the
     last step runs the loader (fjord.containers.sandbox) that drops capabilities and
     installs the syscall filter, and becomes ``system_init``."""
+    from fjord.containers import guest  # not for the hook, which imports this module
+
     return guest.render(
         "fjord-init.sh", system_init=guest.safe_path(system_init), path=guest.safe_path(path),
         cgroup=guest.safe_path(cgroup), proc=guest.safe_path(proc),

@@ -24,7 +24,6 @@ only when asked to (host.cgroups.unified), and says that a reboot is needed.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.host.files import File
 from fjord.host.services import Trigger
+from fjord.mountinfo import Mount, parse_mountinfo
 
 ROOT = Path("/")
 CGROUP_DIR = "/sys/fs/cgroup"
@@ -53,37 +53,6 @@ CMDLINE_KEYS = ("systemd.unified_cgroup_hierarchy", "systemd.legacy_systemd_cgro
 
 Mode = Literal["unified", "hybrid", "legacy", "none"]
 MemoryLimits = Literal["enforced", "not guaranteed", "unavailable"]
-
-
-@dataclass(frozen=True)
-class Mount:
-    point: str
-    root: str
-    fstype: str
-    options: tuple[str, ...]  # the superblock options (for v1: the controllers)
-
-
-_OCTAL = re.compile(r"\\([0-7]{3})")
-
-
-def _unescape(field: str) -> str:
-    """The kernel writes space, tab, newline and backslash in paths as \\ooo."""
-    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field)
-
-
-def parse_mountinfo(text: str) -> list[Mount]:
-    """/proc/self/mountinfo: ``ID PARENT MAJ:MIN ROOT POINT OPTS [TAGS…] - TYPE SRC SUPER``."""
-    out = []
-    for line in text.splitlines():
-        left, sep, right = line.partition(" - ")
-        if not sep:
-            continue
-        fields, rest = left.split(), right.split()
-        if len(fields) < 5 or len(rest) < 3:
-            continue
-        out.append(Mount(_unescape(fields[4]), _unescape(fields[3]), rest[0],
-                         tuple(rest[2].split(","))))
-    return out
 
 
 def parse_proc_cgroups(text: str) -> dict[str, bool]:

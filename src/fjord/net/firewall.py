@@ -32,7 +32,7 @@ from fjord.engine.change import Change
 from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
-from fjord.net import nft
+from fjord.net import nft, words
 from fjord.net.nft import BaseChain, Nft, Rule, Table
 from fjord.state import read_json, state_dir, write_json
 
@@ -192,7 +192,7 @@ def forward(rs: Ruleset) -> BaseChain:
         if rs.senders6:
             # each public address only from its own container's MAC: a neighbour's
             # address as source is dropped even if it got past the switch
-            pairs = nft.concatenation_set((nft.mac(m), nft.address(a)) for m, a in rs.senders6)
+            pairs = nft.concatenation_set((words.mac(m), nft.address(a)) for m, a in rs.senders6)
             out6 = Rule(("iifname", nft.ifname(rs.internal), "ether", "saddr", ".", "ip6",
                          "saddr", pairs, "accept"), "containers out (IPv6), by sender MAC")
         else:

@@ -18,14 +18,12 @@ from typing import Any
 from fjord import runner
 from fjord.engine.plan import StateUnreadable
 from fjord.errors import FjordError
+from fjord.net.words import IFNAME
 
 NFT = "nft"
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 TIMEOUT = 30.0
 
-# Same rule as the configuration's interface names (fjord.config.types): checked again
-# here because these words end up inside nft's language (and in OpenFlow's: portguard).
-IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _COMMENT = re.compile(r"^[A-Za-z0-9 _.,:;/()+=@<>'*-]{1,128}$")
 _PRIORITY = re.compile(
@@ -68,15 +66,6 @@ def address(value: IPv4Address | IPv6Address | IPv4Network | IPv6Network) -> str
         raise TypeError(f"{value!r} is not an address")
     return str(value)
 
-
-_MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-
-
-def mac(value: str) -> str:
-    """A MAC address (lower case, colon separated)."""
-    if not isinstance(value, str) or not _MAC.fullmatch(value.lower()):
-        raise ValueError(f"{value!r} is not a MAC address")
-    return value.lower()
 
 
 def concatenation_set(elements: Iterable[Sequence[str]]) -> str:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fjord import runner
-from fjord.net.nft import IFNAME, mac
+from fjord.net.words import IFNAME, mac
 
 STATE_FILE = "port-guard.json"
 LOCK_FILE = "port-guard.lock"

@@ -152,9 +152,11 @@ map="0 0 4294967295"
 if [ "$(echo $map)" != "0 0 4294967295" ]; then
     # the host delegates libvirt's cgroups to this root (the libvirt hook, just after
     # the start): systemd needs them to build its tree inside the limits
+    # (polled every 10 ms, for 15 s at most: the hook's few tenths of a second are the
+    # container's start time)
     n=0
-    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 150 ]; do
-        sleep 0.1
+    while [ ! -O "$cg/memory$own" ] && [ -d "$cg/memory$own" ] && [ $n -lt 1500 ]; do
+        sleep 0.01
         n=$((n + 1))
     done
     [ -O "$cg/memory$own" ] || say "user namespace: $own is not delegated to this root"
