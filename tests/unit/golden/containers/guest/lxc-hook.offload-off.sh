@@ -20,4 +20,4 @@ case "$2 $3" in
   "release end") ;;
   *) exit 0 ;;
 esac
-FJORD_STATE_DIR=$state FJORD_CHECKSUM_OFFLOAD_OFF=1 exec /opt/fjord/venv/bin/python3 -c 'import sys; from fjord.containers.hook import main; sys.exit(main(sys.argv[1:]))' "$@"
+FJORD_STATE_DIR=$state FJORD_CHECKSUM_OFFLOAD_OFF=1 exec /opt/fjord/venv/bin/python3 -c 'import sys; from fjord.containers.hook import main, leave; leave(main(sys.argv[1:]))' "$@"

@@ -20,4 +20,4 @@ case "$2 $3" in
   "release end") ;;
   *) exit 0 ;;
 esac
-FJORD_STATE_DIR=$state exec '/opt/my venv/bin/python3' -c 'import sys; from fjord.containers.hook import main; sys.exit(main(sys.argv[1:]))' "$@"
+FJORD_STATE_DIR=$state exec '/opt/my venv/bin/python3' -c 'import sys; from fjord.containers.hook import main, leave; leave(main(sys.argv[1:]))' "$@"
