@@ -238,6 +238,7 @@ def ctx(topo: Topology, desired: Desired, tmp_path: Path,
 
 
 def converge(ctx: Context) -> None:
+    ctx.refresh()  # a new run: the driver's reads of an earlier one are forgotten
     resource = Firewall(Ruleset.from_desired(ctx.desired))
     for change in resource.changes(ctx):
         change.run(ctx)
@@ -326,6 +327,7 @@ def test_drift_is_detected_and_repaired(topo: Topology, ctx: Context) -> None:
     converge(ctx)
     topo.run("host", "nft", "add", "rule", "inet", "fjord", "forward", "tcp", "dport", "81",
              "accept")
+    ctx.refresh()  # the next plan reads the host again (a new fjord run)
     [change] = Firewall(Ruleset.from_desired(ctx.desired)).changes(ctx)
     assert change.detail.endswith("changed outside fjord since it was loaded")
     # plan -v: the live table against the declared one, both as nft lists them (the
@@ -355,6 +357,7 @@ def test_foreign_forward_drop_policy_is_reported_and_the_fix_works(topo: Topolog
     topo.run("host", *ipt, "-P", "FORWARD", "DROP")
     topo.run("host", *ipt, "-A", "FORWARD", "-j", "DOCKER-USER")
     assert not topo.ping("test", FAR), "a foreign forward drop policy breaks the containers"
+    ctx.refresh()  # each plan below is a new fjord run, which reads the host again
     plan = make_plan([Firewall(Ruleset.from_desired(ctx.desired))], ctx)
     assert plan.empty
     [warning] = plan.warnings
@@ -364,6 +367,7 @@ def test_foreign_forward_drop_policy_is_reported_and_the_fix_works(topo: Topolog
     topo.run("host", *ipt, "-I", "DOCKER-USER", "-o", "br-int", "-j", "ACCEPT")
     assert topo.ping("test", FAR)
     ctx.warnings.clear()
+    ctx.refresh()
     assert make_plan([Firewall(Ruleset.from_desired(ctx.desired))], ctx).warnings == []
 
 

@@ -159,14 +159,26 @@ class PackageManager(Protocol):
 
 
 class AptManager:
-    """dpkg-query, apt-cache and apt-get. ``run`` is injectable for tests."""
+    """dpkg-query, apt-cache and apt-get. ``run`` is injectable for tests.
+
+    What dpkg says is installed is read once and kept until :meth:`forget` (apply drops
+    every driver's cache after a change; installing forgets by itself)."""
 
     name = "apt"
 
     def __init__(self, run: Run = runner.run) -> None:
         self._run = run
+        self._installed: dict[str, str] | None = None
+
+    def forget(self) -> None:
+        self._installed = None
 
     def installed(self) -> dict[str, str]:
+        if self._installed is None:
+            self._installed = self._read_installed()
+        return dict(self._installed)
+
+    def _read_installed(self) -> dict[str, str]:
         try:
             res = self._run(["dpkg-query", "-W", f"-f={DPKG_FORMAT}"])
         except FjordError as exc:
@@ -190,8 +202,12 @@ class AptManager:
         return parse_simulation(res.stdout)
 
     def install(self, names: Sequence[str]) -> None:
-        self._run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
-                   *KEEP_CONFFILES, *names], env=NONINTERACTIVE, timeout=INSTALL_TIMEOUT)
+        self.forget()
+        try:
+            self._run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                       *KEEP_CONFFILES, *names], env=NONINTERACTIVE, timeout=INSTALL_TIMEOUT)
+        finally:
+            self.forget()
 
     def update(self) -> None:
         # --error-on=any: a repository that cannot be fetched is an error, not a warning
@@ -214,8 +230,8 @@ class SimulatedManager(AptManager):
         installed = data.get("installed", {})
         return installed if isinstance(installed, dict) else {}
 
-    def installed(self) -> dict[str, str]:
-        out = super().installed()
+    def _read_installed(self) -> dict[str, str]:
+        out = super()._read_installed()
         for name in self._recorded():
             out[name] = "installed"
         return out
@@ -225,6 +241,7 @@ class SimulatedManager(AptManager):
         installed = self._recorded()
         for name in names:
             installed[base_name(name)] = unpacked
+        self.forget()
         write_json(self.record, {"version": 1, "installed": installed})
         log.info("simulated: would install %s", " ".join(unpacked) or "nothing")
 

@@ -199,16 +199,30 @@ NO_SYSTEMD_SIGNS = ("has not been booted with systemd", "Failed to connect to bu
 
 
 class SystemdManager:
-    """systemctl, with argument lists. ``run`` is injectable for tests."""
+    """systemctl, with argument lists. ``run`` is injectable for tests.
+
+    A unit's state is read once and kept until :meth:`forget` (apply drops every
+    driver's cache after a change; a change through this manager forgets by itself)."""
 
     name = "systemd"
 
     def __init__(self, run: Run = runner.run) -> None:
         self._run = run
+        self._states: dict[str, UnitState] = {}
+
+    def forget(self) -> None:
+        self._states.clear()
 
     def _systemctl(self, *args: str, check: bool = True) -> runner.Result:
         return self._run(["systemctl", *args], check=check,
                          hint="see `journalctl -xeu UNIT` for the unit's own messages")
+
+    def _change(self, *args: str) -> None:
+        self.forget()
+        try:
+            self._systemctl(*args)
+        finally:
+            self.forget()
 
     def _word(self, verb: str, unit: str) -> str:
         res = self._systemctl(verb, unit, check=False)
@@ -227,7 +241,10 @@ class SystemdManager:
         )
 
     def state(self, unit: str) -> UnitState:
-        return UnitState(unit, self._word("is-enabled", unit), self._word("is-active", unit))
+        if unit not in self._states:
+            self._states[unit] = UnitState(unit, self._word("is-enabled", unit),
+                                           self._word("is-active", unit))
+        return self._states[unit]
 
     def started_at(self, unit: str) -> float | None:
         res = self._systemctl("show", "--property=ExecMainStartTimestampMonotonic",
@@ -244,20 +261,20 @@ class SystemdManager:
 
     def enable(self, unit: str) -> None:
         # A masked unit cannot be enabled; unmasking an unmasked unit changes nothing.
-        self._systemctl("unmask", unit)
-        self._systemctl("enable", unit)
+        self._change("unmask", unit)
+        self._change("enable", unit)
 
     def disable(self, unit: str) -> None:
-        self._systemctl("disable", unit)
+        self._change("disable", unit)
 
     def start(self, unit: str) -> None:
-        self._systemctl("start", unit)
+        self._change("start", unit)
 
     def stop(self, unit: str) -> None:
-        self._systemctl("stop", unit)
+        self._change("stop", unit)
 
     def restart(self, unit: str) -> None:
-        self._systemctl("restart", unit)
+        self._change("restart", unit)
 
 
 def open_manager(env: Environment) -> ServiceManager:

@@ -53,6 +53,13 @@ class LabServiceManager:
                 "FJORD_SERVICE_MANAGER=lab outside a lab",
                 hint="run fjord in the lab (`fjord lab exec -- fjord ...`), or use systemd")
         self.daemons = ServerDaemons(run_dir, _execute)
+        # `systemctl is-enabled`'s answers, until forget() (apply drops every driver's
+        # cache after a change; enable/disable forget by themselves). Whether a daemon
+        # runs is read from its pid file each time (no program runs for it).
+        self._enabled_at_boot: dict[str, str] = {}
+
+    def forget(self) -> None:
+        self._enabled_at_boot.clear()
 
     def _daemons(self, unit: str) -> tuple[str, ...]:
         return UNITS.get(unit_name(unit), ())
@@ -72,9 +79,12 @@ class LabServiceManager:
         return UnitState(unit, self._enabled(unit), "active" if running else "inactive")
 
     def _enabled(self, unit: str) -> str:
-        result = run(["systemctl", "is-enabled", unit_name(unit)], check=False, timeout=30)
-        words = result.stdout.split()
-        return words[0] if words else "not-found"
+        name = unit_name(unit)
+        if name not in self._enabled_at_boot:
+            result = run(["systemctl", "is-enabled", name], check=False, timeout=30)
+            words = result.stdout.split()
+            self._enabled_at_boot[name] = words[0] if words else "not-found"
+        return self._enabled_at_boot[name]
 
     def started_at(self, unit: str) -> float | None:
         """The earliest start of the unit's daemons (a configuration written after it
@@ -84,11 +94,19 @@ class LabServiceManager:
 
     def enable(self, unit: str) -> None:
         self._supervised(unit)
-        run(["systemctl", "enable", unit_name(unit)], timeout=30)
+        self.forget()
+        try:
+            run(["systemctl", "enable", unit_name(unit)], timeout=30)
+        finally:
+            self.forget()
 
     def disable(self, unit: str) -> None:
         self._supervised(unit)
-        run(["systemctl", "disable", unit_name(unit)], timeout=30)
+        self.forget()
+        try:
+            run(["systemctl", "disable", unit_name(unit)], timeout=30)
+        finally:
+            self.forget()
 
     def start(self, unit: str) -> None:
         daemons = self._supervised(unit)

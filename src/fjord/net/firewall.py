@@ -36,7 +36,7 @@ from fjord.net import nft, words
 from fjord.net.nft import BaseChain, Nft, Rule, Table
 from fjord.state import read_json, state_dir, write_json
 
-NFT: DriverKey[Nft] = DriverKey("nft", lambda _env: Nft())
+NFT: DriverKey[Nft] = nft.DRIVER
 
 FAMILY, NAME = "inet", "fjord"
 RULESET_FILE = Path("/etc/fjord/firewall.nft")

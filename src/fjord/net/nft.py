@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from fjord import runner
+from fjord.engine.context import DriverKey
 from fjord.engine.plan import StateUnreadable
 from fjord.errors import FjordError
 from fjord.net.words import IFNAME
@@ -233,9 +234,20 @@ def ensure_fjords(text: str) -> list[tuple[str, str]]:
 
 @dataclass
 class Nft:
-    """Runs nft. ``prefix`` runs it elsewhere, e.g. ``("ip", "netns", "exec", NS)``."""
+    """Runs nft. ``prefix`` runs it elsewhere, e.g. ``("ip", "netns", "exec", NS)``.
+
+    What it reads (a table's listing, the ruleset's JSON) is kept until :meth:`forget`:
+    the resources of one plan that look at the firewall share one ``nft`` per read,
+    and apply's reads before its first change are the plan's (fjord.engine.apply drops
+    every driver's cache after a change). A change through the driver (load, delete)
+    forgets by itself."""
 
     prefix: Sequence[str] = ()
+    _cache: dict[tuple[str, ...], Any] = field(default_factory=dict, init=False, repr=False,
+                                               compare=False)
+
+    def forget(self) -> None:
+        self._cache.clear()
 
     def _run(self, args: Sequence[str], *, input: str | None = None,
              check: bool = True, hint: str | None = None,
@@ -270,16 +282,24 @@ class Nft:
         """Load text that :meth:`check` accepted a moment ago (the switchover checks
         before it starts moving the uplink, and loads in the middle of it)."""
         ensure_fjords(text)
-        self._run(["-f", "-"], input=text)
+        try:
+            self._run(["-f", "-"], input=text)
+        finally:
+            self.forget()
 
     def list_table(self, fam: str, name: str) -> str | None:
         """The table as nft lists it without counters (stable across loads); None if absent."""
-        result = self._read(["-s", "list", "table", family(fam), ident(name)])
-        if result.ok:
-            return result.stdout
-        if "No such file or directory" in result.stderr:
-            return None
-        raise _unreadable(result)
+        key = ("table", family(fam), ident(name))
+        if key not in self._cache:
+            result = self._read(["-s", "list", "table", family(fam), ident(name)])
+            if result.ok:
+                self._cache[key] = result.stdout
+            elif "No such file or directory" in result.stderr:
+                self._cache[key] = None
+            else:
+                raise _unreadable(result)
+        listing: str | None = self._cache[key]
+        return listing
 
     def declared_listing(self, text: str, fam: str, name: str) -> str:
         """Table ``fam name`` of the ruleset ``text`` as ``list_table`` would list it once
@@ -292,24 +312,45 @@ class Nft:
         return result.stdout
 
     def ruleset(self) -> dict[str, Any]:
-        """``nft -j list ruleset``, parsed."""
-        result = self._read(["-j", "list", "ruleset"])
-        if not result.ok:
-            raise _unreadable(result)
-        try:
-            data = json.loads(result.stdout or "{}")
-        except ValueError as exc:
-            raise FjordError(f"nft printed JSON fjord cannot read: {exc}") from exc
-        return data if isinstance(data, dict) else {}
+        """``nft -j list ruleset``, parsed (the same dict until :meth:`forget`: read it,
+        do not change it)."""
+        key = ("ruleset",)
+        if key not in self._cache:
+            result = self._read(["-j", "list", "ruleset"])
+            if not result.ok:
+                raise _unreadable(result)
+            try:
+                data = json.loads(result.stdout or "{}")
+            except ValueError as exc:
+                raise FjordError(f"nft printed JSON fjord cannot read: {exc}") from exc
+            self._cache[key] = data if isinstance(data, dict) else {}
+        ruleset: dict[str, Any] = self._cache[key]
+        return ruleset
 
     def delete_table(self, fam: str, name: str) -> bool:
         """Remove one of fjord's tables; False when it was not there."""
         if not name.startswith("fjord"):
             raise FjordError(f"refusing to delete table {fam} {name}: not fjord's")
+        self.forget()
         if self.list_table(fam, name) is None:
             return False
-        self._run(["delete", "table", family(fam), ident(name)])
+        try:
+            self._run(["delete", "table", family(fam), ident(name)])
+        finally:
+            self.forget()
         return True
+
+
+def has_table(data: Mapping[str, Any], fam: str, name: str) -> bool:
+    """Whether the ruleset of ``nft -j list ruleset`` (``data``) has table ``fam name``."""
+    items = data.get("nftables")
+    return any(isinstance(item, dict) and isinstance(table := item.get("table"), dict)
+               and (table.get("family"), table.get("name")) == (fam, name)
+               for item in (items if isinstance(items, list) else ()))
+
+
+# The run's nft (fjord.engine.context): the firewall and the uplink's guard share its reads.
+DRIVER: DriverKey[Nft] = DriverKey("nft", lambda _env: Nft())
 
 
 def _unreadable(result: runner.Result) -> FjordError:

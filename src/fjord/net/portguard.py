@@ -211,16 +211,26 @@ def _run(argv: list[str], input: str | None = None) -> runner.Result:
 def ofports(bridge: str) -> dict[str, int]:
     """MAC -> OpenFlow port number of the bridge's ports that libvirt attached."""
     bridge = bridge_name(bridge)
-    names = _run(["ovs-vsctl", "--timeout=10", "list-ifaces", bridge])
-    if names.returncode != 0:
-        raise GuardError(f"ovs-vsctl list-ifaces {bridge}: {names.stderr.strip()}")
-    wanted = set(names.stdout.split())
-    found = _run(["ovs-vsctl", "--timeout=10", "--format=json",
-                  "--columns=name,ofport,external_ids", "list", "Interface"])
+    # One ovs-vsctl, two commands (one OVSDB transaction): the bridge's interface names,
+    # one a line, then every Interface as one line of JSON (--format only shapes tables;
+    # an interface name never starts with "{").
+    found = _run(["ovs-vsctl", "--timeout=10", "--format=json", "--", "list-ifaces", bridge,
+                  "--", "--columns=name,ofport,external_ids", "list", "Interface"])
     if found.returncode != 0:
-        raise GuardError(f"ovs-vsctl list Interface: {found.stderr.strip()}")
+        raise GuardError(f"ovs-vsctl list-ifaces {bridge}, list Interface: "
+                         f"{found.stderr.strip()}")
+    lines = found.stdout.splitlines()
+    table = next((i for i, line in enumerate(lines) if line.startswith("{")), None)
+    if table is None:
+        raise GuardError(f"ovs-vsctl list Interface printed no table: {found.stdout!r:.200}")
+    wanted = {line.strip() for line in lines[:table]}
+    try:
+        rows = json.loads("\n".join(lines[table:])).get("data", [])
+    except (ValueError, AttributeError) as exc:
+        raise GuardError(f"ovs-vsctl list Interface printed JSON fjord cannot read: "
+                         f"{exc}") from exc
     out: dict[str, int] = {}
-    for name, number, ids in json.loads(found.stdout).get("data", []):
+    for name, number, ids in rows:
         if name not in wanted or not isinstance(number, int) or number <= 0:
             continue
         attached = dict(ids[1]).get("attached-mac") if isinstance(ids, list) else None

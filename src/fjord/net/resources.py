@@ -12,7 +12,7 @@ from fjord.engine.change import Change
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
-from fjord.net import interfaces, links, portguard, switch, switchover, uplink_filter
+from fjord.net import interfaces, links, nft, portguard, switch, switchover, uplink_filter
 from fjord.state import state_dir
 
 INTERFACES = "/etc/network/interfaces"
@@ -119,7 +119,7 @@ class Uplink(Resource):
             r = nl.default_route(fam)
             if r is None or r.dev != t.bridge or ip_address(r.gateway or "::") != ip_address(gw):
                 todo.append(f"default route via {gw} dev {t.bridge}")
-        if t.netdev and not uplink_filter.loaded():
+        if t.netdev and not uplink_filter.loaded(ctx.open(nft.DRIVER)):
             todo.append(f"ingress guard on {t.uplink} (userspace datapath)")
         return todo
 

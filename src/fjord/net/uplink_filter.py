@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from fjord.config.types import check_ifname
 from fjord.errors import FjordError
-from fjord.net.nft import BaseChain, Nft, Table
+from fjord.net.nft import BaseChain, Nft, Table, has_table
 
 TABLE = "fjord-uplink"
 PERSISTED = "/etc/fjord/uplink-guard.nft"
@@ -27,9 +27,17 @@ def render(uplink: str) -> str:
     return table(uplink).render()
 
 
-def loaded() -> bool:
+def loaded(nft: Nft | None = None) -> bool:
+    """Whether the table is in the kernel. ``nft``: the run's driver (its ruleset is read
+    once per plan, shared with the firewall's check for other firewalls); when its JSON
+    cannot be read, nft is asked for the table alone."""
+    nft = nft or Nft()
     try:
-        return Nft().list_table("netdev", TABLE) is not None
+        return has_table(nft.ruleset(), "netdev", TABLE)
+    except FjordError:
+        pass
+    try:
+        return nft.list_table("netdev", TABLE) is not None
     except FjordError:
         return False
 
