@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import containers
-from common import REPO, log, unique_name
+from common import REPO, compiled, log, unique_name
 
 EVENT = re.compile(r"^\s*(?P<comm>.+?)\s+(?P<pid>\d+)\s+\[\d+\]\s+(?P<t>[\d.]+):\s+"
                    r"sched:sched_process_(?P<what>exec|exit):\s+(?P<rest>.*)$")
@@ -97,6 +97,7 @@ def main() -> int:
         print("needs root (a lab)", file=sys.stderr)
         return 2
     containers.PRIVILEGED = args.privileged
+    compiled()
     from fjord.lab import Lab
 
     work = Path(tempfile.mkdtemp(prefix="fjord-trace-"))
