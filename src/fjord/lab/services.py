@@ -93,18 +93,16 @@ class LabServiceManager:
         return None if not times or None in times else min(t for t in times if t is not None)
 
     def enable(self, unit: str) -> None:
-        self._supervised(unit)
-        self.forget()
-        try:
-            run(["systemctl", "enable", unit_name(unit)], timeout=30)
-        finally:
-            self.forget()
+        self._at_boot("enable", unit)
 
     def disable(self, unit: str) -> None:
+        self._at_boot("disable", unit)
+
+    def _at_boot(self, verb: str, unit: str) -> None:
+        """`systemctl enable|disable` of a unit the lab supervises; its kept answer goes."""
         self._supervised(unit)
-        self.forget()
         try:
-            run(["systemctl", "disable", unit_name(unit)], timeout=30)
+            run(["systemctl", verb, unit_name(unit)], timeout=30)
         finally:
             self.forget()
 

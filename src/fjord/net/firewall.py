@@ -29,14 +29,12 @@ from typing import Any
 
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, DriverKey, Resource
+from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net import nft, words
 from fjord.net.nft import BaseChain, Nft, Rule, Table
 from fjord.state import read_json, state_dir, write_json
-
-NFT: DriverKey[Nft] = nft.DRIVER
 
 FAMILY, NAME = "inet", "fjord"
 RULESET_FILE = Path("/etc/fjord/firewall.nft")
@@ -255,7 +253,7 @@ class Firewall(Resource):
         self.after = after
 
     def changes(self, ctx: Context) -> list[Change]:
-        driver = ctx.open(NFT)
+        driver = ctx.open(nft.DRIVER)
         live = driver.list_table(FAMILY, NAME)
         self._warn_about_other_firewalls(ctx, driver)
         what = f"load nftables table {FAMILY} {NAME} ({self.ruleset.summary()})"
@@ -307,7 +305,7 @@ class Firewall(Resource):
         return f"table {FAMILY} {NAME} is loaded as declared ({self.ruleset.summary()})"
 
     def _load(self, ctx: Context) -> None:
-        driver = ctx.open(NFT)
+        driver = ctx.open(nft.DRIVER)
         driver.load(self.ruleset.render())
         write_json(state_path(), {
             "version": 1,

@@ -68,7 +68,6 @@ def address(value: IPv4Address | IPv6Address | IPv4Network | IPv6Network) -> str
     return str(value)
 
 
-
 def concatenation_set(elements: Iterable[Sequence[str]]) -> str:
     """``{ a . b, c . d }``: a set of concatenations, braces even for one element
     (nft refuses a bare concatenation as a value). Elements are already safe words."""
