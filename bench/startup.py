@@ -116,8 +116,11 @@ def in_process(path: str, runs: int) -> dict[str, Any]:
 def import_times(env: dict[str, str]) -> dict[str, float]:
     """Cumulative import time (ms) of the modules that weigh, from -X importtime."""
     watched = ("click", "rich", "yaml", "pydantic", "fjord.config.models",
-               "fjord.config.desired", "fjord.cli")
-    code = "import fjord.cli, fjord.config.desired"
+               "fjord.config.desired", "fjord.cli", "pyroute2", "libvirt",
+               "ovsdbapp.backend.ovs_idl.connection")
+    # what `plan` and `apply` load besides: netlink, libvirt, OVSDB
+    code = ("import fjord.cli, fjord.config.desired, pyroute2, libvirt, "
+            "ovsdbapp.backend.ovs_idl.connection")
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], env=env,
                           capture_output=True, text=True, cwd=REPO, timeout=60)
     out: dict[str, float] = {}
