@@ -103,7 +103,7 @@ def container_resources(desired: Desired, recorded: Desired | None = None) -> li
 
     registry()
     allocations = (recorded or desired).allocations
-    return [Allocations(allocations), *resources.resources(desired),
+    return [Allocations(allocations), *resources.resources(desired, allocations),
             HostsBlock(with_kept(desired))]
 
 

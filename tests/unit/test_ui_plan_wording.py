@@ -75,3 +75,28 @@ def test_a_root_without_a_domain_is_kept_as_a_root(tmp_path, state_dir):
     assert Orphan("old").changes(ctx) == []
     (warning,) = ctx.warnings
     assert "its root filesystem only (no libvirt domain)" in warning
+
+
+def test_a_container_of_which_only_addresses_are_left_is_freed_by_prune(tmp_path, state_dir):
+    """Root and domain removed by hand: its addresses (and so its routes, names, rules)
+    were kept for good, even by --prune, which had nothing to find it by."""
+    from fjord.containers.resources import resources
+    from fjord.engine.resource import Options
+    from fjord.state import allocations
+
+    desired = _desired(tmp_path, "  test: {}\n")
+    allocations.write({"ghost": {"ipv4": "10.1.0.9", "mac_private": "52:54:00:00:00:09"}})
+    orphans = [r for r in resources(desired, allocations.read()) if isinstance(r, Orphan)]
+    assert [r.id for r in orphans] == ["container ghost"]
+    ctx = Context(desired)
+    ctx.drivers["libvirt"] = Domains()
+    assert orphans[0].changes(ctx) == []
+    (warning,) = ctx.warnings
+    assert "ghost is gone" in warning and "--prune" in warning
+    ctx = Context(desired, options=Options(prune=True))
+    ctx.drivers["libvirt"] = Domains()
+    (change,) = orphans[0].changes(ctx)
+    assert change.action == "delete" and "free the addresses of ghost" in change.detail
+    change.run(ctx)
+    assert "ghost" not in allocations.read()
+    assert orphans[0].changes(ctx) == []

@@ -8,6 +8,7 @@ A container that is no longer in the file is reported, and destroyed only with
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,7 @@ from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.net.switch import driver as switch
+from fjord.state import allocations
 from fjord.state.records import RECORD
 
 if TYPE_CHECKING:
@@ -402,13 +404,28 @@ class Orphan(Resource):
         layout = rootfs.RootfsLayout.of(self.name)
         domain = libvirt(ctx).domain(self.name)
         if not layout.base.exists() and domain is None:
-            return []
+            return self._gone(ctx)
         if not ctx.options.prune:
             ctx.warn(f"container {self.name} is not in the file: it is kept, "
                      f"{kept_as(domain)}; `fjord apply --prune` destroys it and its data")
             return []
         return [Change(self.id, "delete", f"destroy {self.name} and its root filesystem "
                        "(--prune)", lambda c: lifecycle.destroy(libvirt(c), self.name))]
+
+    def _gone(self, ctx: Context) -> list[Change]:
+        """Only its addresses are left (its root and domain were removed by hand, or
+        long ago): kept with its network, as any container out of the file, until
+        --prune frees them."""
+        if self.name not in allocations.read():
+            return []
+        if not ctx.options.prune:
+            ctx.warn(f"container {self.name} is gone (no root filesystem, no libvirt "
+                     "domain) but its addresses, routes and names are kept; "
+                     "`fjord apply --prune` frees them")
+            return []
+        return [Change(self.id, "delete", f"free the addresses of {self.name}: its root "
+                       "filesystem and domain are gone (--prune)",
+                       lambda c: allocations.forget([self.name]))]
 
 
 def customised(c: Container) -> str:
@@ -426,7 +443,10 @@ def kept_as(domain: Any) -> str:
     return "running as it is" if domain.running else "stopped as it is"
 
 
-def resources(desired: Desired) -> list[Resource]:
+def resources(desired: Desired, allocated: Iterable[str] = ()) -> list[Resource]:
+    """The file's containers, and an `Orphan` for each that fjord made and the file no
+    longer names: those with a record, and those of which only ``allocated`` addresses
+    are left."""
     out: list[Resource] = []
     specs: dict[str, tuple[ImageSpec, list[str]]] = {}
     chains: list[Resource] = []
@@ -441,7 +461,8 @@ def resources(desired: Desired) -> list[Resource]:
     out += [ImageResource(spec, names) for spec, names in specs.values()]
     out += chains
     declared = {c.name for c in desired.containers}
-    out += [Orphan(r.name) for r in rootfs.all_records() if r.name not in declared]
+    orphans = {r.name for r in rootfs.all_records()} | set(allocated)
+    out += [Orphan(name) for name in sorted(orphans - declared)]
     return out
 
 
