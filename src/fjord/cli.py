@@ -16,11 +16,11 @@ DEFAULT_CONFIG = "/etc/fjord/fjord.yaml"
 
 # Sub-groups living in their own modules, imported only when used.
 LAZY_GROUPS = {
-    "container": ("fjord.containers.container_cli", "container",
+    "container": ("fjord.commands.container", "container",
                   "Containers one by one: list, start, stop, restart, destroy, exec, console."),
-    "image": ("fjord.containers.image_cli", "image",
+    "image": ("fjord.commands.image", "image",
               "Debian root filesystem images: build, list, prune."),
-    "lab": ("fjord.lab.cli", "lab",
+    "lab": ("fjord.commands.lab", "lab",
             "Simulate a whole server in namespaces (tests, demo, dry runs)."),
 }
 

@@ -45,3 +45,31 @@ def test_prune_converges_in_one_apply(host):  # noqa: F811
     results = checks(lab)
     failed = {n: c["detail"] for n, c in results.items() if not c["ok"]}
     assert not failed, failed
+
+
+def test_a_container_removed_by_hand_is_freed_by_prune(host):  # noqa: F811
+    """Its domain and root removed without fjord: its addresses, /128 route and names
+    stay (as for any container out of the file) until --prune frees them, which it
+    could not do before (nothing was left to find it by)."""
+    lab, key, configure = host
+    configure(two_containers(key))
+    fjord(lab, "apply", "--yes")
+    listed = json.loads(fjord(lab, "container", "list", "--json").stdout)["containers"]
+    web6 = next(c["ipv6"] for c in listed if c["name"] == "web")
+    fjord(lab, "container", "stop", "web")
+    lab.exec(["virsh", "-c", "lxc:///", "undefine", "web"])
+    root = "/var/lib/fjord/containers/web"
+    assert root not in lab.exec(["cat", "/proc/self/mountinfo"]).stdout
+    lab.exec(["rm", "-rf", "--one-file-system", root])
+    configure(two_containers(key, with_web=False))
+    plan = json.loads(fjord(lab, "plan", "--json").stdout)
+    assert any("web is gone" in w for w in plan.get("warnings", [])), plan
+    assert web6 in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
+    out = json.loads(fjord(lab, "apply", "--yes", "--json", "--prune").stdout)["changes"]
+    assert ("container web", "delete") in {(c["resource"], c["action"]) for c in out}, out
+    assert json.loads(fjord(lab, "apply", "--yes", "--json").stdout)["changes"] == []
+    assert web6 not in lab.exec(["ip", "-6", "route", "show", "dev", "br-int"]).stdout
+    assert "web" not in lab.exec(["cat", "/var/lib/fjord/allocations.json"]).stdout
+    assert "web" not in lab.exec(["cat", "/etc/hosts"]).stdout
+    failed = {n: c["detail"] for n, c in checks(lab).items() if not c["ok"]}
+    assert not failed, failed

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-import fjord.containers.container_cli as manage
+import fjord.commands.container as manage
 import fjord.containers.lifecycle as lifecycle
+from fjord.commands.container import container
 from fjord.containers import rootfs
-from fjord.containers.container_cli import container
 from fjord.containers.libvirt import DomainState
 from fjord.engine.plan import StateUnreadable
 

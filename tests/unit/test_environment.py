@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 # Who may read os.environ, and why.
 ENVIRON_READERS = {
     "fjord/cli.py": "the command-line edge: builds the Environment",
+    "fjord/commands/lab.py": "the lab's command line: the file a lab is made from",
     "fjord/runner.py": "child processes inherit fjord's variables (runner.child_env)",
     "fjord/containers/hook.py": "the libvirt hook's own entry point",
     "fjord/net/switchover_guard.py": "the switchover guard's own entry point",
@@ -27,7 +28,7 @@ ENVIRON_READERS = {
 }
 # Who may import fjord.lab outside it: the command line (lazy commands, the lab's
 # environment builder) and `fjord image build --for-labs`.
-LAB_IMPORTERS = {"fjord/cli.py", "fjord/containers/image_cli.py"}
+LAB_IMPORTERS = {"fjord/cli.py", "fjord/commands/image.py", "fjord/commands/lab.py"}
 
 
 def _modules() -> list[tuple[str, ast.Module]]:

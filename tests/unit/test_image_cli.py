@@ -9,8 +9,8 @@ from pathlib import Path
 from click.testing import CliRunner
 from told import tell
 
+from fjord.commands.image import image
 from fjord.containers import image as im
-from fjord.containers.image_cli import image
 
 CONFIG = """\
 version: 1

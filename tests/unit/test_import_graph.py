@@ -27,8 +27,8 @@ ALLOWED_CYCLES: list[frozenset[str]] = []
 # cli loads the others by module path when their group is used (not an import the graph
 # sees: no cycle), and they take cli's shared options (-c, --json, require_root). The
 # manual page is written from cli's click definitions; __main__ runs cli.
-COMMANDS = {"fjord.cli", "fjord.containers.image_cli", "fjord.containers.container_cli",
-            "fjord.lab.cli"}
+COMMANDS = {"fjord.cli", "fjord.commands", "fjord.commands.container", "fjord.commands.image",
+            "fjord.commands.lab"}
 COMMAND_IMPORTERS = COMMANDS | {"fjord.manpage", "fjord.__main__"}
 
 
@@ -163,6 +163,19 @@ def test_nothing_imports_the_command_modules() -> None:
     wrong = sorted(f"{name} imports {target}" for name, targets in graph.items()
                    for target in targets & COMMANDS if name not in COMMAND_IMPORTERS)
     assert not wrong, wrong
+
+
+def test_the_commands_are_in_one_place() -> None:
+    """Command modules are fjord.cli and fjord.commands.*: every module under
+    fjord.commands is one, and no other module but the manual page (written from the
+    click definitions) and --host (which walks them to forward a command) uses click."""
+    graph = import_graph()
+    assert {n for n in graph if n.startswith("fjord.commands")} == COMMANDS - {"fjord.cli"}
+    clicking = {name for name, path in all_modules().items()
+                if any(isinstance(node, ast.Import) and "click" in {a.name for a in node.names}
+                       or isinstance(node, ast.ImportFrom) and node.module == "click"
+                       for node in _imports(ast.parse(path.read_text())))}
+    assert clicking - COMMANDS == {"fjord.manpage", "fjord.remote"}, clicking
 
 
 def test_lower_layers_do_not_import_higher_ones() -> None:

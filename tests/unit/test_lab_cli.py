@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fjord.lab import cli
+from fjord.commands import lab as cli
 
 
 def test_group_has_the_contracted_commands() -> None:

@@ -1,6 +1,6 @@
 """The lab: a whole rented server and its upstream simulated in Linux namespaces.
 
-`Lab` (fjord.lab.lab) is the API; `fjord lab ...` (fjord.lab.cli) the command line.
+`Lab` (fjord.lab.lab) is the API; `fjord lab ...` (fjord.commands.lab) the command line.
 Imports are lazy: the enter helper (`python -m fjord.lab.enter`) runs for every
 `lab exec` and must not pay for pyroute2 or pydantic.
 """
