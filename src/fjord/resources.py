@@ -32,12 +32,12 @@ def registry() -> tuple[tuple[str, type[Resource]], ...]:
     from fjord.host.files import File
     from fjord.host.hosts_file import HostsBlock
     from fjord.host.libvirt_conf import EditedFile
-    from fjord.host.netmanagers import OtherNetworkManagers
     from fjord.host.packages import Packages
     from fjord.host.services import Service
     from fjord.host.sysctl import Sysctl
     from fjord.host.system import MountPoint
     from fjord.net.firewall import Firewall
+    from fjord.net.netmanagers import OtherNetworkManagers
     from fjord.net.resources import (
         Address,
         Bridge,
@@ -83,8 +83,8 @@ def host_resources(desired: Desired) -> list[Resource]:
 
 
 def network_resources(desired: Desired) -> list[Resource]:
-    from fjord.host.netmanagers import OtherNetworkManagers
     from fjord.net import firewall, resources
+    from fjord.net.netmanagers import OtherNetworkManagers
 
     registry()
     sw = desired.host.switch

@@ -16,7 +16,7 @@ _OPAQUE = ("trusted.overlay.opaque", b"y")
 # Directories the server starts with empty whatever the machine has in them: the
 # provider's installer's network is the lab's own, and the machine's other network
 # managers (cloud-init, netplan, systemd-networkd's files: a cloud image running CI
-# has them) are not the simulated server's (fjord.host.netmanagers would refuse them).
+# has them) are not the simulated server's (fjord.net.netmanagers would refuse them).
 OPAQUE_DIRS = ("network/interfaces.d", "cloud", "netplan", "systemd/network")
 
 

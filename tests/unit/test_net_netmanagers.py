@@ -12,8 +12,8 @@ from fjord.config.desired import load
 from fjord.engine.plan import make_plan
 from fjord.engine.resource import Context, Drivers
 from fjord.errors import FjordError
-from fjord.host import netmanagers
-from fjord.host.netmanagers import OtherNetworkManagers, detect
+from fjord.net import netmanagers
+from fjord.net.netmanagers import OtherNetworkManagers, detect
 
 MAC = "96:00:01:02:03:04"
 BRIDGES = ("br-ex", "br-int")
