@@ -310,6 +310,33 @@ def test_every_reference_of_a_real_host_resolves_in_every_layer_selection():
     assert len({cls for _, cls in registry()}) == len(registry())
 
 
+def test_the_lab_catalogue_keeps_its_order_and_dependencies(monkeypatch, state_dir):
+    """examples/lab.yaml's resources (with a container out of the file, kept): the
+    apply order, each with what it comes after, as reviewed (a changed `after` shows
+    here as a diff; FJORD_REGENERATE=1 rewrites the golden file)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from goldens import check_golden
+    from hosts import ON_BOOKWORM
+
+    from fjord.config.desired import load
+    from fjord.containers import rootfs
+    from fjord.engine.order import dependency_map
+    from fjord.resources import all_resources
+
+    monkeypatch.setattr(rootfs, "all_records", lambda base=None: [SimpleNamespace(name="old")])
+    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"), ON_BOOKWORM)
+    resources = all_resources(desired)
+    deps = dependency_map(resources, complete=True)
+    lines = ["# examples/lab.yaml, a kept container `old`: the apply order, each resource"
+             " with what it comes after"]
+    for r in order(resources):
+        lines += [r.id, *(f"  after {d}" for d in deps[r.id])]
+    text = "\n".join(lines).replace(str(state_dir), "$FJORD_STATE_DIR") + "\n"
+    check_golden(Path(__file__).parent / "golden" / "engine", "lab-order.txt", text)
+
+
 def test_apply_refuses_changes_that_differ_from_the_shown_plan(ctx):
     """Between the plan shown and the confirmation, someone changes the host: what
     would run is not what was confirmed, and nothing runs."""
