@@ -10,7 +10,7 @@ from fjord.config.loader import parse
 from fjord.config.validate import check
 from fjord.engine.apply import ApplyError, NotConverged, apply, apply_lock
 from fjord.engine.change import Change
-from fjord.engine.order import order
+from fjord.engine.order import Ref, order
 from fjord.engine.plan import StateUnreadable, make_plan
 from fjord.engine.resource import Context, Resource
 from fjord.errors import FjordError
@@ -67,20 +67,22 @@ class Recorder:
 
 def test_order_respects_dependencies_and_keeps_declared_order_otherwise():
     w: dict = {}
-    a, b, c = Box("a", w, "1", after=("box c",)), Box("b", w, "1"), Box("c", w, "1")
+    b, c = Box("b", w, "1"), Box("c", w, "1")
+    a = Box("a", w, "1", after=(c,))
     assert [r.name for r in order([a, b, c])] == ["c", "a", "b"]
 
 
-def test_order_by_kind_prefix_and_cycle_detection():
+def test_order_by_kind_and_cycle_detection():
     w: dict = {}
 
     class Other(Box):
         kind = "other"
 
-    x = Other("x", w, "1", after=("box",))
+    x = Other("x", w, "1", after=(Box,))
     assert [r.id for r in order([x, Box("a", w, "1"), Box("b", w, "1")])] == [
         "box a", "box b", "other x"]
-    p, q = Box("p", w, "1", after=("box q",)), Box("q", w, "1", after=("box p",))
+    p, q = Box("p", w, "1", after=(Ref(Box, "q"),)), Box("q", w, "1")
+    q.after = (p,)
     with pytest.raises(FjordError, match="cycle"):
         order([p, q])
 
@@ -137,7 +139,7 @@ def test_apply_reads_afresh_after_each_change_and_only_then(ctx):
 
     w = {"a": "1", "b": "1", "d": "1"}
     boxes = [Cached("a", w, "1"), Cached("b", w, "1"), Cached("c", w, "1"),
-             Cached("d", w, "1"), Cached("e", w, "1", after=("box c",))]
+             Cached("d", w, "1"), Cached("e", w, "1", after=(Ref(Box, "c"),))]
     make_plan(boxes, ctx)
     snap = ctx.drivers["snap"]
     assert snap.reads == 1                      # one read for the whole plan
@@ -227,8 +229,10 @@ def test_apply_converges_the_rest_past_an_unreadable_resource_then_fails(ctx):
             raise StateUnreadable("a FIFO where a file should be")
 
     world: dict = {}
-    resources = [Secret("a", world, "1"), Box("a-next", world, "1", after=("box a",)),
-                 Box("a-last", world, "1", after=("box a-next",)), Box("b", world, "1")]
+    secret = Secret("a", world, "1")
+    following = Box("a-next", world, "1", after=(secret,))
+    resources = [secret, following, Box("a-last", world, "1", after=(following,)),
+                 Box("b", world, "1")]
     with pytest.raises(NotConverged) as caught:
         apply(resources, ctx, Recorder())
     assert world.get("log") == ["b"]
@@ -257,33 +261,50 @@ def test_apply_lock_refuses_a_second_apply(tmp_path, monkeypatch):
 
 def test_an_unknown_reference_is_an_error_not_dropped():
     """A typo in ``after`` used to be dropped silently, and the order with it."""
-    w: dict = {}
-    with pytest.raises(FjordError, match="'bridgee', which is not a resource or a kind"):
-        order([Box("a", w, "1", after=("bridgee",))])
-    # a resource of a present kind that is not there
-    with pytest.raises(FjordError, match="there is no such box"):
-        order([Box("a", w, "1", after=("box nope",)), Box("b", w, "1")])
-    # a registered kind none of which is here (its layer left out with --only): fine
-    from fjord.engine.order import Ref
+    from fjord.engine.order import dependency_map
     from fjord.host.services import Service
     from fjord.net.resources import Bridge
 
-    a = Box("a", w, "1", after=(Bridge, Ref(Service, "libvirtd"), "service x"))
+    w: dict = {}
+
+    class Bridgee(Box):
+        kind = "bridgee"
+
+    with pytest.raises(FjordError, match="the kind 'bridgee', which is not a kind fjord knows"):
+        order([Box("a", w, "1", after=(Bridgee,))])
+    # a resource of a present kind that is not there
+    with pytest.raises(FjordError, match="'box nope'.*there is no such box"):
+        order([Box("a", w, "1", after=(Ref(Box, "nope"),)), Box("b", w, "1")])
+    # a resource object that is not in the list
+    with pytest.raises(FjordError, match="'box c'.*there is no such box"):
+        order([Box("a", w, "1", after=(Box("c", w, "1"),)), Box("b", w, "1")])
+    # a registered kind none of which is here (its layer left out with --only): fine
+    a = Box("a", w, "1", after=(Bridge, Ref(Service, "libvirtd"), Ref(Service, "x")))
     assert order([a]) == [a]
     # but not when every layer is there (the catalogue checks that way)
-    from fjord.engine.order import dependency_map
-
     with pytest.raises(FjordError, match="'service libvirtd'.*there is no such service"):
         dependency_map([a], complete=True)
 
 
-def test_typed_references_order_as_their_ids_did():
-    from fjord.engine.order import Ref
+def test_a_string_in_after_is_refused():
+    """Ids and kind names as strings were references once: now a TypeError, whether or
+    not the string would name something."""
+    w: dict = {}
+    b = Box("b", w, "1")
+    for text in ("box b", "box", "service libvirtd", "bridge"):
+        with pytest.raises(TypeError, match=f"box a comes after '{text}', which is not a "
+                           "reference"):
+            order([Box("a", w, "1", after=(text,)), b])
+    with pytest.raises(TypeError, match="not a reference"):
+        order([Box("a", w, "1", after=(str,)), b])  # a class, but not a resource's
 
+
+def test_references_as_objects_refs_and_kinds():
     w: dict = {}
     b, c = Box("b", w, "1"), Box("c", w, "1")
-    assert [r.name for r in order([Box("a", w, "1", after=(Ref(Box, "c"),)), b, c])] == [
-        "c", "a", "b"]
+    for ref in (c, Ref(Box, "c")):
+        assert [r.name for r in order([Box("a", w, "1", after=(ref,)), b, c])] == [
+            "c", "a", "b"]
     assert [r.name for r in order([Box("a", w, "1", after=(Box,)), b, c])] == ["b", "c", "a"]
 
 
@@ -308,6 +329,33 @@ def test_every_reference_of_a_real_host_resolves_in_every_layer_selection():
             for r in resources:
                 assert type(r) in registered[r.kind], r.id
     assert len({cls for _, cls in registry()}) == len(registry())
+
+
+def test_the_lab_catalogue_keeps_its_order_and_dependencies(monkeypatch, state_dir):
+    """examples/lab.yaml's resources (with a container out of the file, kept): the
+    apply order, each with what it comes after, as reviewed (a changed `after` shows
+    here as a diff; FJORD_REGENERATE=1 rewrites the golden file)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from goldens import check_golden
+    from hosts import ON_BOOKWORM
+
+    from fjord.config.desired import load
+    from fjord.containers import rootfs
+    from fjord.engine.order import dependency_map
+    from fjord.resources import all_resources
+
+    monkeypatch.setattr(rootfs, "all_records", lambda base=None: [SimpleNamespace(name="old")])
+    desired = load(str(Path(__file__).parents[2] / "examples" / "lab.yaml"), ON_BOOKWORM)
+    resources = all_resources(desired)
+    deps = dependency_map(resources, complete=True)
+    lines = ["# examples/lab.yaml, a kept container `old`: the apply order, each resource"
+             " with what it comes after"]
+    for r in order(resources):
+        lines += [r.id, *(f"  after {d}" for d in deps[r.id])]
+    text = "\n".join(lines).replace(str(state_dir), "$FJORD_STATE_DIR") + "\n"
+    check_golden(Path(__file__).parent / "golden" / "engine", "lab-order.txt", text)
 
 
 def test_apply_refuses_changes_that_differ_from_the_shown_plan(ctx):
@@ -382,7 +430,8 @@ def test_apply_accepts_a_change_an_earlier_one_settled_and_one_that_follows_a_ch
             return [Change(self.id, "update", f"restart ({why})", self._set)] \
                 if self.world.get(self.name) != self.want else []
 
-    rs = [Settler("a", w, "1"), Box("b", w, "1"), Follower("f", w, "1", after=("box a",))]
+    settler = Settler("a", w, "1")
+    rs = [settler, Box("b", w, "1"), Follower("f", w, "1", after=(settler,))]
     p = make_plan(rs, ctx)
     assert [c.detail for c in p.changes] == ["a = 1", "b = 1", "restart (a will change)"]
     done = apply(rs, ctx, Recorder(), shown=Shown.of(p))

@@ -192,7 +192,7 @@ def test_resources_persist_the_ruleset_after_the_live_load() -> None:
     assert isinstance(ruleset_file, File) and isinstance(hook, File)
     assert ruleset_file.path == Path("/etc/fjord/firewall.nft")
     assert ruleset_file.content == Ruleset.from_desired(d).render().encode()
-    assert live.id in ruleset_file.after
+    assert live in ruleset_file.after
     assert hook.path == Path("/etc/network/if-pre-up.d/fjord-firewall") and hook.mode == 0o755
 
 
@@ -352,8 +352,10 @@ def test_without_nft_the_state_is_unreadable(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_nft_runs_only_after_the_packages() -> None:
+    from fjord.host.packages import Packages
+
     live = firewall.resources(desired("lab"))[0]
-    assert "packages" in live.after
+    assert Packages in live.after
 
 
 def test_without_root_the_state_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -215,7 +215,7 @@ def test_routed_ipv6_routes_and_proxy_ndp_follow_containers(lab_ctx):
 def test_interfaces_file_takes_the_uplinks_mac_and_keeps_source_lines(lab_ctx, tmp_path):
     (f,) = [r for r in resources.resources(lab_ctx.desired)
             if isinstance(r, resources.InterfacesFile)]
-    assert f.after == ("uplink",)
+    assert f.after == (resources.Uplink,)
     f.path = tmp_path / "interfaces"
     f.path.write_text("auto lo\niface lo inet loopback\n\nsource /etc/network/interfaces.d/*\n"
                       "auto eth0\niface eth0 inet static\n    address 192.0.2.5/27\n")

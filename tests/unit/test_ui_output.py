@@ -286,7 +286,7 @@ class Steps(Resource):
     kind = "steps"
 
     def __init__(self, name: str, world: dict[str, Any], keys: list[str],
-                 fail: str | None = None, after: tuple[str, ...] = (),
+                 fail: str | None = None, after: tuple[Resource, ...] = (),
                  settles: str | None = None) -> None:
         super().__init__(name)
         self.world, self.keys, self.fail, self.after = world, keys, fail, after
@@ -307,12 +307,11 @@ class Steps(Resource):
 
 
 def _steps(world: dict[str, Any]) -> list[Resource]:
-    return [
-        Steps("a", world, ["a1"], settles="b1"),
-        Steps("b", world, ["b1"], after=("steps a",)),          # settled by a's change
-        Steps("c", world, ["c1", "c2", "c3"], fail="c2", after=("steps b",)),
-        Steps("d", world, ["d1"], after=("steps c",)),          # not reached
-    ]
+    a = Steps("a", world, ["a1"], settles="b1")
+    b = Steps("b", world, ["b1"], after=(a,))                   # settled by a's change
+    c = Steps("c", world, ["c1", "c2", "c3"], fail="c2", after=(b,))
+    d = Steps("d", world, ["d1"], after=(c,))                   # not reached
+    return [a, b, c, d]
 
 
 def _outcomes(rows: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from fjord.containers import customize, lifecycle, rootfs
 from fjord.containers.domain import Domain, differences, domain_for, xml_diff
 from fjord.containers.hook import HOOK_PATH, hook_script
 from fjord.containers.image import ImageCache, ImageSpec, spec_for
+from fjord.containers.kind import ContainerResource
 from fjord.containers.libvirt import driver as libvirt
 from fjord.containers.limits import memory_limit, same_limit
 from fjord.containers.tree import Refused
@@ -28,6 +29,7 @@ from fjord.engine.plan import StateUnreadable
 from fjord.engine.resource import Context, DriverKey, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
+from fjord.host.packages import Packages
 from fjord.net.switch import driver as switch
 from fjord.state import allocations
 from fjord.state.records import RECORD
@@ -58,7 +60,7 @@ def _cache(ctx: Context) -> ImageCache:
 
 class ImageResource(Resource):
     kind = "image"
-    after = ("packages host",)
+    after = (Ref(Packages, "host"),)
 
     def __init__(self, spec: ImageSpec, users: list[str]) -> None:
         super().__init__(spec.key)
@@ -351,8 +353,7 @@ class DomainResource(Resource):
                 lifecycle.start(lv, ctx.desired, self.c, _ovs(ctx))
 
 
-class RunningResource(Resource):
-    kind = "container"
+class RunningResource(ContainerResource):
     # several containers start at once: libvirt's start is mostly waiting (its
     # controller, the hooks, the init's handshake)
     concurrent = True
@@ -392,10 +393,8 @@ class RunningResource(Resource):
         return f"{self.c.name} is running"
 
 
-class Orphan(Resource):
+class Orphan(ContainerResource):
     """A container fjord made that the file no longer names."""
-
-    kind = "container"
 
     def __init__(self, name: str) -> None:
         super().__init__(name)

@@ -1,19 +1,20 @@
 """Dependency order of resources: a stable topological sort.
 
-A resource's ``after`` names what must converge first: a kind (every resource of it:
-a Resource class, or its kind's name), or one resource (:class:`Ref`, or its id). A
-reference must resolve: to a resource in the list, to a kind of the registry
+A resource's ``after`` names what must converge first, typed: a kind (every resource of
+it), as its Resource class; or one resource, as the object itself or as :class:`Ref`
+(its class and name, where the object is made elsewhere). A string is refused (an id
+or a kind's name used to be accepted, and a typo dropped silently, the order with it).
+A reference must resolve: to a resource in the list, to a kind of the registry
 (``fjord.resources.registry()`` imports every kind's class, each adds its kind to
 ``KINDS`` here; none of it in the list: none declared, or its layer left
 out with --only), or to a resource of such a kind (the catalogue checks, with every
-layer, that it is there). Anything else is an error (a typo used to be dropped
-silently, and the order with it)."""
+layer, that it is there). Anything else is an error."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 from fjord.errors import FjordError
 
@@ -22,6 +23,7 @@ from fjord.errors import FjordError
 KINDS: set[str] = set()
 
 
+@runtime_checkable
 class Ordered(Protocol):
     """What the order needs of a resource (fjord.engine.resource.Resource has it)."""
 
@@ -47,11 +49,22 @@ class Ref:
         return f"{self.kind.kind} {self.name}"
 
 
-def ref_text(ref: str | Ref | type[Ordered]) -> str:
-    """A reference as an id or a kind's name."""
-    if isinstance(ref, type):
-        return str(ref.kind)
-    return str(ref)
+# What ``after`` holds: a resource, one resource by kind and name, or a kind.
+Reference: TypeAlias = Ordered | Ref | type[Ordered]
+
+
+def resolve(r: Ordered, ref: object) -> tuple[str, str | None]:
+    """The kind a reference names, and the id of the one resource it names (None for
+    every resource of the kind). Raises TypeError for what is not a reference."""
+    if isinstance(ref, Ref):
+        return str(ref.kind.kind), str(ref)
+    kind = getattr(ref, "kind", None)
+    if isinstance(ref, type) and isinstance(kind, str):
+        return kind, None
+    if isinstance(ref, Ordered) and not isinstance(ref, type):
+        return ref.kind, ref.id
+    raise TypeError(f"{r.id} comes after {ref!r}, which is not a reference: name a kind by "
+                    "its class (Bridge), one resource by itself or by Ref(Class, name)")
 
 
 def registered_kinds() -> Collection[str]:
@@ -60,34 +73,32 @@ def registered_kinds() -> Collection[str]:
 
 def dependency_map(resources: Sequence[Resource], kinds: Collection[str] | None = None, *,
                    complete: bool = False) -> dict[str, list[str]]:
-    """Each resource's id -> the ids it comes after. Raises on an unknown reference.
+    """Each resource's id -> the ids it comes after. Raises on an unknown reference
+    (FjordError) and on one that is no reference at all, a string say (TypeError).
 
     ``complete``: ``resources`` are every layer's, so a reference to one resource of a
     registered kind must find it (otherwise, --only may have left it out)."""
     registered = set(registered_kinds() if kinds is None else kinds)
-    known = set(registered)
     ids = {r.id for r in resources}
     by_kind: dict[str, list[str]] = {}
     for r in resources:
         by_kind.setdefault(r.kind, []).append(r.id)
-    known |= by_kind.keys()
     out: dict[str, list[str]] = {}
     for r in resources:
         deps: list[str] = []
         for ref in r.after:
-            text = ref_text(ref)
-            if text in ids and not isinstance(ref, type):
-                deps.append(text)
-            elif text in known and not isinstance(ref, Ref):
-                deps.extend(x for x in by_kind.get(text, ()) if x != r.id)
-            else:
-                kind = next((k for k in known if text.startswith(k + " ")), None)
-                if kind is None or complete or (kind in by_kind and kind not in registered):
-                    what = "a resource" if kind is not None else "a resource or a kind"
-                    raise FjordError(f"internal: {r.id} comes after {text!r}, which is not "
-                                     f"{what} fjord knows"
-                                     + (f" (there is no such {kind})" if kind else ""))
-                # a resource of a registered kind, left out with its layer by --only
+            kind, one = resolve(r, ref)
+            if one is None:
+                if kind not in registered and kind not in by_kind:
+                    raise FjordError(f"internal: {r.id} comes after the kind {kind!r}, which "
+                                     "is not a kind fjord knows")
+                deps.extend(x for x in by_kind.get(kind, ()) if x != r.id)
+            elif one in ids:
+                deps.append(one)
+            elif complete or kind not in registered:
+                # a resource of a registered kind may be left out with its layer by --only
+                raise FjordError(f"internal: {r.id} comes after {one!r}, which is not a "
+                                 f"resource fjord knows (there is no such {kind})")
         out[r.id] = deps
     return out
 

@@ -15,9 +15,10 @@ from fjord.engine.context import (
     Forgets,
     Options,
 )
-from fjord.engine.order import KINDS, Ref
+from fjord.engine.order import KINDS, Ref, Reference
 
-__all__ = ["Closes", "Context", "DriverKey", "Drivers", "Forgets", "Options", "Resource"]
+__all__ = ["Closes", "Context", "DriverKey", "Drivers", "Forgets", "Options", "Ref", "Reference",
+           "Resource"]
 
 
 class Resource(ABC):
@@ -25,12 +26,12 @@ class Resource(ABC):
 
     ``changes`` must be "ensure" logic: called again after its changes ran, it returns
     nothing. ``after`` names what must converge first: kinds (Resource classes) or
-    resources (``Ref(Kind, name)``); an id or a kind's name as a string still works.
-    Every reference must resolve (see fjord.engine.order).
+    resources (the objects, or ``Ref(Kind, name)`` where they are made elsewhere); a
+    string is refused. Every reference must resolve (see fjord.engine.order).
     """
 
     kind: str = "resource"
-    after: Sequence[str | Ref | type[Resource]] = ()
+    after: Sequence[Reference] = ()
     # Neighbours in the apply order of the same kind that are all ``concurrent`` have
     # their changes run at the same time (each resource's own changes still in order):
     # for independent, mostly waiting work such as starting containers. Such a resource

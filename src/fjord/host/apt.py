@@ -26,7 +26,7 @@ from fjord.config.desired import Desired
 from fjord.config.models import Apt, AptPin, AptRepository
 from fjord.config.problems import ConfigError
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
 from fjord.host.packages import manager as package_manager
@@ -277,7 +277,7 @@ class SourcesFile(File):
     """A .sources file fjord owns, checked against the host's other sources."""
 
     def __init__(self, path: Path, stanzas: Sequence[Stanza], root: Path, reason: str,
-                 after: tuple[str, ...] = (), note: str = "") -> None:
+                 after: tuple[Reference, ...] = (), note: str = "") -> None:
         super().__init__(path, render_sources(stanzas), reason=reason, after=after)
         self.stanzas = list(stanzas)
         self.root = root
@@ -322,7 +322,7 @@ class StaleSources(Resource):
 
     kind = "apt-sources"
 
-    def __init__(self, root: Path, keep: Iterable[str], after: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path, keep: Iterable[str], after: tuple[Reference, ...] = ()) -> None:
         super().__init__("leftovers")
         self.root = root
         self.keep = set(keep)
@@ -383,11 +383,11 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
                    reason=f"signing key of {repo.name}")
         inputs += [key, SourcesFile(sources_dir / f"{PREFIX}{repo.name}.sources",
                                     repository_stanzas(repo), root,
-                                    f"repository {repo.name}", after=(key.id,))]
+                                    f"repository {repo.name}", after=(key,))]
     prefs_text = render_preferences(apt)
     prefs = File(root / PREFERENCES, prefs_text, reason="APT pins") if prefs_text is not None \
         else File(root / PREFERENCES, None, ensure="absent")
     keep = {f.path.name for f in inputs if f.path.parent == sources_dir}
-    stale = StaleSources(root, keep, after=tuple(f.id for f in inputs))
-    update = AptUpdate("lists", inputs, after=(*(f.id for f in inputs), prefs.id, stale.id))
+    stale = StaleSources(root, keep, after=tuple(inputs))
+    update = AptUpdate("lists", inputs, after=(*inputs, prefs, stale))
     return [*inputs, prefs, stale, update]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.host.files import File
 
 OVS_UNITS = ("ovsdb-server.service", "ovs-vswitchd.service")
@@ -49,7 +49,7 @@ def render() -> str:
 class BootOrder(Resource):
     kind = "boot-order"
 
-    def __init__(self, root: Path = Path("/"), after: tuple[str, ...] = ()) -> None:
+    def __init__(self, root: Path = Path("/"), after: tuple[Reference, ...] = ()) -> None:
         super().__init__("openvswitch before networking")
         self.root = root
         self.after = after

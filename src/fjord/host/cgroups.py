@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from fjord import runner
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.host.files import File
 from fjord.host.services import Trigger
 from fjord.mountinfo import Mount, parse_mountinfo
@@ -257,7 +257,7 @@ class UpdateGrub(Trigger):
 
 
 def resources(*, unified: bool, root: Path = ROOT,
-              after: tuple[str, ...] = ()) -> list[Resource]:
+              after: tuple[Reference, ...] = ()) -> list[Resource]:
     """The layout check, and with ``unified`` the kernel command line for cgroup v2.
     Turning ``unified`` off removes fjord's GRUB file (and runs update-grub again)."""
     out: list[Resource] = [CgroupCheck(root, unified_requested=unified)]
@@ -269,4 +269,4 @@ def resources(*, unified: bool, root: Path = ROOT,
         grub = File(path, None, ensure="absent", after=after)
     else:
         return out
-    return [*out, grub, UpdateGrub("kernel-cmdline", [grub], after=(grub.id,))]
+    return [*out, grub, UpdateGrub("kernel-cmdline", [grub], after=(grub,))]

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.state import atomic_write, state_dir
 
 BACKUPS = "backups"
@@ -46,7 +46,7 @@ class File(Resource):
 
     def __init__(self, path: str | Path, content: str | bytes | None, *, mode: int = 0o644,
                  owner: str = "root", ensure: str = "present", reason: str = "",
-                 after: tuple[str, ...] = ()) -> None:
+                 after: tuple[Reference, ...] = ()) -> None:
         super().__init__(str(path))
         self.path = Path(path)
         self.content = content.encode() if isinstance(content, str) else content

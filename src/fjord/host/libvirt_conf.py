@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.host.files import File
 
 ROOT = Path("/")
@@ -94,7 +94,7 @@ class EditedFile(Resource):
     kind = "file"
 
     def __init__(self, path: Path, edit: Callable[[str], str], *, reason: str,
-                 after: tuple[str, ...] = ()) -> None:
+                 after: tuple[Reference, ...] = ()) -> None:
         super().__init__(str(path))
         self.path = path
         self.edit = edit
@@ -122,7 +122,7 @@ class EditedFile(Resource):
         return f"{self.path}: nothing to change"
 
 
-def files(root: Path = ROOT, after: tuple[str, ...] = ()) -> tuple[File, File, EditedFile]:
+def files(root: Path = ROOT, after: tuple[Reference, ...] = ()) -> tuple[File, File, EditedFile]:
     """The client file, then the daemon's two (the ones a restart must follow)."""
     return (
         File(root / CLIENT_CONF, render_client_conf(), reason="virsh defaults to lxc:///",

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, DriverKey, Resource
+from fjord.engine.resource import Context, DriverKey, Reference, Resource
 from fjord.environment import PACKAGE_MANAGER, Environment
 from fjord.errors import FjordError
 from fjord.state import read_json, state_dir, write_json
@@ -276,7 +276,7 @@ class Packages(Resource):
     kind = "packages"
 
     def __init__(self, wanted: dict[str, str], *, lists: ListsPending | None = None,
-                 after: Sequence[str] = ()) -> None:
+                 after: Sequence[Reference] = ()) -> None:
         super().__init__("host")
         self.wanted = wanted  # package → why
         self.lists = lists
@@ -385,5 +385,5 @@ def wanted(desired: Desired) -> dict[str, str]:
 
 
 def resources(desired: Desired, *, lists: ListsPending | None = None,
-              after: Iterable[str] = ()) -> list[Resource]:
+              after: Iterable[Reference] = ()) -> list[Resource]:
     return [Packages(wanted(desired), lists=lists, after=tuple(after))]

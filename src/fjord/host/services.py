@@ -30,7 +30,7 @@ from typing import Protocol
 from fjord import runner
 from fjord.engine.change import Change
 from fjord.engine.plan import StateUnreadable
-from fjord.engine.resource import Context, DriverKey, Resource
+from fjord.engine.resource import Context, DriverKey, Reference, Resource
 from fjord.environment import SERVICE_MANAGER, Environment
 from fjord.state import read_json, state_dir, write_json
 
@@ -108,7 +108,7 @@ class Trigger(Resource):
     note = ""      # what the operator should know about it, after why it runs
 
     def __init__(self, name: str, inputs: Sequence[Configured], *,
-                 after: Sequence[str] = ()) -> None:
+                 after: Sequence[Reference] = ()) -> None:
         super().__init__(name)
         self.inputs = list(inputs)
         self.after = tuple(after)
@@ -307,7 +307,7 @@ class Service(Resource):
 
     def __init__(self, unit: str, *, enabled: bool = True, running: bool = True,
                  socket: str | None = None, config: Sequence[Configured] = (),
-                 reason: str = "", after: Sequence[str] = (),
+                 reason: str = "", after: Sequence[Reference] = (),
                  ready: Callable[[], None] | None = None) -> None:
         super().__init__(unit)
         self.unit = unit

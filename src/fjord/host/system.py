@@ -14,7 +14,7 @@ from pathlib import Path
 from fjord.config.desired import Desired
 from fjord.containers.resources import hook_file
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.host import apt, cgroups, libvirt_conf, packages
 from fjord.host.boot_order import BootOrder
 from fjord.host.files import File
@@ -22,7 +22,6 @@ from fjord.host.services import Service
 from fjord.runner import run
 
 ROOT = Path("/")
-PACKAGES_ID = "packages host"
 
 # The TCP and TLS listeners of a socket-activated libvirtd (Debian 12).
 LIBVIRT_LISTENERS = ("libvirtd-tcp.socket", "libvirtd-tls.socket")
@@ -52,7 +51,7 @@ class MountPoint(Resource):
 
     kind = "directory"
 
-    def __init__(self, path: Path, after: tuple[str, ...] = ()) -> None:
+    def __init__(self, path: Path, after: tuple[Reference, ...] = ()) -> None:
         super().__init__(str(path))
         self.path = path
         self.after = after
@@ -98,42 +97,44 @@ def resources(desired: Desired, root: Path = ROOT) -> list[Resource]:
     apt_resources = apt.resources(desired, root)
     update = next((r for r in apt_resources if isinstance(r, apt.AptUpdate)), None)
     out += apt_resources
-    out += packages.resources(desired, lists=update,
-                              after=(update.id,) if update is not None else ())
+    (installed,) = packages.resources(desired, lists=update,
+                                      after=(update,) if update is not None else ())
+    out.append(installed)
 
-    client, daemon, defaults = libvirt_conf.files(root, after=(PACKAGES_ID,))
+    client, daemon, defaults = libvirt_conf.files(root, after=(installed,))
 
     hook = hook_file(desired, root)
-    hook.after = (PACKAGES_ID,)
+    hook.after = (installed,)
     out += [client, daemon, defaults, hook]
 
 
-    out.append(BootOrder(root, after=(PACKAGES_ID,)))
+    out.append(BootOrder(root, after=(installed,)))
     out.append(Service("openvswitch-switch", reason="Open vSwitch: the bridges",
-                       after=(PACKAGES_ID,), ready=vswitchd_follows))
-    order = File(root / LXCFS_DROP_IN, LXCFS_ORDER, after=(PACKAGES_ID,),
+                       after=(installed,), ready=vswitchd_follows))
+    order = File(root / LXCFS_DROP_IN, LXCFS_ORDER, after=(installed,),
                  reason="start lxcfs before libvirtd's containers at boot")
     out.append(order)
     from fjord.containers.limits import LXCFS_DIR
 
-    veth_macs = File(root / VETH_LINK, VETH_LINK_POLICY, after=(PACKAGES_ID,),
+    veth_macs = File(root / VETH_LINK, VETH_LINK_POLICY, after=(installed,),
                      reason="udev keeps off the containers' MACs")
     out.append(veth_macs)
-    mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(PACKAGES_ID,))
+    mount_point = MountPoint(root / LXCFS_DIR.lstrip("/"), after=(installed,))
     out.append(mount_point)
-    out.append(Service("lxcfs", reason="limit-aware /proc files for the containers",
-                       after=(PACKAGES_ID, mount_point.id)))
-    for unit in LIBVIRT_LISTENERS:
-        out.append(Service(unit, enabled=False, running=False,
-                           reason="libvirtd only on its UNIX sockets", after=(PACKAGES_ID,)))
+    lxcfs = Service("lxcfs", reason="limit-aware /proc files for the containers",
+                    after=(installed, mount_point))
+    out.append(lxcfs)
+    listeners = [Service(unit, enabled=False, running=False,
+                         reason="libvirtd only on its UNIX sockets", after=(installed,))
+                 for unit in LIBVIRT_LISTENERS]
+    out += listeners
     out.append(Service(
         # libvirtd looks for hooks when it starts: a new hook means a restart too.
         "libvirtd", socket="libvirtd.socket", config=[daemon, defaults, hook],
         reason="runs the containers",
-        after=(PACKAGES_ID, daemon.id, defaults.id, order.id, veth_macs.id, mount_point.id,
-               "service lxcfs",
-               *(f"service {u}" for u in LIBVIRT_LISTENERS)),
+        after=(installed, daemon, defaults, order, veth_macs, mount_point, lxcfs,
+               *listeners),
     ))
     out += cgroups.resources(unified=_wants_unified_cgroups(desired), root=root,
-                             after=(PACKAGES_ID,))
+                             after=(installed,))
     return out

@@ -29,9 +29,10 @@ from typing import Any
 
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
+from fjord.host.packages import Packages
 from fjord.net import nft, words
 from fjord.net.nft import BaseChain, Nft, Rule, Table
 from fjord.state import read_json, state_dir, write_json
@@ -247,7 +248,7 @@ class Firewall(Resource):
 
     kind = "nftables"
 
-    def __init__(self, ruleset: Ruleset, *, after: tuple[str, ...] = ()) -> None:
+    def __init__(self, ruleset: Ruleset, *, after: tuple[Reference, ...] = ()) -> None:
         super().__init__(f"{FAMILY} {NAME}")
         self.ruleset = ruleset
         self.after = after
@@ -321,10 +322,10 @@ def resources(desired: Desired) -> list[Resource]:
     The file is written after the live load: a ruleset the kernel refuses never
     reaches the file the next boot would load."""
     ruleset = Ruleset.from_desired(desired)
-    live = Firewall(ruleset, after=("packages",))  # nft comes with the nftables package
+    live = Firewall(ruleset, after=(Packages,))  # nft comes with the nftables package
     return [
         live,
-        File(RULESET_FILE, ruleset.render(), mode=0o644, after=(live.id,),
+        File(RULESET_FILE, ruleset.render(), mode=0o644, after=(live,),
              reason="the firewall loaded at boot"),
         File(BOOT_HOOK, boot_hook(), mode=0o755,
              reason="load the firewall before the interfaces come up"),

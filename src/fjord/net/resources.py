@@ -8,10 +8,13 @@ from ipaddress import IPv6Address, ip_address, ip_interface
 from typing import Any
 
 from fjord.config.desired import Desired
+from fjord.containers.kind import ContainerResource
 from fjord.engine.change import Change
-from fjord.engine.resource import Context, Resource
+from fjord.engine.order import Ref
+from fjord.engine.resource import Context, Reference, Resource
 from fjord.errors import FjordError
 from fjord.host.files import File
+from fjord.host.services import Service
 from fjord.net import interfaces, links, nft, portguard, switch, switchover, uplink_filter
 from fjord.state import state_dir
 
@@ -22,7 +25,7 @@ class Bridge(Resource):
     """A bridge (OVS or Linux) with its datapath, MAC and link up."""
 
     kind = "bridge"
-    after = ("service openvswitch-switch",)
+    after = (Ref(Service, "openvswitch-switch"),)
 
     def __init__(self, name: str, *, datapath: str, mac_of: str | None = None,
                  role: str = "", derived: bool = False) -> None:
@@ -76,7 +79,7 @@ class Uplink(Resource):
     the default routes. Changing it is the risky step: done as a guarded switchover."""
 
     kind = "uplink"
-    after = ("bridge",)
+    after = (Bridge,)
 
     def __init__(self, desired: Desired) -> None:
         host = desired.host
@@ -147,7 +150,7 @@ class Address(Resource):
 
     kind = "address"
 
-    def __init__(self, dev: str, address: str, reason: str, after: tuple[str, ...]) -> None:
+    def __init__(self, dev: str, address: str, reason: str, after: tuple[Reference, ...]) -> None:
         super().__init__(f"{address} on {dev}")
         self.dev = dev
         self.address = ip_interface(address)
@@ -175,7 +178,7 @@ class HostRoute(Resource):
         self.dst = f"{dst}/128"
         self.dev = dev
         self.container = container
-        self.after = ("bridge", "address")
+        self.after = (Bridge, Address)
 
     def changes(self, ctx: Context) -> list[Change]:
         nl = links.driver(ctx)
@@ -197,7 +200,7 @@ class ProxyNdp(Resource):
         self.addr = addr
         self.dev = dev
         self.container = container
-        self.after = ("uplink",)
+        self.after = (Uplink,)
 
     def changes(self, ctx: Context) -> list[Change]:
         if self.addr in links.driver(ctx).proxy_neighbours(self.dev):
@@ -215,7 +218,7 @@ class StaleProxyNdp(Resource):
     def __init__(self, dev: str, keep: set[IPv6Address], prefix: Any) -> None:
         super().__init__(dev)
         self.dev, self.keep, self.prefix = dev, keep, prefix
-        self.after = ("proxy-ndp",)
+        self.after = (ProxyNdp,)
 
     def changes(self, ctx: Context) -> list[Change]:
         stale = sorted(a for a in links.driver(ctx).proxy_neighbours(self.dev)
@@ -238,7 +241,7 @@ class StaleHostRoutes(Resource):
     def __init__(self, dev: str, keep: set[IPv6Address], prefix: Any) -> None:
         super().__init__(dev)
         self.dev, self.keep, self.prefix = dev, keep, prefix
-        self.after = ("route",)
+        self.after = (HostRoute,)
 
     def changes(self, ctx: Context) -> list[Change]:
         nl = links.driver(ctx)
@@ -266,7 +269,7 @@ class StaleAddresses(Resource):
     def __init__(self, dev: str, keep: set[Any]) -> None:
         super().__init__(dev)
         self.dev, self.keep = dev, keep
-        self.after = ("address",)
+        self.after = (Address,)
 
     def changes(self, ctx: Context) -> list[Change]:
         nl = links.driver(ctx)
@@ -312,7 +315,7 @@ class PortGuard(Resource):
         super().__init__(bridge)
         self.bridge = bridge
         self.ports = ports
-        self.after = (f"bridge {bridge}", "port-guard-state", "container")
+        self.after = (Ref(Bridge, bridge), GuardState, ContainerResource)
 
     def _wanted(self) -> list[portguard.Flow]:
         return portguard.table(self.ports, portguard.ofports(self.bridge))
@@ -367,7 +370,7 @@ class InterfacesFile(File):
 
     def __init__(self, desired: Desired) -> None:
         super().__init__(INTERFACES, None, reason="bring the bridges up at boot",
-                         after=("uplink",))
+                         after=(Uplink,))
         self.desired = desired
 
     def changes(self, ctx: Context) -> list[Change]:
@@ -400,15 +403,16 @@ def resources(desired: Desired) -> list[Resource]:
     host = desired.host
     sw = host.switch
     datapath = sw.datapath if sw.kind == "ovs" else "system"
+    # a Linux bridge's own MAC follows its ports unless set: see interfaces.internal_mac
+    internal = Bridge(sw.internal, datapath=datapath, role="the containers' private network",
+                      mac_of=host.uplink if sw.kind == "linux-bridge" else None,
+                      derived=sw.kind == "linux-bridge")
     out: list[Resource] = [
         Bridge(sw.external, datapath=datapath, mac_of=host.uplink,
                role=f"uplink {host.uplink} and the public addresses"),
-        # a Linux bridge's own MAC follows its ports unless set: see interfaces.internal_mac
-        Bridge(sw.internal, datapath=datapath, role="the containers' private network",
-               mac_of=host.uplink if sw.kind == "linux-bridge" else None,
-               derived=sw.kind == "linux-bridge"),
+        internal,
         Address(sw.internal, str(host.private.address), "the containers' IPv4 gateway",
-                after=(f"bridge {sw.internal}",)),
+                after=(internal,)),
         StaleAddresses(sw.internal, {ip_interface(str(host.private.address))}),
     ]
     if sw.kind == "ovs" and sw.datapath == "netdev":
@@ -418,7 +422,7 @@ def resources(desired: Desired) -> list[Resource]:
     routed: set[IPv6Address] = set()
     if host.ipv6 is not None and host.ipv6.effective_mode == "routed":
         out.append(Address(sw.internal, f"{interfaces.ROUTED_GATEWAY6}/64",
-                           "the containers' IPv6 gateway", after=(f"bridge {sw.internal}",)))
+                           "the containers' IPv6 gateway", after=(internal,)))
         keep = set()
         for c in desired.containers:
             if c.ipv6 is None:
