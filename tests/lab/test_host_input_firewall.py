@@ -151,7 +151,7 @@ def test_the_host_takes_only_what_is_listed_keeps_ssh_and_its_containers(
     assert {"host: input firewall loaded", "forward tcp/2222 -> test:22"} <= names
     assert apply(lab, with_fw, ALL) == []
 
-    # the boot hook loads it again, before the interfaces come up
+    # the boot hook (if-pre-up.d, run by the boot's `ifup -a`) loads it again
     report = lab.reboot()
     assert report.ok, report.to_json()
     assert "fjord-input" in lab.exec(TABLE).stdout

@@ -356,3 +356,35 @@ def test_without_ss_the_state_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(input_firewall.runner, "run", missing)
     with pytest.raises(StateUnreadable, match="cannot list the listening sockets"):
         input_firewall.Sockets().listeners()
+
+
+# --- fjord check -------------------------------------------------------------------------------
+
+
+def test_check_has_a_line_for_the_table_only_when_it_is_declared(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fjord import check as chk
+    from fjord.probes import Probe
+
+    loaded = {("inet", "fjord")}
+
+    def probe(argv: list[str], **kwargs: object) -> Probe:
+        there = (argv[-2], argv[-1]) in loaded
+        return Probe(list(argv), 0 if there else 1, "", "", 0.0)
+
+    monkeypatch.setattr(chk, "probe", probe)
+    monkeypatch.setattr(chk, "ping", lambda *a, **k: (True, "answers"))
+    monkeypatch.setattr(chk, "_forwarding", lambda d: (True, "on"))
+    monkeypatch.setattr(chk, "_declared", lambda d: iter(()))
+
+    def lines(d: Desired) -> dict[str, tuple[bool, str]]:
+        return {r.name: (r.ok, r.detail) for r in chk.host_checks(d)
+                if "firewall" in r.name}
+
+    assert lines(desired(WITHOUT)) == {
+        "host: firewall loaded": (True, "table inet fjord is loaded")}
+    assert lines(desired())["host: input firewall loaded"] == (
+        False, "table inet fjord-input is missing: run `fjord apply`")
+    loaded.add(("inet", "fjord-input"))
+    assert lines(desired())["host: input firewall loaded"] == (
+        True, "table inet fjord-input is loaded")
