@@ -2,12 +2,13 @@
 host) notices. Before it, any port the server listens on answers; with it, a port that
 is not listed does not, while the listed port, SSH (a real sshd) and ping do; the
 container still reaches the world and its port forward still works (`fjord check`);
-the second apply is empty; `lab reboot` brings the table back from the boot hook;
-removing the key removes it. And the guard: while sshd listens on a port the table
-would drop, the plan refuses and nothing changes."""
+the second apply is empty; `lab reboot` brings the table back from the boot hook, before
+the uplink comes up; removing the key removes it. And the guard: while sshd listens on
+a port the table would drop, the plan refuses and nothing changes."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -151,10 +152,17 @@ def test_the_host_takes_only_what_is_listed_keeps_ssh_and_its_containers(
     assert {"host: input firewall loaded", "forward tcp/2222 -> test:22"} <= names
     assert apply(lab, with_fw, ALL) == []
 
-    # the boot hook (if-pre-up.d, run by the boot's `ifup -a`) loads it again
+    # the boot hook (if-pre-up.d, run by the boot's `ifup -a`) loads it again, before the
+    # interfaces come up: before the uplink's own pre-up line loads the uplink guard
+    # (tables get increasing handles)
     report = lab.reboot()
     assert report.ok, report.to_json()
     assert "fjord-input" in lab.exec(TABLE).stdout
+    handles = {(t["table"]["family"], t["table"]["name"]): t["table"]["handle"]
+               for t in json.loads(lab.exec(["nft", "-j", "list", "tables"]).stdout)["nftables"]
+               if "table" in t}
+    assert (handles[("inet", "fjord")] < handles[("inet", "fjord-input")]
+            < handles[("netdev", "fjord-uplink")])
     assert plan(lab, with_fw)["changes"] == []
     listen(lab, started, CLOSED)
     assert reads(lab, CLOSED).startswith("error: ")

@@ -10,7 +10,9 @@
 
 The rendered file is persisted at /etc/fjord/firewall.nft and loaded at boot by an
 if-pre-up.d hook, before the interfaces come up. The live table is compared with what
-fjord recorded when it loaded it, so a table changed by someone else is reloaded.
+fjord recorded when it loaded it, so a table changed by someone else is reloaded. That
+part (:class:`LiveTable`, the hook) also serves fjord's other persisted table, the host
+input firewall's (fjord.net.input_firewall).
 Other programs' tables are never touched, only read: a foreign base chain that drops
 forwarded traffic (Docker, ufw) breaks containers whatever fjord's table says, and the
 plan warns about it (docs/firewall.md has the fix).
