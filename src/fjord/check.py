@@ -21,6 +21,7 @@ from fjord.containers.checks import container_checks, targets
 from fjord.engine.plan import make_plan
 from fjord.engine.resource import Context
 from fjord.host.sysctl import OPTIONAL, Sysctl, wanted
+from fjord.net.firewall import FORWARD, INPUT, Persisted
 from fjord.probes import (
     PING_TIMEOUT,
     PROBE_TIMEOUT,
@@ -58,6 +59,8 @@ def host_checks(desired: Desired) -> Iterator[CheckResult]:
         yield guard("host: IPv6 gateway answers", lambda: gateway(True))
     yield guard("host: forwarding enabled", lambda: _forwarding(desired))
     yield guard("host: firewall loaded", _firewall)
+    if host.firewall is not None:
+        yield guard("host: input firewall loaded", _input_firewall)
     yield from _declared(desired)
     yield from _unchecked(desired)
 
@@ -108,12 +111,21 @@ def _unchecked(desired: Desired) -> Iterator[CheckResult]:
 
 
 def _firewall() -> tuple[bool, str]:
-    out = probe(["nft", "list", "table", "inet", "fjord"], timeout=10)
+    return _loaded(FORWARD)
+
+
+def _input_firewall() -> tuple[bool, str]:
+    return _loaded(INPUT)
+
+
+def _loaded(table: Persisted) -> tuple[bool, str]:
+    """Whether the table is there (whether it is as declared: "network as declared")."""
+    out = probe(["nft", "list", "table", table.family, table.name], timeout=10)
     if out.ok:
-        return True, "table inet fjord is loaded"
+        return True, f"table {table.spec} is loaded"
     if out.failure is not None:
         return False, f"cannot list the ruleset: {out.failure}"
-    return False, "table inet fjord is missing: run `fjord apply`"
+    return False, f"table {table.spec} is missing: run `fjord apply`"
 
 
 def _declared(desired: Desired) -> Iterator[CheckResult]:
@@ -132,7 +144,7 @@ def _declared(desired: Desired) -> Iterator[CheckResult]:
         drift = [f"{c.resource}: {c.detail}" for c in plan.changes]
         drift += [f"{u.resource}: cannot read ({u.reason})" for u in plan.unreadable]
         return not drift, "; ".join(drift) or ("bridges, ports, addresses, routes, proxy "
-                                               "NDP and firewall as in the file")
+                                               "NDP and firewalls as in the file")
 
     yield guard(name, declared)
     for warning in warnings:

@@ -37,6 +37,7 @@ def registry() -> tuple[tuple[str, type[Resource]], ...]:
     from fjord.host.sysctl import Sysctl
     from fjord.host.system import MountPoint
     from fjord.net.firewall import Firewall
+    from fjord.net.input_firewall import InputFirewall
     from fjord.net.netmanagers import OtherNetworkManagers
     from fjord.net.resources import (
         Address,
@@ -57,7 +58,8 @@ def registry() -> tuple[tuple[str, type[Resource]], ...]:
         Service, CgroupCheck, UpdateGrub, MountPoint]
     network: list[type[Resource]] = [
         OtherNetworkManagers, Bridge, InterfacesFile, Uplink, Address, HostRoute, ProxyNdp,
-        StaleProxyNdp, StaleHostRoutes, StaleAddresses, GuardState, PortGuard, Firewall]
+        StaleProxyNdp, StaleHostRoutes, StaleAddresses, GuardState, PortGuard, Firewall,
+        InputFirewall]
     containers: list[type[Resource]] = [
         Allocations, ImageResource, RootResource, DomainResource, RunningResource, Orphan,
         HostsBlock]
@@ -83,13 +85,14 @@ def host_resources(desired: Desired) -> list[Resource]:
 
 
 def network_resources(desired: Desired) -> list[Resource]:
-    from fjord.net import firewall, resources
+    from fjord.net import firewall, input_firewall, resources
     from fjord.net.netmanagers import OtherNetworkManagers
 
     registry()
     sw = desired.host.switch
     managers = OtherNetworkManagers(desired.host.uplink, (sw.external, sw.internal))
-    return [managers, *resources.resources(desired), *firewall.resources(desired)]
+    return [managers, *resources.resources(desired), *firewall.resources(desired),
+            *input_firewall.resources(desired)]
 
 
 def container_resources(desired: Desired, recorded: Desired | None = None) -> list[Resource]:

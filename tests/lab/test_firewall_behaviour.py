@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -376,7 +376,7 @@ def test_boot_hook_loads_once_and_never_fails_the_interface(topo: Topology, ctx:
     ruleset = tmp_path / "firewall.nft"
     ruleset.write_text(Ruleset.from_desired(ctx.desired).render())
     hook = tmp_path / "fjord-firewall"
-    hook.write_text(firewall.boot_hook(ruleset))
+    hook.write_text(firewall.boot_hook((replace(firewall.FORWARD, file=ruleset),)))
     assert topo.run("host", "sh", str(hook)).returncode == 0
     loaded = tables(topo)
     assert ("inet", "fjord") in loaded

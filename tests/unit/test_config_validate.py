@@ -354,7 +354,7 @@ HOST = "host:\n  fqdn: h.example.net\n  ipv4: {address: 192.0.2.5/24, gateway: 1
      "host.dnss: unknown key 'dnss' (did you mean 'dns'?) (line 4, column 3)"),
     (HOST + "  dns: [192.0.2.53]\n  frobnicate: 1\n",
      "host.frobnicate: unknown key 'frobnicate'; allowed: fqdn, provider, uplink, switch, ipv4, "
-     "ipv6, private, dns, ssh_port, forwards, apt, packages, capacity, check, "
+     "ipv6, private, dns, ssh_port, forwards, firewall, apt, packages, capacity, check, "
      "cgroups, sysctl (line 5, column 3)"),
     ("host:\n  fqdn: h.example.net\n  dns: [192.0.2.53]\n",
      "host.ipv4: required key is missing (line 1, column 1)"),

@@ -182,7 +182,8 @@ def test_boot_hook_never_stops_the_interface() -> None:
 
 def test_boot_hook_refuses_a_path_it_cannot_quote() -> None:
     with pytest.raises(ValueError):
-        firewall.boot_hook(Path("/etc/fjord/fire wall.nft; reboot"))
+        firewall.boot_hook((replace(firewall.FORWARD,
+                                    file=Path("/etc/fjord/fire wall.nft; reboot")),))
 
 
 def test_resources_persist_the_ruleset_after_the_live_load() -> None:

@@ -152,6 +152,21 @@ class PortForward(Model):
         return self.to_port or self.port
 
 
+class HostFirewall(Model):
+    """The host's own input firewall (table inet fjord-input): new connections to the host
+    itself are dropped, except SSH, ICMP and ICMPv6, loopback, and the ports listed here.
+    Replies to the host's own connections, containers and port forwards are not affected."""
+
+    tcp: list[Port] = Field(
+        default_factory=list,
+        description="TCP ports of the host's own services open to everyone. SSH "
+        "(`host.ssh_port`) is always open; listing it changes nothing.",
+        examples=[[80, 443]])
+    udp: list[Port] = Field(default_factory=list,
+                            description="UDP ports of the host's own services open to everyone.",
+                            examples=[[51820]])
+
+
 class AptRepository(Model):
     """An extra APT repository, written as a deb822 .sources file with its own key."""
 
@@ -286,6 +301,13 @@ class Host(Model):
                            examples=[22])
     forwards: list[PortForward] = Field(
         default_factory=list, description="Port forwards from the public IPv4 to containers."
+    )
+    firewall: HostFirewall | None = Field(
+        None,
+        description="Filter what reaches the host itself (its own input): loaded now and at "
+        "every boot before the interfaces come up (/etc/fjord/input.nft). Omit it and "
+        "nothing filters the host's own ports; removing it removes the table at the next "
+        "apply. `plan` refuses to load it while sshd listens on a TCP port it would drop.",
     )
     apt: Apt = Field(default_factory=Apt)
     packages: list[Package] = Field(

@@ -295,6 +295,17 @@ def semantic_problems(config: Config, doc: Document) -> Iterator[Problem]:
         else:
             seen_forwards[fkey] = i
 
+    if host.firewall is not None:
+        for proto in ("tcp", "udp"):
+            first: dict[int, int] = {}
+            for i, port in enumerate(getattr(host.firewall, proto)):
+                if port in first:
+                    yield p(("host", "firewall", proto, i),
+                            f"{proto}/{port} is already listed "
+                            f"(host.firewall.{proto}[{first[port]}])")
+                else:
+                    first[port] = i
+
     memory, cpus = host_capacity(config)
     owners: dict[tuple[str, object], list[Path]] = defaultdict(list)
     reserved4 = {host.private.address.ip}

@@ -10,7 +10,9 @@
 
 The rendered file is persisted at /etc/fjord/firewall.nft and loaded at boot by an
 if-pre-up.d hook, before the interfaces come up. The live table is compared with what
-fjord recorded when it loaded it, so a table changed by someone else is reloaded.
+fjord recorded when it loaded it, so a table changed by someone else is reloaded. That
+part (:class:`LiveTable`, the hook) also serves fjord's other persisted table, the host
+input firewall's (fjord.net.input_firewall).
 Other programs' tables are never touched, only read: a foreign base chain that drops
 forwarded traffic (Docker, ufw) breaks containers whatever fjord's table says, and the
 plan warns about it (docs/firewall.md has the fix).
@@ -21,11 +23,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
+import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fjord.config.desired import Desired
 from fjord.engine.change import Change
@@ -41,6 +44,33 @@ FAMILY, NAME = "inet", "fjord"
 RULESET_FILE = Path("/etc/fjord/firewall.nft")
 BOOT_HOOK = Path("/etc/network/if-pre-up.d/fjord-firewall")
 STATE_FILE = "firewall.state"
+
+
+@dataclass(frozen=True)
+class Persisted:
+    """One of fjord's tables as the boot hook loads it: the table, the file that holds it,
+    what its absence means (said when loading it at boot fails), and the state file (in
+    fjord's state directory) where fjord records what it loaded."""
+
+    family: str
+    name: str
+    file: Path
+    state: str
+    missing: str
+
+    @property
+    def spec(self) -> str:
+        return f"{self.family} {self.name}"
+
+
+FORWARD = Persisted(FAMILY, NAME, RULESET_FILE, STATE_FILE,
+                    "containers have no NAT and no filtering")
+# The host input firewall (host.firewall, fjord.net.input_firewall): its own table, so that
+# its absence from the file removes it whole; loaded at boot by the same hook.
+INPUT = Persisted("inet", "fjord-input", Path("/etc/fjord/input.nft"), "input-firewall.state",
+                  "the ports of the host itself are not filtered")
+# What the boot hook loads, in this order (a file that is not there is skipped).
+BOOT_TABLES = (FORWARD, INPUT)
 
 HEADER = (
     "Managed by fjord: `fjord apply` rewrites this file; edit fjord.yaml instead.",
@@ -209,91 +239,123 @@ def forward(rs: Ruleset) -> BaseChain:
 # --- the boot hook ---------------------------------------------------------------------------
 
 
-def boot_hook(ruleset_file: Path = RULESET_FILE) -> str:
+def boot_hook(tables: Sequence[Persisted] = BOOT_TABLES) -> str:
     """if-pre-up.d script: ifupdown runs it before each interface comes up (lo first);
-    it loads the ruleset once per boot, when the table is not in the kernel yet.
+    it loads each of fjord's persisted tables once per boot, when its file is there and
+    the table is not in the kernel yet.
 
     A failure is reported but does not stop the interface: on a rented server an
     interface left down means no way in to fix the firewall."""
-    path = str(ruleset_file)
-    if not _SAFE_PATH.fullmatch(path):
-        raise ValueError(f"{path!r} cannot be written into a shell script")
-    return f"""#!/bin/sh
-# Managed by fjord: loads fjord's nftables table before the interfaces come up.
-# ifupdown runs it for every interface; the table is loaded once per boot.
+    loads = []
+    for t in tables:
+        path = str(t.file)
+        if not _SAFE_PATH.fullmatch(path):
+            raise ValueError(f"{path!r} cannot be written into a shell script")
+        loads.append(" ".join(shlex.quote(word) for word in (
+            "load", path, nft.family(t.family), nft.ident(t.name), t.missing)))
+    return """#!/bin/sh
+# Managed by fjord: loads fjord's nftables tables before the interfaces come up.
+# ifupdown runs it for every interface; each table is loaded once per boot.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-ruleset={path}
 
-[ -r "$ruleset" ] || exit 0
 command -v nft >/dev/null 2>&1 || exit 0
-nft list table {FAMILY} {NAME} >/dev/null 2>&1 && exit 0
-if ! nft -f "$ruleset"; then
-    echo "fjord-firewall: loading $ruleset failed: containers have no NAT and no filtering" >&2
-    logger -t fjord-firewall "loading $ruleset failed" 2>/dev/null || true
-fi
-exit 0
-"""
+
+# load FILE FAMILY TABLE MEANING: FILE, unless it is not there or TABLE is loaded already
+load() {
+    [ -r "$1" ] || return 0
+    nft list table "$2" "$3" >/dev/null 2>&1 && return 0
+    if ! nft -f "$1"; then
+        echo "fjord-firewall: loading $1 failed: $4" >&2
+        logger -t fjord-firewall "loading $1 failed" 2>/dev/null || true
+    fi
+}
+
+""" + "\n".join(loads) + "\nexit 0\n"
 
 
 # --- the live table --------------------------------------------------------------------------
 
 
-def state_path() -> Path:
-    return state_dir() / STATE_FILE
+def state_path(table: Persisted = FORWARD) -> Path:
+    return state_dir() / table.state
 
 
-class Firewall(Resource):
-    """The live ``table inet fjord``: loaded atomically when absent, different from the
-    declared ruleset, or changed by someone else since fjord loaded it."""
+class Declared(Protocol):
+    """A table as declared: its file's text, that text's hash, and a line for the plan."""
 
-    kind = "nftables"
+    def render(self) -> str: ...
 
-    def __init__(self, ruleset: Ruleset, *, after: tuple[Reference, ...] = ()) -> None:
-        super().__init__(f"{FAMILY} {NAME}")
+    def digest(self) -> str: ...
+
+    def summary(self) -> str: ...
+
+
+class LiveTable(Resource):
+    """One of fjord's tables, live: loaded atomically when absent, different from the
+    declared ruleset, or changed by someone else since fjord loaded it (the listing it
+    recorded then, in ``table.state``). ``ruleset`` None: the table must not be there
+    (deleted, its record forgotten). A kind of table adds its own checks in
+    :meth:`inspect`."""
+
+    def __init__(self, table: Persisted, ruleset: Declared | None, *,
+                 after: Sequence[Reference] = ()) -> None:
+        super().__init__(table.spec)
+        self.table = table
         self.ruleset = ruleset
         self.after = after
 
+    def inspect(self, ctx: Context, driver: Nft, loading: bool) -> None:
+        """What the kind checks besides the table (``loading``: a load is planned): a
+        warning, or a FjordError that stops the plan before anything changes."""
+
     def changes(self, ctx: Context) -> list[Change]:
         driver = ctx.open(nft.DRIVER)
-        live = driver.list_table(FAMILY, NAME)
-        self._warn_about_other_firewalls(ctx, driver)
-        what = f"load nftables table {FAMILY} {NAME} ({self.ruleset.summary()})"
+        if self.ruleset is None:
+            return self._absent(driver)
+        t = self.table
+        live = driver.list_table(t.family, t.name)
+        what = f"load nftables table {t.spec} ({self.ruleset.summary()})"
+        out: list[Change] = []
         if live is None:
-            return [Change(self.id, "create", what, self._load,
-                           diff=lambda: self._diff(driver, None))]
-        recorded = read_json(state_path()) or {}
-        reason = self._stale(recorded, live)
-        if reason is None:
+            out = [Change(self.id, "create", what, self._load,
+                          diff=lambda: self._diff(driver, None))]
+        elif (reason := self._stale(read_json(state_path(t)) or {}, live)) is not None:
+            out = [Change(self.id, "update", f"re{what}: {reason}", self._load,
+                          diff=lambda: self._diff(driver, live))]
+        self.inspect(ctx, driver, bool(out))
+        return out
+
+    def _absent(self, driver: Nft) -> list[Change]:
+        t = self.table
+        try:  # the ruleset the plan reads anyway (the forward firewall's foreign tables)
+            there = nft.has_table(driver.ruleset(), t.family, t.name)
+        except nft.NotInstalled:
+            return []  # no nft, no table
+        except FjordError:  # JSON fjord cannot read: ask for the table alone
+            there = driver.list_table(t.family, t.name) is not None
+        if not there:
             return []
-        return [Change(self.id, "update", f"re{what}: {reason}", self._load,
-                       diff=lambda: self._diff(driver, live))]
+        return [Change(self.id, "delete", f"delete nftables table {t.spec} (not declared)",
+                       self._delete)]
 
     def _diff(self, driver: Nft, live: str | None) -> str:
         """The live table against the declared one, both as ``nft -s list table`` lists
         them (for ``plan -v``: it loads the declared ruleset in a throwaway namespace)."""
+        assert self.ruleset is not None
+        t = self.table
         try:
-            declared = driver.declared_listing(self.ruleset.render(), FAMILY, NAME)
+            declared = driver.declared_listing(self.ruleset.render(), t.family, t.name)
         except FjordError as exc:
             return f"(the declared table could not be listed: {exc.message})\n"
-        where = f"table {FAMILY} {NAME}"
+        where = f"table {t.spec}"
         diff = difflib.unified_diff((live or "").splitlines(keepends=True),
                                     declared.splitlines(keepends=True),
                                     f"{where} (nft list table)" if live is not None
                                     else "/dev/null", f"{where} (declared)")
         return "".join(d if d.endswith("\n") else d + "\n" for d in diff)
 
-    def _warn_about_other_firewalls(self, ctx: Context, driver: Nft) -> None:
-        # Only advice: a ruleset fjord cannot read must not stop fjord's own table.
-        try:
-            data = driver.ruleset()
-        except FjordError as exc:
-            ctx.warn(f"could not look for other firewalls ({exc.message}): if containers "
-                     "lose their traffic, see docs/firewall.md")
-            return
-        for block in foreign_blocks(data, self.ruleset):
-            ctx.warn(block.message())
-
     def _stale(self, recorded: Mapping[str, Any], live: str) -> str | None:
+        assert self.ruleset is not None
         if recorded.get("sha256") is None:
             return "not loaded by fjord"
         if recorded["sha256"] != self.ruleset.digest():
@@ -303,17 +365,49 @@ class Firewall(Resource):
         return None
 
     def unchanged_reason(self, ctx: Context) -> str:
-        return f"table {FAMILY} {NAME} is loaded as declared ({self.ruleset.summary()})"
+        if self.ruleset is None:
+            return f"table {self.table.spec} is not loaded (not declared)"
+        return f"table {self.table.spec} is loaded as declared ({self.ruleset.summary()})"
 
     def _load(self, ctx: Context) -> None:
+        assert self.ruleset is not None
+        t = self.table
         driver = ctx.open(nft.DRIVER)
         driver.load(self.ruleset.render())
-        write_json(state_path(), {
+        write_json(state_path(t), {
             "version": 1,
-            "table": f"{FAMILY} {NAME}",
+            "table": t.spec,
             "sha256": self.ruleset.digest(),
-            "listing": driver.list_table(FAMILY, NAME),
+            "listing": driver.list_table(t.family, t.name),
         })
+
+    def _delete(self, ctx: Context) -> None:
+        t = self.table
+        ctx.open(nft.DRIVER).delete_table(t.family, t.name)
+        state_path(t).unlink(missing_ok=True)
+
+
+class Firewall(LiveTable):
+    """The live ``table inet fjord``: loaded atomically when absent, different from the
+    declared ruleset, or changed by someone else since fjord loaded it."""
+
+    kind = "nftables"
+
+    def __init__(self, ruleset: Ruleset, *,
+                 after: Sequence[Reference] = ()) -> None:
+        super().__init__(FORWARD, ruleset, after=after)
+        self.declared = ruleset
+
+    def inspect(self, ctx: Context, driver: Nft, loading: bool) -> None:
+        # Only advice: a ruleset fjord cannot read must not stop fjord's own table.
+        try:
+            data = driver.ruleset()
+        except FjordError as exc:
+            ctx.warn(f"could not look for other firewalls ({exc.message}): if containers "
+                     "lose their traffic, see docs/firewall.md")
+            return
+        for block in foreign_blocks(data, self.declared):
+            ctx.warn(block.message())
 
 
 def resources(desired: Desired) -> list[Resource]:

@@ -231,6 +231,10 @@ def ensure_fjords(text: str) -> list[tuple[str, str]]:
 # --- the driver -------------------------------------------------------------------------------
 
 
+class NotInstalled(StateUnreadable):
+    """nft is not there (the nftables package not installed yet): no table is loaded."""
+
+
 @dataclass
 class Nft:
     """Runs nft. ``prefix`` runs it elsewhere, e.g. ``("ip", "netns", "exec", NS)``.
@@ -262,8 +266,8 @@ class Nft:
             return self._run(args, check=False)
         except FjordError as exc:
             if exc.message.startswith("program not found"):
-                raise StateUnreadable("nft is not installed",
-                                      hint="apt-get install nftables") from exc
+                raise NotInstalled("nft is not installed",
+                                   hint="apt-get install nftables") from exc
             raise
 
     def check(self, text: str) -> None:
