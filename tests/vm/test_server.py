@@ -194,6 +194,32 @@ def test_reboot(server: Server, n: int) -> None:
     assert changes(server, "plan") == []
 
 
+CONNECT = ("import socket, sys\n"
+           "try:\n"
+           "    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()\n"
+           "except OSError as exc:\n"
+           "    sys.exit(f'{type(exc).__name__}: {exc}')\n")
+
+
+def test_the_input_firewall_after_the_reboots(server: Server) -> None:
+    """host.firewall on a real boot: after two reboots, from the provider's side, the
+    listed port answers and another one (a listener there too) is dropped; SSH answered
+    all along (test_reboot)."""
+    pids = [server.vm.ssh(f"setsid python3 -m http.server {port} >/dev/null 2>&1 "
+                          "</dev/null & echo $!").stdout.strip() for port in (80, 8081)]
+    try:
+        time.sleep(2)  # the listeners bind
+        listed = server.upstream(["python3", "-c", CONNECT, server.ipv4, "80"])
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        other = server.upstream(["python3", "-c", CONNECT, server.ipv4, "8081"])
+        assert other.returncode != 0 and "timed out" in other.stderr, \
+            other.stdout + other.stderr
+        inside = server.vm.ssh(["python3", "-c", CONNECT, "127.0.0.1", "8081"], check=False)
+        assert inside.ok, inside.stderr  # the host itself still reaches its own port
+    finally:
+        server.vm.ssh(["kill", *pids], check=False)
+
+
 def test_container_sees_only_its_own_cgroups(server: Server) -> None:
     """cgroup v2 (both releases): the container is in a cgroup namespace of its own,
     rooted at libvirt's cgroup; the host's tree (machine.slice, system.slice of the
