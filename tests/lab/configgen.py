@@ -4,7 +4,8 @@ The lab tests drive examples/lab.yaml and a few variations of it; this module ma
 configurations across the schema instead: the lab's three providers, IPv6 routed,
 bridged or absent, both switch kinds, other address plans (public prefix and gateway,
 private network, the /64 and its gateway), bridge and uplink names, 0 to 3 containers
-of either suite with either root mode and run state, forwards, limits and resolvers.
+of either suite with either root mode and run state, forwards, limits, resolvers
+and the host's input firewall.
 
 Every configuration is one that validation accepts and that the lab can simulate
 (`generate` checks both, so a generator bug shows as such): public and private
@@ -231,6 +232,11 @@ def generate(seed: int, provider: str | None = None, ipv6: str | None = None,
     forwards = _forwards(rng, list(specs), host.get("ssh_port", 22))
     if forwards:
         host["forwards"] = forwards
+    if rng.random() < 0.3:  # the host's own input firewall (drawn last: earlier draws keep)
+        firewall: dict[str, Any] = {"tcp": rng.sample((80, 443, 8443), rng.randint(0, 2))}
+        if rng.random() < 0.5:
+            firewall["udp"] = [51820]
+        host["firewall"] = firewall
     data = {"version": 1, "host": host, "defaults": defaults, "containers": specs}
     gen = Generated(seed, provider, data)
     validate(gen)
