@@ -59,6 +59,12 @@ def test_a_container_removed_by_hand_is_freed_by_prune(host):  # noqa: F811
     fjord(lab, "container", "stop", "web")
     lab.exec(["virsh", "-c", "lxc:///", "undefine", "web"])
     root = "/var/lib/fjord/containers/web"
+    # what a stopped container keeps mounted (its lower layer), unmounted, deepest first
+    mounts = [line.split()[4] for line in
+              lab.exec(["cat", "/proc/self/mountinfo"]).stdout.splitlines()]
+    for target in sorted((m for m in mounts if m.startswith(root + "/") or m == root),
+                         key=len, reverse=True):
+        lab.exec(["umount", target])
     assert root not in lab.exec(["cat", "/proc/self/mountinfo"]).stdout
     lab.exec(["rm", "-rf", "--one-file-system", root])
     configure(two_containers(key, with_web=False))
