@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from goldens import check_golden
+from test_config_validate import cfg, problems
 from told import tell
 
 from fjord.config.desired import Desired, load
-from fjord.config.loader import Document, parse
-from fjord.config.problems import ConfigError, format_path
+from fjord.config.loader import parse
+from fjord.config.problems import ConfigError
 from fjord.config.validate import check
 from fjord.engine.plan import StateUnreadable, make_plan
 from fjord.engine.resource import Context
@@ -98,27 +99,6 @@ def test_the_boot_hook_loads_both_tables_forward_first() -> None:
 
 
 # --- validation ------------------------------------------------------------------------------
-
-BASE: dict[str, Any] = {"host": {
-    "fqdn": "oslo.example.net", "ipv4": {"address": "192.0.2.5/27", "gateway": "192.0.2.1"},
-    "dns": ["192.0.2.53"]}}
-
-
-def cfg(*changes: tuple[str, Any]) -> dict[str, Any]:
-    """BASE with ("host.key", value) changes."""
-    data = json.loads(json.dumps(BASE))
-    for dotted, value in changes:
-        data["host"][dotted.removeprefix("host.")] = value
-    return data
-
-
-def problems(data: dict[str, Any]) -> list[tuple[str, str]]:
-    try:
-        check(Document(data))
-    except ConfigError as exc:
-        return [(format_path(p.path), p.message) for p in exc.problems]
-    return []
-
 
 def schema_problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as exc:

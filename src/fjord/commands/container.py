@@ -179,6 +179,11 @@ def list_(config_path: str | None, as_json: bool) -> None:
         sys.exit(EXIT_UNREADABLE)
 
 
+timeout_option = click.option(
+    "--timeout", type=float, default=20.0, show_default=True,
+    help="Seconds to wait for a clean shutdown before forcing it.")
+
+
 @container.command()
 @config_option
 @names_argument
@@ -205,8 +210,7 @@ def start(config_path: str | None, names: tuple[str, ...]) -> None:
 
 @container.command()
 @config_option
-@click.option("--timeout", type=float, default=20.0, show_default=True,
-              help="Seconds to wait for a clean shutdown before forcing it.")
+@timeout_option
 @click.option("--force", is_flag=True, help="Stop at once (SIGKILL), no clean shutdown.")
 @names_argument
 def stop(config_path: str | None, timeout: float, force: bool,
@@ -228,8 +232,7 @@ def stop(config_path: str | None, timeout: float, force: bool,
 
 @container.command()
 @config_option
-@click.option("--timeout", type=float, default=20.0, show_default=True,
-              help="Seconds to wait for a clean shutdown before forcing it.")
+@timeout_option
 @names_argument
 def restart(config_path: str | None, timeout: float, names: tuple[str, ...]) -> None:
     """Stop containers the file declares cleanly and start them again."""
